@@ -1,0 +1,63 @@
+"""The agent's configuration file (TOML), validated when it is loaded.
+
+    device_id = "dev00"
+    federation = "demo"
+    bundle = "/var/lib/genofed/bundle"
+    vcf = "/data/calls.vcf.gz"
+    phenotypes = "/data/phenotypes.tsv"
+    state_dir = "/var/lib/genofed"
+
+    [broker]
+    host = "127.0.0.1"
+    port = 1883
+
+    [training]
+    threads = 1
+    seed = 0
+    min_match_rate = 0.75
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genofed import config
+from genofed.protocol.topics import check_name
+from genofed.protocol.transport import BrokerAddress
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    threads: int = 1
+    seed: int = 0
+    min_match_rate: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"[training] threads must be >= 1, got {self.threads}")
+        if not 0.0 <= self.min_match_rate <= 1.0:
+            raise ValueError(f"[training] min_match_rate must be in [0, 1], "
+                             f"got {self.min_match_rate}")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    federation: str
+    bundle: Path
+    vcf: Path
+    phenotypes: Path
+    state_dir: Path
+    broker: BrokerAddress = field(default_factory=BrokerAddress)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    exit_when_finished: bool = False
+
+    def __post_init__(self) -> None:
+        check_name("device_id", self.device_id)
+        check_name("federation", self.federation)
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Load and validate an agent config; errors name the file and the key."""
+    return config.load(AgentConfig, path)

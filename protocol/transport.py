@@ -1,0 +1,124 @@
+"""MQTT plumbing shared by the agent and the aggregator: paho-mqtt 2.x kept behind a small API.
+
+The protocol logic never sees paho: it gets (topic, payload) pairs from `MqttLink.inbox` and
+hands payloads to `MqttLink.publish`. Sessions are MQTT v5 with clean start off and a session
+expiry, so QoS 1 messages queued while a device was away are delivered when it comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from genofed.errors import GenofedError
+
+log = logging.getLogger(__name__)
+QOS = 1
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str = "127.0.0.1"
+    port: int = 1883
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"[broker] port must be 1-65535, got {self.port}")
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+class MqttLink:
+    """One MQTT connection: subscriptions restored on every reconnect, QoS 1, byte counters."""
+
+    def __init__(self, client_id: str, broker: BrokerAddress, *, subscriptions: list[str],
+                 will: Will | None = None, session_expiry_s: int = 3600) -> None:
+        self.broker = broker
+        self.subscriptions = list(subscriptions)
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                    protocol=mqtt.MQTTv5)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=QOS, retain=will.retain)
+        self._connect_props = Properties(PacketTypes.CONNECT)
+        self._connect_props.SessionExpiryInterval = session_expiry_s
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Connect (retrying in the background) and wait until the first connection is up."""
+        try:
+            self._client.connect_async(self.broker.host, self.broker.port, keepalive=30,
+                                       clean_start=False, properties=self._connect_props)
+        except (OSError, ValueError) as exc:
+            raise GenofedError(f"MQTT broker {self.broker}: {exc}") from None
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self._client.loop_stop()
+            raise GenofedError(f"MQTT broker {self.broker}: no connection within {timeout_s:.0f} s")
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                timeout_s: float = 60.0) -> None:
+        """Publish at QoS 1 and wait for the broker's acknowledgement (queued across reconnects)."""
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        deadline = time.monotonic() + timeout_s
+        while not info.is_published():
+            if time.monotonic() > deadline:
+                raise GenofedError(f"MQTT broker {self.broker}: publish to {topic} not "
+                                   f"acknowledged within {timeout_s:.0f} s")
+            time.sleep(0.01)
+        with self._lock:
+            self.bytes_out += len(payload)
+
+    def stop(self) -> None:
+        """Disconnect cleanly (no will message) and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s refused the connection: %s", self.broker, reason)
+            return
+        log.info("connected to %s (session present: %s)", self.broker,
+                 getattr(flags, "session_present", "?"))
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=QOS)
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if reason != 0:
+            log.warning("lost the broker %s (%s); reconnecting", self.broker, reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.bytes_in += len(msg.payload)
+        self.inbox.put((msg.topic, bytes(msg.payload)))

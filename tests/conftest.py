@@ -1,0 +1,37 @@
+"""Shared fixtures: a small simulated cohort and an exported bundle, made once per session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-device cohort (msprime), 80 samples each, 600 variants, a 120-site panel."""
+    pytest.importorskip("msprime")
+    from genofed.sim.cohort import simulate
+
+    out = tmp_path_factory.mktemp("cohort")
+    simulate(out, devices=3, samples_per_device=80, variants=600, panel_size=120, seed=7,
+             test_samples=120, reference_samples=200)
+    return out
+
+
+@pytest.fixture(scope="session")
+def logreg_bundle(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A logistic-regression bundle exported for the cohort's panel."""
+    pytest.importorskip("torch")
+    from genofed.export.bundle import export_bundle
+
+    return export_bundle("logreg", cohort / "panel.tsv",
+                         tmp_path_factory.mktemp("bundle") / "logreg")
+
+
+def run_genofed(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `genofed` command in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "genofed", *args], capture_output=True,
+                          text=True, timeout=timeout)
