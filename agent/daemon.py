@@ -25,7 +25,6 @@ from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
-from genofed.models.panel import load_panel
 from genofed.protocol import messages as msgs
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink, Will
@@ -44,7 +43,7 @@ class LocalData:
 
 def load_local_data(cfg: AgentConfig, bundle: Bundle) -> LocalData:
     """Read the VCF against the bundle's panel, join phenotypes by sample, encode."""
-    panel = load_panel(bundle.path / "panel.tsv")
+    panel = bundle.panel()
     dos = read_dosages(cfg.vcf, panel, min_match_rate=cfg.training.min_match_rate)
     labels = read_phenotypes(cfg.phenotypes)
     rows = [i for i, s in enumerate(dos.samples) if s in labels]
@@ -68,8 +67,7 @@ class Agent:
         self.data = load_local_data(cfg, self.bundle)
         self.trainer = StepTrainer(self.bundle, threads=cfg.training.threads)
         self.topics = Topics(cfg.federation)
-        self.core = AgentCore(cfg.federation, self.bundle.panel_sha256,
-                              sum(int(np.prod(p.shape)) for p in self.bundle.params))
+        self.core = AgentCore(cfg.federation, self.bundle.panel_sha256, self.bundle.n_params)
         self.rng = np.random.default_rng(cfg.training.seed)
         self.rejected = 0
         self._bytes_seen = 0

@@ -25,7 +25,7 @@ from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.service import model_path, read_journal
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, load_bundle, unflatten
-from genofed.models.panel import Panel, load_panel
+from genofed.models.panel import Panel
 
 ROUND_TIMEOUT_S = 120.0
 
@@ -69,7 +69,7 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     say(f"exporting a {model} bundle ...")
     bundle_dir = export_bundle(model, cohort / "panel.tsv", out / "bundle", seed=seed)
     bundle = load_bundle(bundle_dir)
-    panel = load_panel(bundle_dir / "panel.tsv")
+    panel = bundle.panel()
     device_dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
     test = load_labeled(cohort / "test" / "calls.vcf.gz", cohort / "test" / "phenotypes.tsv",
                         panel)
