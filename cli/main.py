@@ -102,7 +102,9 @@ def _simulate(args: argparse.Namespace) -> int:
     info = simulate(args.out, devices=args.devices, samples_per_device=args.samples_per_device,
                     variants=args.variants, panel_size=args.panel_size, seed=args.seed,
                     test_samples=args.test_samples, split=args.split)
-    print(f"wrote {args.devices} devices, panel and test set under {args.out} ({info})")
+    print(f"{info.root}: {len(info.device_ids)} devices x {info.samples_per_device} samples, "
+          f"{info.test_samples} held-out test samples, {info.variants} variants, "
+          f"panel of {info.panel_size} sites ({info.panel})")
     return 0
 
 

@@ -41,6 +41,9 @@ from genofed.models.manifest import (
 )
 
 log = logging.getLogger(__name__)
+# The exporter's op registry warns on every export that torchvision's optional ops are absent;
+# our graphs use none of them.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 # Opset 18 with IR 8 (the lowest IR that carries opset 18): onnxruntime >= 1.14 loads the
 # graphs, which covers the agent's floor (1.17: IR <= 9) and 1.19 (the last training release).
