@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -62,8 +61,16 @@ def worker(engine: str, bundle_dir: Path, data: Path) -> dict[str, float]:
     for _ in range(REPEATS):
         one_round()
     seconds = (time.perf_counter() - t0) / REPEATS
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds_per_round": seconds, "peak_rss_mb": rss_mb}
+    return {"seconds_per_round": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across
+    fork and exec, so a worker would inherit the torch-loaded parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main() -> None:
