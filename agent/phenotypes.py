@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, read_user_text
 
 HEADER = ("sample", "phenotype")
 
@@ -12,12 +12,7 @@ HEADER = ("sample", "phenotype")
 def read_phenotypes(path: str | Path) -> dict[str, int]:
     """Read a phenotype TSV into {sample: 0 or 1}; every error names the file and line."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise GenofedError(f"{p}: phenotype file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GenofedError(f"{p}: cannot read phenotype file: {exc}") from None
+    text = read_user_text(p, "phenotype file")
     lines = text.splitlines()
     if not lines or tuple(lines[0].rstrip("\r").split("\t")) != HEADER:
         raise GenofedError(f"{p}:1: phenotype file must start with the header line "

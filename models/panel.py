@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, read_user_text
 
 COLUMNS = ("chrom", "pos", "ref", "alt", "id", "af")
 KNOWN_BUILDS = ("GRCh37", "GRCh38")
@@ -74,12 +74,7 @@ class Panel:
 def load_panel(path: str | Path) -> Panel:
     """Read and validate a panel TSV; every error names the file and line."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise GenofedError(f"{p}: panel file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GenofedError(f"{p}: cannot read panel: {exc}") from None
+    text = read_user_text(p, "panel file")
     lines = text.splitlines()
     if not lines or not lines[0].startswith("#genome_build="):
         raise GenofedError(f"{p}:1: panel must start with '#genome_build=GRCh38' (or GRCh37)")
