@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from genofed.broker.deploy import render_conf, write_conf
 from genofed.errors import GenofedError
 
 log = logging.getLogger(__name__)
@@ -34,12 +37,17 @@ def find_mosquitto() -> str:
 class LocalMosquitto:
     """A Mosquitto process on 127.0.0.1:<port>, with its config and log in `workdir`.
 
+    Plain and anonymous by default; with `secured` (a directory made by `genofed broker init`)
+    it runs that deployment's TLS-only configuration, certificates and ACL on `port`.
+
     Persistence is on, so a restart (`restart()`) keeps retained messages and sessions, as a
     real deployment's broker would.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *,
+                 secured: Path | None = None) -> None:
         self.workdir = workdir
+        self.secured = secured
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
@@ -48,15 +56,16 @@ class LocalMosquitto:
     def start(self, timeout_s: float = 10.0) -> LocalMosquitto:
         """Start the broker and wait until it accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir.resolve()}/\n"
-            f"log_dest file {self.log_path.resolve()}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            "max_packet_size 67108864\n"
-            "max_queued_messages 10000\n")
+        # Run as whoever started us: as root, Mosquitto would otherwise drop to `mosquitto`,
+        # which cannot read a private temporary directory.
+        run_as = getpass.getuser() if os.geteuid() == 0 else None
+        if self.secured:
+            self.conf = write_conf(self.secured, port=self.port, run_as=run_as)
+            self.log_path = self.secured / "mosquitto.log"
+        else:
+            self.conf.write_text(render_conf(port=self.port, bind="127.0.0.1",
+                                             data_dir=self.workdir, log_file=self.log_path,
+                                             run_as=run_as))
         logf = self.log_path.open("ab")
         self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.conf)],
                                      stdout=logf, stderr=subprocess.STDOUT)

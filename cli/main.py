@@ -80,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--config", type=Path, required=True)
     gr.set_defaults(handler=_aggregator_run)
 
+    br = sub.add_parser("broker", help="set up the MQTT broker of a deployment").add_subparsers(
+        required=True, metavar="ACTION")
+    bi = br.add_parser("init", help="CA, certificates, ACL and mosquitto.conf for a federation")
+    bi.add_argument("--out", type=Path, required=True)
+    bi.add_argument("--devices", type=int, required=True, help="enroll dev00 .. devNN")
+    bi.add_argument("--federation", default="default")
+    bi.add_argument("--port", type=int, default=8883)
+    bi.add_argument("--bind", default="0.0.0.0", help="listener address")
+    bi.add_argument("--host", action="append", default=[],
+                    help="a name or address clients use to reach the broker (repeatable)")
+    bi.set_defaults(handler=_broker_init)
+    ba = br.add_parser("add-device", help="enroll one more device")
+    ba.add_argument("--dir", type=Path, required=True, help="the broker directory")
+    ba.add_argument("--device", required=True)
+    ba.set_defaults(handler=_broker_add_device)
+
     d = sub.add_parser("demo", help="a whole federation on this machine, end to end")
     d.add_argument("--out", type=Path, default=Path("demo-out"))
     d.add_argument("--devices", type=int, default=6)
@@ -152,6 +168,24 @@ def _aggregator_run(args: argparse.Namespace) -> int:
     from genofed.broker.service import Aggregator
 
     Aggregator(load_aggregator_config(args.config)).run(_stop_on_signals())
+    return 0
+
+
+def _broker_init(args: argparse.Namespace) -> int:
+    from genofed.broker.deploy import init_broker
+
+    hosts = tuple(dict.fromkeys(["localhost", "127.0.0.1", *args.host]))
+    setup = init_broker(args.out, args.federation, args.devices, port=args.port,
+                        bind=args.bind, hosts=hosts)
+    print(f"{setup.root}: CA, server and {len(setup.devices)} device identities; run "
+          f"`mosquitto -c {setup.root / 'mosquitto.conf'}`")
+    return 0
+
+
+def _broker_add_device(args: argparse.Namespace) -> int:
+    from genofed.broker.deploy import enroll
+
+    print(f"enrolled {args.device}: {enroll(args.dir, args.device)}")
     return 0
 
 

@@ -6,6 +6,9 @@ import re
 
 PREFIX = "genofed/v1"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Identities that are never devices (the broker's ACL treats every other identity as one).
+AGGREGATOR, ADMIN = "aggregator", "admin"
+RESERVED_IDS = (AGGREGATOR, ADMIN, "server")
 
 
 def check_name(kind: str, value: str) -> str:
@@ -50,4 +53,5 @@ class Topics:
         if not topic.startswith(head):
             return None
         rest = topic[len(head):].split("/")
-        return rest[0] if len(rest) == 2 and _NAME.match(rest[0]) else None
+        ok = len(rest) == 2 and _NAME.match(rest[0]) and rest[0] not in RESERVED_IDS
+        return rest[0] if ok else None

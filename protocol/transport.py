@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,15 +28,27 @@ QOS = 1
 
 @dataclass(frozen=True)
 class BrokerAddress:
+    """Where the broker is and, for TLS, this client's identity (all three files, or none)."""
+
     host: str = "127.0.0.1"
     port: int = 1883
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"[broker] port must be 1-65535, got {self.port}")
+        given = [f for f in (self.ca, self.cert, self.key) if f is not None]
+        if given and len(given) != 3:
+            raise ValueError("[broker] TLS needs all of ca, cert and key, or none of them")
+
+    @property
+    def tls(self) -> bool:
+        return self.ca is not None
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}{' (TLS)' if self.tls else ''}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,8 @@ class MqttLink:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                     protocol=mqtt.MQTTv5)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if broker.tls:
+            self._set_tls(broker)
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=QOS, retain=will.retain)
         self._connect_props = Properties(PacketTypes.CONNECT)
@@ -66,6 +82,17 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    def _set_tls(self, b: BrokerAddress) -> None:
+        for f in (b.ca, b.cert, b.key):
+            if f is not None and not f.is_file():
+                raise GenofedError(f"{f}: TLS file not found")
+        try:
+            self._client.tls_set(ca_certs=str(b.ca), certfile=str(b.cert), keyfile=str(b.key),
+                                 cert_reqs=ssl.CERT_REQUIRED,
+                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise GenofedError(f"{b.cert}: cannot use this TLS identity: {exc}") from None
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Connect (retrying in the background) and wait until the first connection is up."""

@@ -80,3 +80,13 @@ def _craft(changes: dict[str, object]) -> bytes:
               "model_version": 0, **changes}
     raw = json.dumps(header).encode()
     return m.MAGIC + len(raw).to_bytes(4, "big") + raw
+
+
+def test_device_of_topic() -> None:
+    from genofed.protocol.topics import Topics
+
+    t = Topics("f")
+    assert t.device_of(t.outbox("dev01")) == "dev01"
+    assert t.device_of(f"{t.base}/device/aggregator/outbox") is None  # reserved identity
+    assert t.device_of(f"{t.base}/device/dev01/outbox/extra") is None
+    assert t.device_of("genofed/v1/other/device/dev01/outbox") is None
