@@ -88,10 +88,10 @@ class Agent:
             link.publish(status, _status_payload(self.cfg.device_id, "online"), retain=True)
             while not stop.is_set():
                 try:
-                    topic, payload = link.inbox.get(timeout=0.5)
+                    got = link.inbox.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                self.handle(topic, payload)
+                self.handle(got.topic, got.payload)
                 if self.core.finished and self.cfg.exit_when_finished:
                     log.info("federation finished; exiting")
                     break

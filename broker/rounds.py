@@ -77,13 +77,14 @@ class FedAvgRounds:
     def finished(self) -> bool:
         return self.version >= self.policy.rounds
 
-    def open(self, now: float) -> int:
-        """Start the next round on the current model; returns its number."""
+    def open(self, now: float, *, round_: int | None = None) -> int:
+        """Start the next round (or resume round `round_`) on the current model."""
         if self.finished:
             raise RuntimeError("all rounds are done")
-        self.current = _Open(round=self._next_round, opened_at=now)
-        self._next_round += 1
-        return self.current.round
+        number = self._next_round if round_ is None else round_
+        self.current = _Open(round=number, opened_at=now)
+        self._next_round = number + 1
+        return number
 
     def offer(self, update: Update, payload_bytes: int) -> str | None:
         """Take an update for the open round; returns why it was refused, or None."""

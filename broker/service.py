@@ -1,15 +1,15 @@
 """`genofed aggregator run`: drives FedAvg rounds over MQTT.
 
 The loop: publish the model (retained), open a round with a retained task, collect updates
-from device outboxes until the round closes, average, publish the next model. Every closed
-round is appended to `state_dir/rounds.jsonl` and every model version written to
-`state_dir/models/v<version>.npy` (atomically) before it is published.
+from device outboxes until the round closes, average, publish the next model. State lives in
+`state_dir/aggregator.db` (`broker/store.py`): an update is stored before it is acknowledged
+to the broker, and a model version is stored, with its round's record, before it is
+published. After a restart the service resumes the round in flight from what it stored, and
+the broker redelivers whatever it had not acknowledged.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import queue
 import threading
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genofed import atomic
 from genofed.broker.config import AggregatorConfig
 from genofed.broker.rounds import FedAvgRounds, RoundRecord
+from genofed.broker.store import Store
+from genofed.errors import GenofedError
 from genofed.models.manifest import flatten, load_bundle
 from genofed.protocol import messages as msgs
 from genofed.protocol.topics import Topics
@@ -37,28 +38,38 @@ class Aggregator:
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
         self.topics = Topics(cfg.federation)
-        self.rounds = FedAvgRounds(cfg.rounds, flatten(self.bundle.initial_params(),
-                                                       self.bundle.params))
+        self.store = Store(state_path(cfg.state_dir))
+        latest = self.store.latest_model()
+        if latest is None:
+            latest = (0, flatten(self.bundle.initial_params(), self.bundle.params))
+            self.store.put_model(*latest)
+        version, weights = latest
+        if weights.size != self.bundle.n_params:
+            raise GenofedError(f"{self.store.path}: stored model has {weights.size} "
+                               f"parameters, the bundle {self.bundle.n_params}")
+        self.rounds = FedAvgRounds(cfg.rounds, weights, version=version,
+                                   next_round=self.store.next_round())
         self.rejected = 0
         self.records: list[RoundRecord] = []
-        self.journal = cfg.state_dir / "rounds.jsonl"
 
     def run(self, stop: threading.Event | None = None) -> list[RoundRecord]:
         """Run all configured rounds (or until `stop`); returns the round records."""
         stop = stop or threading.Event()
         link = MqttLink(f"genofed-{self.cfg.federation}-aggregator", self.cfg.broker,
-                        subscriptions=[self.topics.all_outboxes])
+                        subscriptions=[self.topics.all_outboxes], manual_ack=True)
         link.start()
         try:
             self._publish_model(link)
-            self._open_round(link)
+            if not self.rounds.finished:
+                self._open_round(link)
             while not stop.is_set() and not self.rounds.finished:
                 try:
-                    topic, payload = link.inbox.get(timeout=0.2)
-                    self.handle(topic, payload)
+                    got = link.inbox.get(timeout=0.2)
+                    self.handle(got.topic, got.payload)
+                    got.ack()  # only now: the update is in the store, or was refused
                 except queue.Empty:
                     pass
-                record = self.rounds.poll(time.monotonic())
+                record = self.rounds.poll(time.time())
                 if record is None:
                     continue
                 self._close(record)
@@ -89,13 +100,26 @@ class Aggregator:
         if why:
             self.rejected += 1
             log.warning("refused an update from %s: %s", device, why)
-        else:
-            log.info("round %d: update from %s (%d examples)", update.round, device,
-                     update.n_examples)
+            return
+        self.store.put_message(update.round, "update", device, payload)
+        log.info("round %d: update from %s (%d examples)", update.round, device,
+                 update.n_examples)
 
     def _open_round(self, link: MqttLink) -> None:
-        r = self.rounds.open(time.monotonic())
-        log.info("round %d open on model version %d", r, self.rounds.version)
+        flight = self.store.open_round_in_flight()
+        if flight is not None and flight.model_version == self.rounds.version:
+            r = self.rounds.open(flight.opened, round_=flight.round)
+            stored = self.store.messages(r, "update")
+            for _, payload in stored:
+                self.rounds.offer(msgs.decode(payload, msgs.Update), len(payload))
+            log.info("resumed round %d with the %d updates stored before the restart", r,
+                     len(stored))
+        else:
+            if flight is not None:  # opened on a model that was since replaced: void it
+                self.store.close_round(flight.round, "aborted", {})
+            r = self.rounds.open(time.time())
+            self.store.open_round(r, self.rounds.version, time.time())
+            log.info("round %d open on model version %d", r, self.rounds.version)
         self._publish_task(link, state="open")
 
     def _publish_task(self, link: MqttLink, *, state: str) -> None:
@@ -109,9 +133,6 @@ class Aggregator:
 
     def _publish_model(self, link: MqttLink) -> None:
         version = self.rounds.version
-        buf = io.BytesIO()
-        np.save(buf, self.rounds.weights)
-        atomic.write_bytes(model_path(self.cfg.state_dir, version), buf.getvalue())
         model = msgs.GlobalModel(federation=self.cfg.federation, version=version,
                                  panel_sha256=self.bundle.panel_sha256,
                                  weights=self.rounds.weights)
@@ -119,19 +140,33 @@ class Aggregator:
 
     def _close(self, record: RoundRecord) -> None:
         self.records.append(record)
-        atomic.append_line(self.journal, json.dumps(asdict(record)))
+        new = (self.rounds.version, self.rounds.weights) if record.status == "completed" \
+            else None
+        self.store.close_round(record.round, record.status, asdict(record), new_model=new)
         log.info("round %d %s: %d participants, loss %.4f, %.1f s", record.round,
                  record.status, record.participants, record.mean_loss, record.seconds)
 
 
-def model_path(state_dir: Path, version: int) -> Path:
-    """Where model `version` is kept."""
-    return state_dir / "models" / f"v{version:04d}.npy"
+def state_path(state_dir: Path) -> Path:
+    """The aggregator's database under its state directory."""
+    return state_dir / "aggregator.db"
 
 
 def read_journal(state_dir: Path) -> list[dict[str, object]]:
-    """The round records written so far."""
-    path = state_dir / "rounds.jsonl"
-    if not path.exists():
+    """The records of the rounds closed so far (read-only; safe while the service runs)."""
+    if not state_path(state_dir).exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    store = Store(state_path(state_dir))
+    try:
+        return store.journal()
+    finally:
+        store.close()
+
+
+def read_model(state_dir: Path, version: int) -> np.ndarray:
+    """Model `version` as the aggregator stored it."""
+    store = Store(state_path(state_dir))
+    try:
+        return store.model(version)
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.broker.mosquitto import LocalMosquitto
-from genofed.broker.service import model_path, read_journal
+from genofed.broker.service import read_journal, read_model
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, load_bundle, unflatten
 from genofed.models.panel import Panel
@@ -158,7 +158,7 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
         journal = read_journal(state)
         for rec in journal[len(rows):]:
             version = int(rec["model_version"]) + (rec["status"] == "completed")  # type: ignore[call-overload]
-            weights = np.load(model_path(state, version))
+            weights = read_model(state, version)
             trainer.set_params(unflatten(weights, bundle.params))
             rec["test_auc"] = auc(test.y, trainer.predict_logits(test.x))
             rows.append(rec)

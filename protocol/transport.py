@@ -52,6 +52,22 @@ class BrokerAddress:
 
 
 @dataclass(frozen=True)
+class Received:
+    """One delivered message. With manual acknowledgement, call `ack()` once it is safe."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    link: MqttLink | None = None
+
+    def ack(self) -> None:
+        """Acknowledge to the broker (QoS 1); until then the broker keeps it for redelivery."""
+        if self.link is not None and self.qos > 0:
+            self.link._client.ack(self.mid, self.qos)
+
+
+@dataclass(frozen=True)
 class Will:
     topic: str
     payload: bytes
@@ -62,16 +78,18 @@ class MqttLink:
     """One MQTT connection: subscriptions restored on every reconnect, QoS 1, byte counters."""
 
     def __init__(self, client_id: str, broker: BrokerAddress, *, subscriptions: list[str],
-                 will: Will | None = None, session_expiry_s: int = 3600) -> None:
+                 will: Will | None = None, session_expiry_s: int = 3600,
+                 manual_ack: bool = False) -> None:
         self.broker = broker
         self.subscriptions = list(subscriptions)
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.manual_ack = manual_ack
+        self.inbox: queue.Queue[Received] = queue.Queue()
         self.bytes_in = 0
         self.bytes_out = 0
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                    protocol=mqtt.MQTTv5)
+                                    protocol=mqtt.MQTTv5, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         if broker.tls:
             self._set_tls(broker)
@@ -148,4 +166,5 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.bytes_in += len(msg.payload)
-        self.inbox.put((msg.topic, bytes(msg.payload)))
+        self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
+                                self if self.manual_ack else None))

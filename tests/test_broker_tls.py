@@ -72,8 +72,8 @@ def test_device_writes_only_its_own_outbox(broker: Any) -> None:
         kind, rc = raw.acks.get(timeout=20)
         assert kind == "pub" and not rc.is_failure
         # Same-client order is kept, so a delivered forgery would have arrived first.
-        topic, payload = agg.inbox.get(timeout=20)
-        assert (topic, payload) == (T.outbox("dev00"), b"honest")
+        got = agg.inbox.get(timeout=20)
+        assert (got.topic, got.payload) == (T.outbox("dev00"), b"honest")
         assert agg.inbox.empty()
     finally:
         raw.close()
@@ -95,8 +95,8 @@ def test_device_reads_only_what_is_its_own(broker: Any) -> None:
         dev.publish(T.outbox("dev01"), b"dev01's update")
         agg.publish(f"{T.base}/device/dev01/inbox", b"for dev01 only")
         agg.publish(f"{T.base}/device/dev02/inbox", b"for dev02")
-        topic, payload = spy.inbox.get(timeout=20)
-        assert payload == b"for dev02", f"dev02 read {topic}"
+        got = spy.inbox.get(timeout=20)
+        assert got.payload == b"for dev02", f"dev02 read {got.topic}"
     finally:
         for link in (spy, agg, dev):
             link.stop()

@@ -1,0 +1,164 @@
+"""The aggregator's durable state in SQLite: models, rounds, received messages, devices.
+
+One file, WAL journal, `synchronous=FULL`: a transaction that returned is on disk. The service
+acknowledges an MQTT message only after the message is stored here, so an update the broker
+saw acknowledged survives a crash of the aggregator; after a restart the service reads the
+round in flight back and resumes it or aborts it cleanly. A model version is written in the
+same transaction that closes its round, so a published model always has its round journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genofed.errors import GenofedError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    version INTEGER PRIMARY KEY, weights BLOB NOT NULL, sha256 TEXT NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, model_version INTEGER NOT NULL, status TEXT NOT NULL,
+    opened REAL NOT NULL, closed REAL, record TEXT);
+CREATE TABLE IF NOT EXISTS messages (
+    round INTEGER NOT NULL, stage TEXT NOT NULL, device TEXT NOT NULL, payload BLOB NOT NULL,
+    received REAL NOT NULL, PRIMARY KEY (round, stage, device));
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OpenRound:
+    """A round that was open when the state was last written."""
+
+    round: int
+    model_version: int
+    opened: float
+
+
+class Store:
+    """Durable aggregator state. Not thread-safe: one service loop owns it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise GenofedError(f"{path}: not a usable aggregator state database: {exc}") \
+                from None
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise GenofedError(f"{path}: state schema {row[0]}, this version reads "
+                               f"{SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # models
+    def put_model(self, version: int, weights: np.ndarray, *,
+                  db: sqlite3.Connection | None = None) -> str:
+        """Store model `version` (float32); returns its sha256."""
+        blob = np.ascontiguousarray(weights, dtype="<f4").tobytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        (db or self.db).execute("INSERT INTO models VALUES (?, ?, ?, ?)",
+                                (version, blob, digest, time.time()))
+        return digest
+
+    def latest_model(self) -> tuple[int, np.ndarray] | None:
+        """The newest model version and its weights, verified against its hash."""
+        row = self.db.execute("SELECT version, weights, sha256 FROM models "
+                              "ORDER BY version DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        version, blob, digest = row
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise GenofedError(f"{self.path}: model version {version} fails its hash check")
+        return int(version), np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+    def model(self, version: int) -> np.ndarray:
+        row = self.db.execute("SELECT weights FROM models WHERE version=?",
+                              (version,)).fetchone()
+        if row is None:
+            raise GenofedError(f"{self.path}: no model version {version}")
+        return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    # rounds
+    def open_round(self, round_: int, model_version: int, opened: float) -> None:
+        self.db.execute("INSERT INTO rounds (round, model_version, status, opened) "
+                        "VALUES (?, ?, 'open', ?)", (round_, model_version, opened))
+
+    def open_round_in_flight(self) -> OpenRound | None:
+        """The round left open by a previous run, if any."""
+        row = self.db.execute("SELECT round, model_version, opened FROM rounds "
+                              "WHERE status='open' ORDER BY round DESC LIMIT 1").fetchone()
+        return OpenRound(int(row[0]), int(row[1]), float(row[2])) if row else None
+
+    def next_round(self) -> int:
+        row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def close_round(self, round_: int, status: str, record: dict[str, Any],
+                    new_model: tuple[int, np.ndarray] | None = None) -> None:
+        """Close a round and, in the same transaction, store the model it produced."""
+        with self.transaction() as db:
+            if new_model is not None:
+                self.put_model(*new_model, db=db)
+            db.execute("UPDATE rounds SET status=?, closed=?, record=? WHERE round=?",
+                       (status, time.time(), json.dumps(record), round_))
+            db.execute("DELETE FROM messages WHERE round=?", (round_,))
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The records of all closed rounds, in order."""
+        rows = self.db.execute("SELECT record FROM rounds WHERE record IS NOT NULL "
+                               "ORDER BY round").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    # messages of the round in flight
+    def put_message(self, round_: int, stage: str, device: str, payload: bytes) -> bool:
+        """Keep one accepted message; False if that device already sent one for the stage."""
+        cur = self.db.execute("INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?)",
+                              (round_, stage, device, payload, time.time()))
+        return cur.rowcount == 1
+
+    def messages(self, round_: int, stage: str) -> list[tuple[str, bytes]]:
+        return [(str(d), bytes(p)) for d, p in self.db.execute(
+            "SELECT device, payload FROM messages WHERE round=? AND stage=? ORDER BY received",
+            (round_, stage))]
+
+    # devices
+    def enroll(self, device: str, verify_key: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?)",
+                        (device, verify_key, time.time()))
+
+    def devices(self) -> dict[str, bytes]:
+        return {str(d): bytes(k) for d, k in self.db.execute("SELECT id, verify_key FROM devices")}
