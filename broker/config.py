@@ -3,6 +3,7 @@
     federation = "demo"
     bundle = "bundle"
     state_dir = "state/aggregator"
+    metrics_port = 9464        # Prometheus metrics on 127.0.0.1; 0 or absent = off
 
     [broker]
     host = "127.0.0.1"
@@ -36,9 +37,12 @@ class AggregatorConfig:
     state_dir: Path
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     rounds: RoundPolicy = field(default_factory=RoundPolicy)
+    metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:
         check_name("federation", self.federation)
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"metrics_port must be 0 (off) or 1-65535, got {self.metrics_port}")
 
 
 def load_aggregator_config(path: str | Path) -> AggregatorConfig:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from genofed.broker.config import AggregatorConfig
+from genofed.broker.metrics import Metrics
 from genofed.broker.rounds import FedAvgRounds, RoundRecord
 from genofed.broker.store import Store
 from genofed.errors import GenofedError
@@ -51,12 +52,16 @@ class Aggregator:
                                    next_round=self.store.next_round())
         self.rejected = 0
         self.records: list[RoundRecord] = []
+        self.metrics = Metrics()
+        self.metrics.model_version.set(version)
 
     def run(self, stop: threading.Event | None = None) -> list[RoundRecord]:
         """Run all configured rounds (or until `stop`); returns the round records."""
         stop = stop or threading.Event()
         link = MqttLink(f"genofed-{self.cfg.federation}-aggregator", self.cfg.broker,
                         subscriptions=[self.topics.all_outboxes], manual_ack=True)
+        if self.cfg.metrics_port:
+            self.metrics.serve(self.cfg.metrics_port)
         link.start()
         try:
             self._publish_model(link)
@@ -80,6 +85,7 @@ class Aggregator:
             self._publish_task(link, state="finished")
         finally:
             link.stop()
+            self.metrics.stop()
         return self.records
 
     def handle(self, topic: str, payload: bytes) -> None:
@@ -93,17 +99,21 @@ class Aggregator:
             if update.federation != self.cfg.federation:
                 raise msgs.MessageError(f"update for federation {update.federation!r}")
         except msgs.MessageError as exc:
-            self.rejected += 1
-            log.warning("dropped a message on %s: %s", topic, exc)
+            self._reject("malformed", f"dropped a message on {topic}: {exc}")
             return
         why = self.rounds.offer(update, len(payload))
         if why:
-            self.rejected += 1
-            log.warning("refused an update from %s: %s", device, why)
+            self._reject("refused", f"refused an update from {device}: {why}")
             return
+        self.metrics.accepted.labels("update").inc()
         self.store.put_message(update.round, "update", device, payload)
         log.info("round %d: update from %s (%d examples)", update.round, device,
                  update.n_examples)
+
+    def _reject(self, reason: str, text: str) -> None:
+        self.rejected += 1
+        self.metrics.rejected.labels(reason).inc()
+        log.warning("%s", text)
 
     def _open_round(self, link: MqttLink) -> None:
         flight = self.store.open_round_in_flight()
@@ -136,13 +146,17 @@ class Aggregator:
         model = msgs.GlobalModel(federation=self.cfg.federation, version=version,
                                  panel_sha256=self.bundle.panel_sha256,
                                  weights=self.rounds.weights)
-        link.publish(self.topics.model, msgs.encode(model), retain=True)
+        payload = msgs.encode(model)
+        link.publish(self.topics.model, payload, retain=True)
+        self.metrics.bytes.labels("down").inc(len(payload))
+        self.metrics.model_version.set(version)
 
     def _close(self, record: RoundRecord) -> None:
         self.records.append(record)
         new = (self.rounds.version, self.rounds.weights) if record.status == "completed" \
             else None
         self.store.close_round(record.round, record.status, asdict(record), new_model=new)
+        self.metrics.round_closed(record, expected=self.cfg.rounds.target_updates)
         log.info("round %d %s: %d participants, loss %.4f, %.1f s", record.round,
                  record.status, record.participants, record.mean_loss, record.seconds)
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genofed import __version__
+from genofed.cli.logs import setup_logging
 from genofed.errors import GenofedError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -21,9 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run one subcommand, turn GenofedError into one line and status 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    setup_logging(args.log_level, args.log_format)
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -39,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"genofed {__version__}")
     p.add_argument("--log-level", default="warning",
                    choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one object a line, for a log collector")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="draw a cohort of per-device VCFs (msprime)")

@@ -45,3 +45,14 @@ def test_missing_vcf_is_one_line(tmp_path: Path, logreg_bundle: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "/nowhere/calls.vcf.gz" in lines[0]
+
+
+def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
+    import json
+
+    r = run_genofed("--log-format", "json", "--log-level", "info", "simulate", "--out",
+                    str(tmp_path / "c"), "--devices", "1", "--samples-per-device", "4",
+                    "--variants", "50", "--panel-size", "5", "--test-samples", "4")
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    assert docs and all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
