@@ -1,0 +1,258 @@
+"""The update codec: a device's float update to a vector in Z_(2^b), and the sum of n back.
+
+    device:      delta --L2Clip(C)--> --Rotation(seed)--> --StochasticRounding(s)--> --noise-->
+                 --ModularWrap(b)--> ring vector --(SecAgg+ masks)--> --BitPacking(b)--> wire
+    aggregator:  unpack, sum mod 2^b, unmask --> Pipeline.decode_sum(sum, n) --> sum of n updates
+
+`decode_sum` undoes the wrap, the noise slot, the scale and the rotation on the sum; clipping
+and rounding are not inverted (the rounding is unbiased, the clip is the contract).
+
+The rule for b (`choose_bits`, `max_clients`)
+---------------------------------------------
+Let u_i be device i's clipped vector, ||u_i||_2 <= C. The rotation R is orthogonal, so every
+coordinate of R u_i is at most ||R u_i||_2 = ||u_i||_2 <= C in absolute value. Scaling by s and
+stochastic rounding (clamped at +-sC, so float error cannot push past it) gives integers with
+|q_ij| <= ceil(s*C). A sum of n of them has |sum_i q_ij| <= n*ceil(s*C), and Z_(2^b) decodes
+to the signed range [-2^(b-1), 2^(b-1) - 1]. So the sum cannot wrap when
+
+    2^(b-1) - 1 >= n * ceil(s*C) + H(n)     and, if weighted,     2^(b-1) - 1 >= n * W_max
+
+with H(n) the noise stage's headroom (0 for `NoNoise`) and W_max the weight cap (the weight
+rides as one more coordinate, see `WeightedPipeline`). This is the default rule. It holds for
+every input, including the worst one, R^T (C e_j), which puts a device's whole norm on one
+coordinate, and the bound is attained there, so it cannot be tightened without assumptions.
+
+Opt-in, `wrap_prob=delta`: a tighter rule that holds with probability >= 1 - delta over the
+round's rotation seed, for inputs that do not depend on that seed. For a fixed v = sum_i u_i
+(||v|| <= n*C), each coordinate of R v is a Rademacher sum over a window of N coordinates
+(`rotation.py`), so Hoeffding and a union bound over the d coordinates give
+|(R v)_j| <= n*C*tau with tau = sqrt(2 ln(2d/delta) / N). With the rounding errors (< 1 each):
+
+    2^(b-1) - 1 >= ceil(s*n*C*tau) + n + H(n)     (and the weight condition above)
+
+For d = 10^5 and delta = 1e-9, tau = 0.028: about 5 bits fewer. It is not the default because a
+wrap is silent (a coordinate comes back off by 2^b/s and nothing says so), and because every
+device knows the seed, so an input aimed at one rotated coordinate (a bug, or a device poisoning
+the round) breaks it. The rotation buys bits only under this rule; under the default it is
+there for the distributed-DP stage that will use the noise slot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from genofed.protocol.codec_packing import BitPacking, pack_bits, packed_size, unpack_bits
+from genofed.protocol.codec_stages import (
+    MAX_BITS,
+    CodecError,
+    Floats,
+    Ints,
+    L2Clip,
+    ModularWrap,
+    Noise,
+    NoNoise,
+    Ring,
+    Stage,
+    StochasticRounding,
+    check_int,
+    check_positive,
+    check_ring,
+    ring_sum,
+)
+from genofed.protocol.rotation import Rotation, fwht
+
+__all__ = [
+    "BitPacking", "CodecError", "L2Clip", "ModularWrap", "NoNoise", "Noise", "Pipeline",
+    "Rotation", "Stage", "StochasticRounding", "WeightedPipeline", "build_pipeline",
+    "choose_bits", "fwht", "max_clients", "pack_bits", "packed_size", "ring_sum", "sum_bound",
+    "unpack_bits",
+]
+
+
+def sum_bound(n: int, clip: float, scale: float, *, dim: int | None = None,
+              wrap_prob: float | None = None, weight_max: int | None = None,
+              noise: Noise | None = None) -> int:
+    """The largest |coordinate| that a sum of n encodings can reach (see the rule above)."""
+    check_int("n", n, 1)
+    clip, scale = check_positive("clip", clip), check_positive("scale", scale)
+    per_device = StochasticRounding(scale, clip).bound
+    vector = n * per_device
+    if wrap_prob is not None:
+        if dim is None:
+            raise CodecError("wrap_prob needs the vector length dim")
+        check_int("dim", dim, 1)
+        if not (0 < wrap_prob < 1):
+            raise CodecError(f"wrap_prob must be in (0, 1), got {wrap_prob!r}")
+        window = 1 << (dim.bit_length() - 1)
+        tau = math.sqrt(2 * math.log(2 * dim / wrap_prob) / window)
+        # +1: the product is a float; never let its rounding make the bound smaller.
+        vector = min(vector, math.ceil(scale * n * clip * tau) + 1 + n)
+    vector += (noise or NoNoise()).headroom(n)
+    weights = n * check_int("weight_max", weight_max, 1) if weight_max is not None else 0
+    return max(vector, weights)
+
+
+def choose_bits(n: int, clip: float, scale: float, *, dim: int | None = None,
+                wrap_prob: float | None = None, weight_max: int | None = None,
+                noise: Noise | None = None) -> int:
+    """The smallest b whose signed range holds a sum of n encodings; refuses b > 64."""
+    bound = sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, weight_max=weight_max,
+                      noise=noise)
+    bits = bound.bit_length() + 1  # 2^(b-1) - 1 >= bound  <=>  b - 1 >= bound.bit_length()
+    if bits > MAX_BITS:
+        raise CodecError(f"n={n}, clip={clip}, scale={scale} need {bits} bits; at most "
+                         f"{MAX_BITS} are supported: lower the scale or the clip")
+    return bits
+
+
+def max_clients(bits: int, clip: float, scale: float, *, dim: int | None = None,
+                wrap_prob: float | None = None, weight_max: int | None = None,
+                noise: Noise | None = None) -> int:
+    """The largest n whose sum fits in `bits` (the inverse of `choose_bits`); refuses n < 1."""
+    check_int("bits", bits, 1, MAX_BITS)
+    top = (1 << (bits - 1)) - 1
+
+    def fits(n: int) -> bool:
+        return sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, weight_max=weight_max,
+                         noise=noise) <= top
+
+    if not fits(1):
+        raise CodecError(f"bits={bits} cannot hold even one update of clip={clip} at "
+                         f"scale={scale}: use choose_bits or a smaller scale")
+    lo, hi = 1, max(top, 1)  # sum_bound(n) >= n, so n <= top
+    while lo < hi:  # the largest n with fits(n); sum_bound grows with n
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A list of stages ending in a ModularWrap, and how many summands its ring can hold.
+
+    `max_clients` is a promise that the caller makes; `build_pipeline` derives it from the
+    rule for b, and `decode_sum` refuses any larger n.
+    """
+
+    stages: tuple[Stage, ...]
+    dim: int
+    max_clients: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages or not isinstance(self.stages[-1], ModularWrap):
+            raise CodecError("a pipeline's last stage must be a ModularWrap")
+        object.__setattr__(self, "dim", check_int("dim", self.dim, 1))
+        object.__setattr__(self, "max_clients", check_int("max_clients", self.max_clients, 1))
+
+    @property
+    def bits(self) -> int:
+        """b: the ring is Z_(2^b)."""
+        wrap = self.stages[-1]
+        assert isinstance(wrap, ModularWrap)
+        return wrap.bits
+
+    def encode(self, x: np.ndarray, rng: np.random.Generator) -> Ring:
+        """One device's update -> its vector in Z_(2^b), `dim` uint64 values."""
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        y = np.asarray(x)
+        if y.shape != (self.dim,):
+            raise CodecError(f"update of shape {y.shape}, the pipeline takes ({self.dim},)")
+        if not np.all(np.isfinite(y)):
+            raise CodecError("update holds non-finite values")
+        for stage in self.stages:
+            y = stage.encode(y, rng)
+        return check_ring(y, self.bits)
+
+    def decode_sum(self, total: np.ndarray, n: int) -> Floats:
+        """The sum mod 2^b of n encodings -> the (approximate) sum of the n clipped updates."""
+        check_int("n", n, 1, self.max_clients)
+        y: np.ndarray = check_ring(total, self.bits, "sum")
+        if y.shape != (self.dim,):
+            raise CodecError(f"sum of shape {y.shape}, the pipeline makes ({self.dim},)")
+        for stage in reversed(self.stages):
+            y = stage.decode(y, n)
+        return np.asarray(y, dtype=np.float64)
+
+
+def build_pipeline(dim: int, *, clip: float, scale: float, bits: int, rotation_seed: bytes,
+                   noise: Noise | None = None, wrap_prob: float | None = None) -> Pipeline:
+    """The standard pipeline: clip, rotate, scale and round, noise, wrap into Z_(2^bits)."""
+    noise = noise or NoNoise()
+    stages: Sequence[Stage] = (
+        L2Clip(clip), Rotation(dim, rotation_seed), StochasticRounding(scale, clip), noise,
+        ModularWrap(bits),
+    )
+    capacity = max_clients(bits, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise)
+    return Pipeline(tuple(stages), dim, capacity)
+
+
+@dataclass(frozen=True)
+class WeightedPipeline:
+    """Weighted FedAvg through the ring: the weight is one more masked coordinate.
+
+    A device with n_examples takes w = min(n_examples, weight_max), clips its update to C,
+    multiplies it by w / weight_max (so the norm stays <= C and the rule for b is unchanged),
+    encodes it with the pipeline and appends w as an exact integer, `dim + 1` values in all.
+    The aggregator decodes the vector sum S and the weight total W = sum w_i (exact) and
+    returns S * weight_max / W = sum w_i clip(delta_i) / sum w_i: nothing is sent in the clear.
+    The weight coordinate needs n * weight_max <= 2^(b-1) - 1, so `max_clients` is the smaller
+    of the two limits. W is revealed to the aggregator like any sum; a DP mechanism must noise
+    it too, or use a fixed denominator.
+    """
+
+    pipeline: Pipeline
+    weight_max: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_max", check_int("weight_max", self.weight_max, 1))
+        if not isinstance(self.pipeline.stages[0], L2Clip):
+            raise CodecError("a weighted pipeline's first stage must be an L2Clip")
+        if self.max_clients < 1:
+            raise CodecError(f"weight_max={self.weight_max} does not fit in "
+                             f"{self.pipeline.bits} signed bits even for one device")
+
+    @property
+    def dim(self) -> int:
+        """Ring coordinates per device: the update's plus the weight."""
+        return self.pipeline.dim + 1
+
+    @property
+    def max_clients(self) -> int:
+        """The largest n for which neither the vector sum nor the weight total wraps."""
+        top = (1 << (self.pipeline.bits - 1)) - 1
+        return min(self.pipeline.max_clients, top // self.weight_max)
+
+    def weight(self, n_examples: int) -> int:
+        """w = min(n_examples, weight_max)."""
+        return min(check_int("n_examples", n_examples, 1), self.weight_max)
+
+    def encode(self, delta: np.ndarray, n_examples: int, rng: np.random.Generator) -> Ring:
+        """One device's update and example count -> `dim` + 1 ring values."""
+        w = self.weight(n_examples)
+        clip = self.pipeline.stages[0]
+        assert isinstance(clip, L2Clip)
+        delta = np.asarray(delta, dtype=np.float64)
+        if not np.all(np.isfinite(delta)):
+            raise CodecError("update holds non-finite values")
+        ring = self.pipeline.encode(clip.encode(delta) * (w / self.weight_max), rng)
+        return np.append(ring, np.uint64(w))
+
+    def decode_mean(self, total: np.ndarray, n: int) -> tuple[Floats, int]:
+        """The ring sum of n weighted encodings -> (weighted mean update, total weight)."""
+        check_int("n", n, 1, self.max_clients)
+        y = check_ring(total, self.pipeline.bits, "sum")
+        if y.shape != (self.dim,):
+            raise CodecError(f"sum of shape {y.shape}, the weighted pipeline makes ({self.dim},)")
+        signed: Ints = ModularWrap(self.pipeline.bits).decode(y[-1:])
+        weight = int(signed[0])
+        if not n <= weight <= n * self.weight_max:
+            raise CodecError(f"weight total {weight} is outside [{n}, {n * self.weight_max}] "
+                             f"for n={n}: some input was malformed")
+        vector = self.pipeline.decode_sum(y[:-1], n)
+        return vector * (self.weight_max / weight), weight
