@@ -37,10 +37,16 @@ class Site:
 
 @dataclass(frozen=True)
 class Panel:
-    """An ordered list of sites on one genome build."""
+    """An ordered list of sites on one genome build.
+
+    `ref_is_reference` says whether each site's `ref` is the build's reference allele (true of
+    this project's format); a PGS Catalog score orders its alleles by effect instead, so a
+    reference block cannot tell its dosage without the reference genome.
+    """
 
     build: str
     sites: tuple[Site, ...]
+    ref_is_reference: bool = True
 
     def __post_init__(self) -> None:
         if self.build not in KNOWN_BUILDS:

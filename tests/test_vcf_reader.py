@@ -50,7 +50,7 @@ CASES = {
     "alt_dot_refcall": (("chr22", 1100, ".", "A", ".", ".", "PASS", ".", "GT", "0/0", "0/0",
                          "./."), ("chr22", 1100, "A", "C"), (0, 0, NAN)),
 }
-EXPECTED_REPORT = {"panel_sites": 12, "matched": 7, "matched_swapped": 2, "missing_absent": 2,
+EXPECTED_REPORT = {"panel_sites": 12, "matched": 7, "matched_swapped": 2, "missing_absent": 1,
                    "missing_filtered": 1, "samples": 3, "build": "GRCh38"}
 
 
@@ -73,7 +73,7 @@ def cases_panel() -> Panel:
 
 @pytest.mark.parametrize("name", ["calls.vcf.gz", "calls.vcf", "calls.bcf", "noindex.bcf"])
 def test_cases_every_format(cases_dir: Path, cases_panel: Panel, name: str) -> None:
-    d = read_dosages(cases_dir / name, cases_panel)
+    d = read_dosages(cases_dir / name, cases_panel, access_mode="region")
     expected = np.array([want for _, _, want in CASES.values()], dtype=np.float32).T
     np.testing.assert_array_equal(d.dosage, expected)
     assert d.dosage.dtype == np.float32
@@ -82,6 +82,7 @@ def test_cases_every_format(cases_dir: Path, cases_panel: Panel, name: str) -> N
     for key, value in EXPECTED_REPORT.items():
         assert d.report[key] == value, key
     assert d.report["match_rate"] == pytest.approx(9 / 12)
+    assert d.report["missing"]["allele_mismatch"] == 1
     assert d.report["missing_genotype"] == 4  # ./., 0/., haploid . and the ALT=. ./.
     assert d.report["access"] == ("stream" if name in ("calls.vcf", "noindex.bcf")
                                   else "region")
@@ -140,9 +141,10 @@ def test_contig_aliases(tmp_path: Path, file_contig: str, panel_contig: str, len
     text = vcf_text([[file_contig, 150, ".", "C", "T", ".", "PASS", ".", "GT", "0/1", "1/1",
                       "0/0"]], SAMPLES, contigs=[(file_contig, length)])
     vcf = write_vcf(tmp_path / "a.vcf.gz", text, index=indexed)
-    d = read_dosages(vcf, make_panel((panel_contig, 150, "C", "T")))
-    np.testing.assert_array_equal(d.dosage[:, 0], [1, 2, 0])
-    assert d.report["access"] == ("region" if indexed else "stream")
+    for mode in ("auto", "region", "stream"):
+        d = read_dosages(vcf, make_panel((panel_contig, 150, "C", "T")), access_mode=mode)
+        np.testing.assert_array_equal(d.dosage[:, 0], [1, 2, 0])
+        assert d.report["access"] == ("region" if indexed and mode == "region" else "stream")
 
 
 def test_region_fetch_and_stream_agree_over_gaps(tmp_path: Path) -> None:
@@ -154,7 +156,8 @@ def test_region_fetch_and_stream_agree_over_gaps(tmp_path: Path) -> None:
     gz = write_vcf(tmp_path / "g.vcf.gz", text)
     plain = write_vcf(tmp_path / "g.vcf", text, compress=False)
     panel = make_panel(*(("chr22", p, "A", "G") for p in positions[::2]))
-    region, stream = read_dosages(gz, panel), read_dosages(plain, panel)
+    region = read_dosages(gz, panel, access_mode="region")
+    stream = read_dosages(plain, panel, access_mode="region")  # a plain .vcf cannot fetch
     assert region.report["access"] == "region" and stream.report["access"] == "stream"
     np.testing.assert_array_equal(region.dosage, stream.dosage)
     assert region.report["matched"] == 6
@@ -164,10 +167,10 @@ def test_stale_index_is_not_trusted(tmp_path: Path) -> None:
     rows = [["chr22", 100, ".", "A", "G", ".", "PASS", ".", "GT", "0/1", "1/1", "0/0"]]
     gz = write_vcf(tmp_path / "s.vcf.gz", vcf_text(rows, SAMPLES))
     panel = make_panel(("chr22", 100, "A", "G"))
-    assert read_dosages(gz, panel).report["access"] == "region"
+    assert read_dosages(gz, panel, access_mode="region").report["access"] == "region"
     index = gz.with_name(gz.name + ".tbi")
     os.utime(index, (index.stat().st_atime, gz.stat().st_mtime - 60))
-    d = read_dosages(gz, panel)
+    d = read_dosages(gz, panel, access_mode="region")
     assert d.report["access"] == "stream" and d.report["index_stale"] is True
     np.testing.assert_array_equal(d.dosage[:, 0], [1, 2, 0])
 
