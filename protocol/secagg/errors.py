@@ -1,0 +1,41 @@
+"""What can go wrong in a secure-aggregation round, one exception type per kind of failure."""
+
+from __future__ import annotations
+
+from genofed.errors import GenofedError
+
+
+class SecAggError(GenofedError):
+    """Any failure of a secure-aggregation round."""
+
+
+class ParameterError(SecAggError, ValueError):
+    """Round parameters that are malformed or cannot be safe; the message names the value."""
+
+
+class RoundAborted(SecAggError):
+    """Too few participants remain for the threshold: the round ends and reveals nothing."""
+
+
+class ProtocolViolation(SecAggError):
+    """A message that breaks the protocol; it is rejected and changes no state."""
+
+
+class MalformedMessage(ProtocolViolation):
+    """Bytes that do not parse as the expected message."""
+
+
+class ForgedMessage(ProtocolViolation):
+    """A bad signature, an unknown identity, or a ciphertext that does not authenticate."""
+
+
+class WrongRound(ProtocolViolation):
+    """A message of another federation, round or round configuration."""
+
+
+class ReplayedMessage(ProtocolViolation):
+    """A duplicate, or a message of a stage that is not the current one."""
+
+
+class InconsistentRequest(ProtocolViolation):
+    """A request whose answer could reveal more than the protocol allows."""
