@@ -1,0 +1,95 @@
+"""What a secure round's task tells every device, as JSON inside the aggregator's signed task.
+
+Three parts: the training a device does (`TrainingSpec`), how it encodes its update into the
+ring (`CodecSpec`, with the round's rotation seed), and the SecAgg+ round configuration
+(`protocol.secagg.RoundConfig`: roster, aggregator key, n, k, t, ring, length, graph seed).
+Every value is checked on the way in, and a device recomputes the configuration's digest from
+these fields, so two parties that disagree on any of them cannot complete a round together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from genofed.protocol.codec import WeightedPipeline, build_pipeline
+from genofed.protocol.messages import MessageError
+from genofed.protocol.secagg import (
+    GraphSeed,
+    IdentityKey,
+    ParameterError,
+    Participant,
+    Ring,
+    RoundConfig,
+    SecAggParams,
+)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """The local training of one round."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("training needs local_epochs >= 1, batch_size >= 1 and lr > 0")
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How a device's update becomes ring values (see `protocol/codec.py`)."""
+
+    clip: float
+    scale: float
+    bits: int
+    weight_max: int
+    rotation_seed: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.rotation_seed) != 32:
+            raise ValueError("rotation_seed must be 32 bytes")
+
+    def pipeline(self, dim: int) -> WeightedPipeline:
+        """The weighted pipeline for `dim` model coordinates (`dim` + 1 ring values)."""
+        return WeightedPipeline(build_pipeline(dim, clip=self.clip, scale=self.scale,
+                                               bits=self.bits, rotation_seed=self.rotation_seed),
+                                self.weight_max)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "rotation_seed": self.rotation_seed.hex()}
+
+    @classmethod
+    def from_json(cls, d: Any) -> CodecSpec:
+        try:
+            return cls(clip=float(d["clip"]), scale=float(d["scale"]), bits=int(d["bits"]),
+                       weight_max=int(d["weight_max"]),
+                       rotation_seed=bytes.fromhex(d["rotation_seed"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"bad codec spec: {exc}") from None
+
+
+def config_to_json(cfg: RoundConfig) -> dict[str, Any]:
+    """A round configuration as plain JSON values."""
+    return {"federation": cfg.federation, "round": cfg.round,
+            "roster": [[p.device, p.identity.raw.hex()] for p in cfg.roster],
+            "server": cfg.server.raw.hex(), "n": cfg.params.n, "k": cfg.params.k,
+            "t": cfg.params.t, "bits": cfg.ring.bits, "length": cfg.length,
+            "graph_seed": cfg.graph_seed.raw.hex()}
+
+
+def config_from_json(d: Any) -> RoundConfig:
+    """The round configuration a task carries; MessageError on anything malformed."""
+    try:
+        return RoundConfig(
+            federation=str(d["federation"]), round=int(d["round"]),
+            roster=tuple(Participant(str(dev), IdentityKey(bytes.fromhex(key)))
+                         for dev, key in d["roster"]),
+            server=IdentityKey(bytes.fromhex(d["server"])),
+            params=SecAggParams(int(d["n"]), int(d["k"]), int(d["t"])),
+            ring=Ring(int(d["bits"])), length=int(d["length"]),
+            graph_seed=GraphSeed(bytes.fromhex(d["graph_seed"])))
+    except (KeyError, TypeError, ValueError, ParameterError) as exc:
+        raise MessageError(f"bad round configuration: {exc}") from None

@@ -1,0 +1,73 @@
+"""The task's round spec survives JSON exactly, and malformed specs are refused."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genofed.protocol.envelope import open_envelope, seal
+from genofed.protocol.messages import MessageError
+from genofed.protocol.roundspec import CodecSpec, config_from_json, config_to_json
+from genofed.protocol.secagg import (
+    GraphSeed,
+    Participant,
+    Ring,
+    RoundConfig,
+    SecAggParams,
+    SigningIdentity,
+)
+
+
+def _config() -> RoundConfig:
+    ids = [SigningIdentity.generate() for _ in range(4)]
+    return RoundConfig("fed", 7, tuple(Participant(f"dev{i}", k.public) for i, k in
+                                       enumerate(ids)),
+                       SigningIdentity.generate().public, SecAggParams(4, 3, 2), Ring(20), 11,
+                       GraphSeed(bytes(range(32))))
+
+
+def test_config_round_trips_with_the_same_digest() -> None:
+    cfg = _config()
+    back = config_from_json(json.loads(json.dumps(config_to_json(cfg))))
+    assert back == cfg and back.digest == cfg.digest
+
+
+@pytest.mark.parametrize("change", [{"k": 1}, {"bits": 0}, {"server": "zz"},
+                                    {"roster": [["a", "00"]]}, {"n": "x"}])
+def test_bad_config_refused(change: dict[str, object]) -> None:
+    d = {**config_to_json(_config()), **change}
+    with pytest.raises(MessageError, match="bad round configuration"):
+        config_from_json(d)
+
+
+def test_codec_spec_builds_the_weighted_pipeline() -> None:
+    spec = CodecSpec(clip=2.0, scale=1000.0, bits=24, weight_max=100, rotation_seed=b"s" * 32)
+    assert CodecSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    wp = spec.pipeline(10)
+    rng = np.random.default_rng(0)
+    total = sum(wp.encode(np.full(10, 0.1), 50, rng).astype(np.int64) for _ in range(3))
+    mean, weight = wp.decode_mean(np.asarray(total % (1 << 24), dtype=np.uint64), 3)
+    assert weight == 150 and np.allclose(mean, 0.1, atol=0.01)
+    with pytest.raises(MessageError):
+        CodecSpec.from_json({"clip": 1})
+
+
+def test_envelope_signed_by_the_aggregator_only() -> None:
+    agg, other = SigningIdentity.generate(), SigningIdentity.generate()
+    raw = seal(agg, {"type": "task", "federation": "fed", "round": 1}, b"body")
+    header, body = open_envelope(raw, agg.public, expect="task", federation="fed")
+    assert header["round"] == 1 and body == b"body"
+    with pytest.raises(MessageError, match="bad signature"):
+        open_envelope(raw, other.public, expect="task", federation="fed")
+    forged = raw.replace(b'"round":1', b'"round":2')
+    with pytest.raises(MessageError, match="bad signature"):
+        open_envelope(forged, agg.public, expect="task", federation="fed")
+    with pytest.raises(MessageError, match="expected a 'model'"):
+        open_envelope(raw, agg.public, expect="model", federation="fed")
+    with pytest.raises(MessageError, match="federation"):
+        open_envelope(raw, agg.public, expect="task", federation="other")
+    with pytest.raises(MessageError, match="exceeds"):
+        open_envelope(raw, agg.public, expect="task", federation="fed", max_bytes=10)
+    for junk in (b"", b"GFS1", b"\x00" * 100):
+        with pytest.raises(MessageError):
+            open_envelope(junk, agg.public, expect="task", federation="fed")
