@@ -1,0 +1,127 @@
+"""One secure round at the aggregator, as a state machine with no I/O.
+
+Wraps `SecAggServer` with what the transport needs: device names instead of roster indices,
+a deadline per stage, and the rule for closing a stage (every device that was asked has
+answered, or the deadline passed). `receive` takes a payload from a device's outbox; `poll`
+closes the stage when it is time and says what to send to whom, or that the round is done
+(with the decoded weighted mean update) or aborted. Messages are checked twice: the SecAgg+
+signature against the roster identity, and the roster identity against the outbox it came
+on, so a device cannot speak for another even with a valid key of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from genofed.protocol.codec import WeightedPipeline
+from genofed.protocol.secagg import RoundAborted, RoundConfig, SecAggError, SecAggServer, Stage
+from genofed.protocol.secagg.keys import SigningIdentity
+from genofed.protocol.secagg.messages import decode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Send each payload to its device's inbox."""
+
+    stage: Stage
+    payloads: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The round's result: the example-weighted mean update of the survivors."""
+
+    mean_delta: np.ndarray
+    weight: int
+    survivors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Aborted:
+    reason: str
+
+
+Event = Route | Done | Aborted
+
+
+@dataclass
+class StageLog:
+    """When each stage closed, and who answered it (for the journal and the metrics)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)
+
+
+class SecureRound:
+    """The aggregator's side of one SecAgg+ round, driven by `receive` and `poll`."""
+
+    def __init__(self, config: RoundConfig, identity: SigningIdentity,
+                 pipeline: WeightedPipeline, *, stage_timeout_s: float, now: float) -> None:
+        if pipeline.dim != config.length:
+            raise ValueError(f"pipeline makes {pipeline.dim} ring values, the round takes "
+                             f"{config.length}")
+        self.config = config
+        self.pipeline = pipeline
+        self.server = SecAggServer(config, identity)
+        self.stage_timeout_s = stage_timeout_s
+        self.index = {p.device: i for i, p in enumerate(config.roster)}
+        self.devices = [p.device for p in config.roster]
+        self.expected: set[str] = set(self.devices)
+        self.received: set[str] = set()
+        self.stage_opened = now
+        self.log = StageLog()
+        self.finished = False
+
+    @property
+    def stage(self) -> Stage:
+        return self.server.stage
+
+    def receive(self, device: str, payload: bytes) -> str | None:
+        """Offer one outbox payload; returns why it was refused, or None."""
+        if self.finished:
+            return f"round {self.config.round} is over"
+        i = self.index.get(device)
+        if i is None:
+            return f"{device} is not in round {self.config.round}'s roster"
+        try:
+            sender = decode(payload).header.sender
+            if sender != i:
+                return f"message signed as client {sender} came on {device}'s outbox"
+            self.server.receive_bytes(payload)
+        except SecAggError as exc:  # forged, replayed, wrong round or stage, malformed
+            return f"{type(exc).__name__}: {exc}"
+        self.received.add(device)
+        return None
+
+    def poll(self, now: float) -> Event | None:
+        """Close the current stage if everyone asked has answered or its deadline passed."""
+        if self.finished:
+            return None
+        late = now - self.stage_opened >= self.stage_timeout_s
+        if not (self.expected <= self.received) and not late:
+            return None
+        closing = self.stage
+        self.log.seconds[closing.name] = now - self.stage_opened
+        self.log.answered[closing.name] = len(self.received)
+        try:
+            out = self.server.advance()
+        except RoundAborted as exc:
+            self.finished = True
+            return Aborted(str(exc))
+        self.stage_opened, self.received = now, set()
+        if self.stage == Stage.DONE:
+            self.finished = True
+            survivors = tuple(self.devices[i] for i in self.server.survivors)
+            mean, weight = self.pipeline.decode_mean(self.server.result, len(survivors))
+            return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=weight,
+                        survivors=survivors)
+        self.expected = {self.devices[i] for i in out}
+        if late:
+            log.info("round %d: %s closed at its deadline with %d answers",
+                     self.config.round, closing.name, self.log.answered[closing.name])
+        return Route(self.stage, {self.devices[i]: m.encode() for i, m in out.items()})

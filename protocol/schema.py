@@ -1,0 +1,119 @@
+"""The contract between the aggregator and the devices: every message a federation sends.
+
+| topic                       | message                      | format                          |
+| --------------------------- | ---------------------------- | ------------------------------- |
+| `server/task` (retained)    | `SecureTask`                 | envelope signed by aggregator   |
+| `server/model` (retained)   | `ModelRelease` (INT8)        | envelope signed by aggregator   |
+| `device/<id>/inbox`         | SecAgg+ server messages      | `protocol/secagg/messages.py`   |
+| `device/<id>/outbox`        | SecAgg+ client messages      | `protocol/secagg/messages.py`   |
+| `device/<id>/status` (ret.) | `{"device", "state"}` JSON   | plain; the broker's ACL vouches |
+
+Envelope: `protocol/envelope.py` (b"GFS1", version 1). SecAgg+ messages: b"GSA1". Every
+payload is size-checked before it is parsed and signature-checked before it is trusted; a
+change to any format is a new magic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from genofed.protocol.envelope import open_envelope, seal
+from genofed.protocol.messages import MessageError
+from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
+from genofed.protocol.secagg import IdentityKey, RoundConfig, SigningIdentity
+
+STATES = ("open", "waiting", "finished")
+
+
+@dataclass(frozen=True)
+class SecureTask:
+    """What devices should do now. `open`: the roster trains on `model_version` and runs the
+    SecAgg+ round `secagg`; `waiting`: too few devices online; `finished`: the federation
+    is done."""
+
+    TYPE: ClassVar[str] = "task"
+    federation: str
+    round: int
+    state: str
+    model_version: int
+    deadline_s: float = 60.0
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    codec: CodecSpec | None = None
+    secagg: RoundConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise MessageError(f"task state {self.state!r} is not one of {STATES}")
+        if self.state == "open":
+            if self.codec is None or self.secagg is None:
+                raise MessageError("an open task needs its codec and SecAgg+ configuration")
+            if (self.secagg.federation, self.secagg.round) != (self.federation, self.round):
+                raise MessageError("the SecAgg+ configuration is for another round")
+
+    def members(self) -> tuple[str, ...]:
+        return tuple(p.device for p in self.secagg.roster) if self.secagg else ()
+
+    def seal(self, identity: SigningIdentity) -> bytes:
+        header: dict[str, Any] = {
+            "type": self.TYPE, "federation": self.federation, "round": self.round,
+            "state": self.state, "model_version": self.model_version,
+            "deadline_s": self.deadline_s, "training": self.training.__dict__,
+            "codec": self.codec.to_json() if self.codec else None,
+            "secagg": config_to_json(self.secagg) if self.secagg else None}
+        return seal(identity, header)
+
+    @classmethod
+    def open(cls, payload: bytes, aggregator: IdentityKey, federation: str) -> SecureTask:
+        h, body = open_envelope(payload, aggregator, expect=cls.TYPE, federation=federation)
+        if body:
+            raise MessageError("a task has no body")
+        try:
+            return cls(federation=h["federation"], round=int(h["round"]), state=str(h["state"]),
+                       model_version=int(h["model_version"]),
+                       deadline_s=float(h["deadline_s"]),
+                       training=TrainingSpec(**h["training"]),
+                       codec=CodecSpec.from_json(h["codec"]) if h["codec"] else None,
+                       secagg=config_from_json(h["secagg"]) if h["secagg"] else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"bad task: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelRelease:
+    """A global model version as it travels: INT8 values and one float32 scale per channel,
+    in manifest order (`models/quant.py` makes and reads them against the bundle's shapes)."""
+
+    TYPE: ClassVar[str] = "model"
+    federation: str
+    version: int
+    panel_sha256: str
+    values: np.ndarray = field(repr=False)  # int8
+    scales: np.ndarray = field(repr=False)  # float32
+
+    def seal(self, identity: SigningIdentity) -> bytes:
+        header = {"type": self.TYPE, "federation": self.federation, "version": self.version,
+                  "panel_sha256": self.panel_sha256, "encoding": "int8-per-channel",
+                  "n_values": int(self.values.size), "n_scales": int(self.scales.size)}
+        body = np.ascontiguousarray(self.values, dtype=np.int8).tobytes() + \
+            np.ascontiguousarray(self.scales, dtype="<f4").tobytes()
+        return seal(identity, header, body)
+
+    @classmethod
+    def open(cls, payload: bytes, aggregator: IdentityKey, federation: str) -> ModelRelease:
+        h, body = open_envelope(payload, aggregator, expect=cls.TYPE, federation=federation)
+        try:
+            nv, ns = int(h["n_values"]), int(h["n_scales"])
+            if h["encoding"] != "int8-per-channel" or nv < 0 or ns < 0 or \
+                    len(body) != nv + 4 * ns:
+                raise ValueError(f"body of {len(body)} bytes for {nv} values, {ns} scales")
+            values = np.frombuffer(body[:nv], dtype=np.int8).copy()
+            scales = np.frombuffer(body[nv:], dtype="<f4").astype(np.float32)
+            if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+                raise ValueError("scales must be finite and non-negative")
+            return cls(federation=h["federation"], version=int(h["version"]),
+                       panel_sha256=str(h["panel_sha256"]), values=values, scales=scales)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"bad model release: {exc}") from None
