@@ -1,22 +1,31 @@
 # genofed: `make demo` and `make test` work from a fresh clone on Debian, Ubuntu or
 # Raspberry Pi OS. They create .venv, install the Python extras and the system packages that
 # are missing (Mosquitto, bcftools, tabix), then do the job.
+#
+# Two environments, the two install profiles: .venv is the coordinator's (and the developer's):
+# torch, and onnxruntime-training-cpu 1.19.2 on x86_64 (stock onnxruntime elsewhere; the two
+# install the same module, never both). .venv-device is the device's: genofed[agent] with
+# stock onnxruntime, no torch. `make test` runs the whole suite in .venv, exports bundles there
+# into build/device-bundles, and runs tests/device in .venv-device on those bundles.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.genofed-installed
+DEVICE_VENV    := .venv-device
+DEVICE_STAMP   := $(DEVICE_VENV)/.genofed-installed
+DEVICE_BUNDLES := build/device-bundles
 # The CPU build of PyTorch, used only by the coordinator (export). Override TORCH_SPEC or add
 # PIP_EXTRA="--index-url ..." to pick another build.
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix
+APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MYPY_TARGETS := -p genofed.agent -p genofed.broker -p genofed.cli -p genofed.export \
   -p genofed.models -p genofed.protocol -p genofed.sim \
   -m genofed.config -m genofed.errors -m genofed.atomic
 
-.PHONY: all demo test lint bench system-deps venv clean
+.PHONY: all demo test test-device lint bench system-deps venv clean
 
 all: test
 
@@ -36,8 +45,18 @@ $(STAMP): pyproject.toml
 	$(MAKE) system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/pip install -q $(PIP_EXTRA) -e ".[agent,coordinator,dev]"
+	@# An older .venv held stock onnxruntime; it and onnxruntime-training-cpu overwrite each
+	@# other's files, so remove both before the coordinator extra installs the training build.
+	@if [ "$$(uname -m)" = x86_64 ] && $(BIN)/pip show -q onnxruntime >/dev/null 2>&1; then \
+	  $(BIN)/pip uninstall -y -q onnxruntime onnxruntime-training-cpu; fi
+	$(BIN)/pip install -q $(PIP_EXTRA) -e ".[coordinator,dev]"
 	touch $(STAMP)
+
+$(DEVICE_STAMP): pyproject.toml
+	$(MAKE) system-deps
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/pip install -q $(PIP_EXTRA) -e ".[agent]" "pytest>=8"
+	touch $(DEVICE_STAMP)
 
 venv: $(STAMP)
 
@@ -45,9 +64,22 @@ demo: $(STAMP)
 	rm -rf demo-out
 	$(BIN)/genofed demo --out demo-out --report demo-out/report.json
 
-test: $(STAMP)
+# The coordinator profile exports (and signs) the parity bundles with PyTorch's losses once;
+# the whole suite runs on them in .venv, then tests/device runs on them in .venv-device.
+test: $(STAMP) $(DEVICE_STAMP)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) system-deps
-	$(BIN)/pytest -q
+	rm -rf $(DEVICE_BUNDLES)
+	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" $(BIN)/pytest -q
+	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
+	  $(DEVICE_VENV)/bin/pytest -q tests/device
+
+# The device profile alone, on freshly exported bundles.
+test-device: $(STAMP) $(DEVICE_STAMP)
+	rm -rf $(DEVICE_BUNDLES)
+	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
+	  $(DEVICE_VENV)/bin/pytest -q tests/device
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

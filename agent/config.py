@@ -6,6 +6,7 @@
     vcf = "/data/calls.vcf.gz"
     phenotypes = "/data/phenotypes.tsv"
     state_dir = "/var/lib/genofed"
+    coordinator_key = "/etc/genofed/coordinator.pub"   # refuse bundles it did not sign
 
     [broker]
     host = "127.0.0.1"
@@ -52,6 +53,7 @@ class AgentConfig:
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     training: TrainingSection = field(default_factory=TrainingSection)
     exit_when_finished: bool = False
+    coordinator_key: Path | None = None
 
     def __post_init__(self) -> None:
         check_name("device_id", self.device_id)

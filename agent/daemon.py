@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from nacl.signing import VerifyKey
 
 from genofed.agent.config import AgentConfig
 from genofed.agent.core import AgentCore, Job
@@ -25,6 +26,7 @@ from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
+from genofed.models.signing import load_verify_key
 from genofed.protocol import messages as msgs
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink, Will
@@ -63,8 +65,11 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
-        self.bundle = load_bundle(cfg.bundle)
+        self.bundle = load_bundle(cfg.bundle, trust=_trusted_key(cfg))
         self.data = load_local_data(cfg, self.bundle)
+        if cfg.coordinator_key is None:
+            log.warning("no coordinator_key in %s's config: the bundle's signature is not "
+                        "checked", cfg.device_id)
         self.trainer = StepTrainer(self.bundle, threads=cfg.training.threads)
         self.topics = Topics(cfg.federation)
         self.core = AgentCore(cfg.federation, self.bundle.panel_sha256, self.bundle.n_params)
@@ -137,3 +142,8 @@ class Agent:
 
 def _status_payload(device: str, state: str) -> bytes:
     return json.dumps({"device": device, "state": state}).encode()
+
+
+def _trusted_key(cfg: AgentConfig) -> VerifyKey | None:
+    """The coordinator's verify key from the config; without one, bundles go unchecked."""
+    return None if cfg.coordinator_key is None else load_verify_key(cfg.coordinator_key)

@@ -53,20 +53,63 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=_simulate)
 
     f = sub.add_parser("features", help="read a VCF/BCF against a panel into a dosage matrix")
-    f.add_argument("--panel", type=Path, required=True)
-    f.add_argument("--vcf", type=Path, required=True)
+    f.add_argument("--panel", type=Path, required=True,
+                   help="panel TSV (chrom pos ref alt id af) or a PGS Catalog scoring file")
+    f.add_argument("--af-file", type=Path,
+                   help="effect allele frequencies for a scoring file without "
+                        "allelefrequency_effect (columns chrom pos ref alt af)")
+    f.add_argument("--vcf", type=Path, required=True, help="VCF, VCF.gz (bgzip) or BCF")
     f.add_argument("--out", "-o", type=Path, required=True, help="output .npz")
     f.add_argument("--report", type=Path, help="also write the match report as JSON")
-    f.add_argument("--min-match-rate", type=float, default=0.0)
+    f.add_argument("--min-match-rate", type=float, default=0.75,
+                   help="refuse below this fraction of panel sites with a dosage (0.75)")
+    f.add_argument("--min-gq", type=int, default=0, help="per-genotype GQ threshold, where "
+                   "the file has GQ (0: off)")
+    f.add_argument("--min-dp", type=int, default=0, help="per-genotype depth threshold, where "
+                   "the file has depth (0: off)")
+    f.add_argument("--callable", type=Path, help="BED of regions the caller could call: an "
+                   "absent SNV site inside is 0/0")
+    f.add_argument("--bam", type=Path, help="the sample's indexed BAM/CRAM: an absent SNV site "
+                   "with enough reads and no ALT reads is 0/0")
+    f.add_argument("--min-depth", type=int, default=10, help="reads needed with --bam (10)")
+    f.add_argument("--reference", type=Path, help="indexed reference FASTA (CRAM, and "
+                   "reference blocks for scoring-file panels)")
+    f.add_argument("--drop-ambiguous", action="store_true",
+                   help="drop A/T and C/G SNPs as pgsc_calc does (default: keep them, "
+                        "same strand only)")
+    f.add_argument("--access", choices=["auto", "region", "stream"], default="auto",
+                   help="region fetches or one streaming pass (auto: the cheaper)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
     f.set_defaults(handler=_features)
 
     e = sub.add_parser("export", help="compile a model and panel into a device bundle")
-    e.add_argument("--model", choices=["logreg", "mlp"], required=True)
+    e.add_argument("--model", choices=["logreg", "mlp", "cnn"], required=True)
     e.add_argument("--panel", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--hidden", type=int, default=32)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--proximal", action="store_true", help="FedProx term in the step graphs")
+    e.add_argument("--signing-key", type=Path,
+                   help="coordinator Ed25519 key file to sign the manifest with (created, "
+                        "with KEY.pub beside it, if absent)")
     e.set_defaults(handler=_export)
+
+    t = sub.add_parser("train", help="train a bundle's model on local data, offline")
+    t.add_argument("--bundle", type=Path, required=True)
+    t.add_argument("--features", type=Path, required=True, help="dosages from genofed features")
+    t.add_argument("--labels", type=Path, required=True, help="sample<TAB>phenotype TSV")
+    t.add_argument("--trust", type=Path, help="coordinator verify key: refuse a bundle it "
+                   "did not sign")
+    t.add_argument("--backend", choices=["step", "ort-training"], default="step")
+    t.add_argument("--optimizer", choices=["sgd", "sgd_momentum", "adam"], default="sgd")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    t.add_argument("--checkpoint", type=Path, help="resume from / save after each epoch to")
+    t.add_argument("--out", "-o", type=Path, help="write the trained parameters (.npz)")
+    t.set_defaults(handler=_train)
 
     a = sub.add_parser("agent", help="the edge daemon").add_subparsers(required=True,
                                                                        metavar="ACTION")
@@ -125,26 +168,91 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
-    import json
+    from genofed.agent.vcf import MatchRateTooLow, read_dosages, save_npz
+    from genofed.cli.progress import terminal_bar
+    from genofed.models.pgs import load_panel_file
 
-    from genofed.agent.vcf import read_dosages, save_npz
-    from genofed.models.panel import load_panel
-
-    dos = read_dosages(args.vcf, load_panel(args.panel), min_match_rate=args.min_match_rate)
+    panel = load_panel_file(args.panel, af_file=args.af_file)
+    bar = terminal_bar(f"reading {args.vcf.name}", enabled=not args.no_progress)
+    try:
+        dos = read_dosages(args.vcf, panel, min_match_rate=args.min_match_rate,
+                           min_gq=args.min_gq, min_dp=args.min_dp, callable_bed=args.callable,
+                           bam=args.bam, min_depth=args.min_depth, reference=args.reference,
+                           drop_ambiguous=args.drop_ambiguous, access_mode=args.access,
+                           progress=bar)
+    except MatchRateTooLow as exc:
+        if args.report:
+            _write_report(args.report, exc.report)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     save_npz(args.out, dos)
     if args.report:
-        args.report.write_text(json.dumps(dos.report, indent=2) + "\n")
+        _write_report(args.report, dos.report)
     r = dos.report
     print(f"{args.vcf}: {len(dos.samples)} samples x {len(dos.site_ids)} sites, "
-          f"match rate {float(r.get('match_rate', 0.0)):.3f} -> {args.out}")
+          f"match rate {float(r.get('match_rate', 0.0)):.3f} ({r.get('access')}) -> {args.out}")
     return 0
+
+
+def _write_report(path: Path, report: dict[str, object]) -> None:
+    import json
+
+    try:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as exc:
+        raise GenofedError(f"{path}: cannot write the report: {exc}") from None
 
 
 def _export(args: argparse.Namespace) -> int:
     from genofed.export.bundle import export_bundle
+    from genofed.models import signing
 
-    out = export_bundle(args.model, args.panel, args.out, hidden=args.hidden, seed=args.seed)
+    key = None
+    if args.signing_key is not None:
+        if not args.signing_key.exists():
+            key = signing.generate_signing_key()
+            signing.save_signing_key(args.signing_key, key)
+            signing.save_verify_key(args.signing_key.with_name(args.signing_key.name + ".pub"),
+                                    key.verify_key)
+            print(f"new coordinator key {args.signing_key} (give devices "
+                  f"{args.signing_key.name}.pub)")
+        key = signing.load_signing_key(args.signing_key)
+    out = export_bundle(args.model, args.panel, args.out, hidden=args.hidden, seed=args.seed,
+                        proximal=args.proximal, signing_key=key)
     print(f"bundle written to {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from genofed import atomic
+    from genofed.agent.offline import load_training_data, train_epochs
+    from genofed.agent.ort_training import make_trainer
+    from genofed.models.manifest import load_bundle
+    from genofed.models.signing import load_verify_key
+
+    trust = load_verify_key(args.trust) if args.trust else None
+    bundle = load_bundle(args.bundle, trust=trust)
+    data = load_training_data(bundle, args.features, args.labels)
+    trainer = make_trainer(bundle, backend=args.backend, optimizer=args.optimizer,
+                           threads=args.threads)
+    before = trainer.mean_loss(data.x, data.y)
+    losses = train_epochs(trainer, data.x, data.y, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                          checkpoint=args.checkpoint)
+    after = trainer.mean_loss(data.x, data.y)
+    if args.out:
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **trainer.params)  # type: ignore[arg-type]
+        atomic.write_bytes(args.out, buf.getvalue())
+    print(f"{len(data.y)} samples, {len(losses)} steps ({args.backend}, {args.optimizer}): "
+          f"loss {before:.4f} -> {after:.4f}" + (f"; parameters -> {args.out}" if args.out
+                                                  else ""))
     return 0
 
 

@@ -13,16 +13,28 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from nacl.signing import SigningKey
 
 from genofed.errors import GenofedError
-from genofed.export.stepgraph import export_forward, export_step, param_specs
-from genofed.models.manifest import FORMAT, MANIFEST, sha256_file
-from genofed.models.panel import load_panel
+from genofed.export.ort_artifacts import export_ort_training, ort_training_available
+from genofed.export.quantize import export_int8
+from genofed.export.stepgraph import export_eval, export_forward, export_step, param_specs
+from genofed.models.manifest import (
+    FORMAT,
+    MANIFEST,
+    OPTIMIZERS,
+    ParamSpec,
+    graph_json,
+    sha256_file,
+)
+from genofed.models.panel import Panel, load_panel
+from genofed.models.signing import sign_manifest
 from genofed.models.zoo import build_model, model_config
 
 log = logging.getLogger(__name__)
@@ -30,54 +42,118 @@ log = logging.getLogger(__name__)
 INPUT_ENCODING = {"kind": "standardized_dosage", "missing": "2p"}
 LOSS = "bce_with_logits_mean"
 INIT_FILE = "init.npz"
+MASK_FILE = "mask.npz"
 PANEL_FILE = "panel.tsv"
 
 
-def export_bundle(model: str, panel_path: Path, out: Path, *, hidden: int = 32,
-                  seed: int = 0) -> Path:
-    """Export `model` over the panel at panel_path as a bundle directory at out."""
+def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 32,
+                  seed: int = 0, channels: int = 4, kernel: int = 8, stride: int = 4,
+                  optimizers: Sequence[str] = OPTIMIZERS, proximal: bool = False,
+                  ort_training: bool | None = None, calibration: np.ndarray | None = None,
+                  init: Mapping[str, np.ndarray] | None = None,
+                  mask: Mapping[str, np.ndarray] | None = None,
+                  signing_key: SigningKey | None = None) -> Path:
+    """Export `model` over a panel (a Panel, or the path of its TSV) as a bundle directory.
+
+    `init` replaces the model's seeded initial weights (a trained or pruned model), `mask`
+    (0/1 per parameter, default all ones) prunes; pruned initial weights are zeroed. With
+    `calibration` (standardized dosages [n, sites]) the bundle gets an INT8 inference model;
+    `ort_training` None exports onnxruntime-training artifacts where that package exists;
+    `signing_key` writes manifest.sig.
+    """
     out = Path(out)
     _check_target(out)
-    panel = load_panel(panel_path)
-    module = build_model(model, len(panel), hidden=hidden, seed=seed)
+    panel = panel if isinstance(panel, Panel) else load_panel(panel)
+    unknown = sorted(set(optimizers) - set(OPTIMIZERS))
+    if unknown or not optimizers:
+        raise GenofedError(f"export: unknown optimizers {unknown} (want some of "
+                           f"{', '.join(OPTIMIZERS)})")
+    cfg = model_config(model, hidden=hidden, seed=seed, channels=channels, kernel=kernel,
+                       stride=stride)
+    module = build_model(model, len(panel), **cfg)
     specs = param_specs(module)
+    params = {s.name: p.detach().numpy().astype(np.float32)
+              for s, p in zip(specs, module.parameters(), strict=True)}
+    if init is not None:
+        params = _checked(init, specs, "init")
+    masks = _checked(mask, specs, "mask") if mask is not None else {
+        s.name: np.ones(s.shape, np.float32) for s in specs}
+    if any(not np.isin(m, (0.0, 1.0)).all() for m in masks.values()):
+        raise GenofedError("export: mask values must be 0 or 1")
+    params = {k: (v * masks[k]).astype(np.float32) for k, v in params.items()}
+    with torch.no_grad():
+        for s, p in zip(specs, module.parameters(), strict=True):
+            p.copy_(torch.from_numpy(params[s.name]))
+    if ort_training is None:
+        ort_training = ort_training_available()
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a device's service user
     try:
         forward = export_forward(module, len(panel), tmp / "forward.onnx")
-        step = export_step(module, len(panel), tmp / "step_sgd.onnx")
-        init = {s.name: p.detach().numpy().astype(np.float32)
-                for s, p in zip(specs, module.parameters(), strict=True)}
-        _write_npz(tmp / INIT_FILE, init)
+        evalg = export_eval(module, len(panel), tmp / "eval.onnx")
+        steps = {opt: export_step(module, len(panel), tmp / f"step_{opt}.onnx", opt,
+                                  proximal=proximal) for opt in OPTIMIZERS if opt in optimizers}
+        _write_npz(tmp / INIT_FILE, params)
+        _write_npz(tmp / MASK_FILE, masks)
         (tmp / PANEL_FILE).write_text(panel.to_tsv())
-        files = {f: sha256_file(tmp / f)
-                 for f in (forward.file, step.file, INIT_FILE, PANEL_FILE)}
+        graphs: dict[str, Any] = {"forward": graph_json(forward), "eval": graph_json(evalg),
+                                  "steps": {k: graph_json(g) for k, g in steps.items()}}
+        if calibration is not None:
+            int8 = export_int8(tmp / forward.file, params, calibration, tmp / "forward_int8.onnx")
+            graphs["forward_int8"] = graph_json(int8)
+        ort = export_ort_training(module, len(panel), params, masks, tmp) if ort_training \
+            else None
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "model": model,
-            "model_config": model_config(model, hidden=hidden, seed=seed),
+            "model_config": cfg,
             "panel": {"sha256": panel.sha256(), "n_sites": len(panel), "build": panel.build},
             "input_encoding": INPUT_ENCODING,
             "loss": LOSS,
+            "proximal": proximal,
             "parameters": [{"name": s.name, "torch_name": s.torch_name,
                             "shape": list(s.shape), "dtype": s.dtype} for s in specs],
-            "graphs": {
-                "forward": {"file": forward.file, "inputs": list(forward.inputs),
-                            "outputs": list(forward.outputs)},
-                "step": {"file": step.file, "optimizer": step.optimizer,
-                         "inputs": list(step.inputs), "outputs": list(step.outputs)},
-            },
+            "graphs": graphs,
             "init": INIT_FILE,
+            "mask": MASK_FILE,
             "files": files,
         }
+        if ort is not None:
+            manifest["ort_training"] = {"training_model": ort.training_model,
+                                        "eval_model": ort.eval_model,
+                                        "checkpoint": ort.checkpoint,
+                                        "optimizers": dict(ort.optimizers),
+                                        "hyper": {k: dict(v) for k, v in ort.hyper.items()}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if signing_key is not None:
+            sign_manifest(tmp, signing_key)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("bundle %s: %s over %d sites, %d parameters, exported in %.1fs", out, model,
-             len(panel), sum(s.size for s in specs), time.perf_counter() - t0)
+    log.info("bundle %s: %s over %d sites, %d parameters (%d unpruned), exported in %.1fs",
+             out, model, len(panel), sum(s.size for s in specs),
+             int(sum(m.sum() for m in masks.values())), time.perf_counter() - t0)
+    return out
+
+
+def _checked(arrays: Mapping[str, np.ndarray], specs: Sequence[ParamSpec],
+             what: str) -> dict[str, np.ndarray]:
+    """Float32 copies of one array per parameter, shapes checked."""
+    names = {s.name for s in specs}
+    if set(arrays) != names:
+        raise GenofedError(f"export: {what} has arrays {sorted(arrays)}, the model "
+                           f"{sorted(names)}")
+    out = {}
+    for s in specs:
+        a = np.asarray(arrays[s.name], dtype=np.float32)
+        if a.shape != s.shape or not np.isfinite(a).all():
+            raise GenofedError(f"export: {what} {s.name} has shape {list(a.shape)}, want "
+                               f"{list(s.shape)} and finite values")
+        out[s.name] = np.ascontiguousarray(a)
     return out
 
 

@@ -2,41 +2,51 @@
 
 A bundle is a directory:
 
-    manifest.json   the schema below
-    forward.onnx    (x, params...) -> logits
-    step_sgd.onnx   (params..., x, y, lr) -> (new params..., loss): one whole SGD step
-    init.npz        initial parameters, keyed by ONNX name
-    panel.tsv       the panel's canonical TSV (genofed.models.panel)
+    manifest.json        the schema below
+    manifest.sig         Ed25519 signature of manifest.json's bytes (genofed.models.signing)
+    forward.onnx         (x, params...) -> logits
+    eval.onnx            (x, y, params...) -> (loss, logits)
+    step_<opt>.onnx      one whole training step per optimizer (sgd, sgd_momentum, adam)
+    init.npz, mask.npz   initial parameters and the pruning mask (0/1), keyed by ONNX name
+    panel.tsv            the panel's canonical TSV (genofed.models.panel)
+    forward_int8.onnx    optional: INT8 inference model (x) -> logits, weights baked in
+    ort_*                optional: onnxruntime-training artifacts (training, eval, optimizer
+                         models and checkpoint)
 
 manifest.json:
 
     {
-      "format": "genofed-bundle/1",
-      "model": "logreg" | "mlp",
-      "model_config": {"seed": 0, "hidden": 32},           # what rebuilds the torch module
+      "format": "genofed-bundle/2",
+      "model": "logreg" | "mlp" | "cnn",
+      "model_config": {...},                               # what rebuilds the torch module
       "panel": {"sha256": <Panel.sha256()>, "n_sites": K, "build": "GRCh38"},
       "input_encoding": {"kind": "standardized_dosage", "missing": "2p"},
       "loss": "bce_with_logits_mean",
-      "parameters": [                                      # graph order
-        {"name": "linear_weight", "torch_name": "linear.weight",
-         "shape": [1, K], "dtype": "float32"}, ...
-      ],
+      "proximal": false,                                   # FedProx term in the step graphs
+      "parameters": [{"name": "linear_weight", "torch_name": "linear.weight",
+                      "shape": [1, K], "dtype": "float32"}, ...],      # graph order
       "graphs": {
-        "forward": {"file": "forward.onnx",
-                    "inputs": ["x", <names>...], "outputs": ["logits"]},
-        "step": {"file": "step_sgd.onnx", "optimizer": "sgd",
-                 "inputs": [<names>..., "x", "y", "lr"],
-                 "outputs": [<"new_" + names>..., "loss"]}
+        "forward": {"file": "forward.onnx", "inputs": ["x", <names>...], "outputs": ["logits"]},
+        "eval": {"file": "eval.onnx", "inputs": ["x", "y", <names>...],
+                 "outputs": ["loss", "logits"]},
+        "steps": {"adam": {"file": "step_adam.onnx", "optimizer": "adam",
+                           "hyper": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+                           "inputs": [...], "outputs": [...]}, ...},
+        "forward_int8": {"file": "forward_int8.onnx", "inputs": ["x"], "outputs": ["logits"]}
       },
-      "init": "init.npz",
-      "files": {"forward.onnx": <sha256 hex>, "step_sgd.onnx": ..., "init.npz": ...,
-                "panel.tsv": ...}
+      "ort_training": {"training_model": ..., "eval_model": ..., "checkpoint": ...,
+                       "optimizers": {"sgd": ..., "adam": ...}, "hyper": {"adam": {...}}},
+      "init": "init.npz", "mask": "mask.npz",
+      "files": {<file name>: <sha256 hex>, ...}            # every file but manifest.*
     }
 
-`name` is the ONNX input name (a Python identifier: the torch name with "." -> "_"). Shapes of
-x, y and logits: x float32 [B, K], y float32 [B] in {0, 1}, logits float32 [B], lr and loss
-float32 scalars; B is dynamic. Output i < n of the step graph is the new value of parameter i.
-Since panel.tsv is the canonical TSV, its file hash equals `panel.sha256`.
+A step graph's inputs are, in order: the parameters; the optimizer state (sgd: none;
+sgd_momentum: buf_<name> per parameter; adam: exp_avg_<name>, exp_avg_sq_<name> per
+parameter, then the scalar step count `step`); mask_<name> per parameter; with "proximal",
+anchor_<name> per parameter and the scalar `mu`; then x float32 [B, K], y float32 [B] and the
+scalar lr. Its outputs are "new_" + each parameter and state name, then the scalar loss (the
+mean BCE, without the proximal term). B is dynamic. The gradient is masked, so a pruned
+coordinate (mask 0) given as 0 with zero optimizer state comes out of every step the same.
 """
 
 from __future__ import annotations
@@ -45,18 +55,25 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genofed.errors import GenofedError
 from genofed.models.panel import Panel, load_panel
 
-FORMAT = "genofed-bundle/1"
+if TYPE_CHECKING:
+    from nacl.signing import VerifyKey
+
+FORMAT = "genofed-bundle/2"
 MANIFEST = "manifest.json"
 STEP_EXTRA_INPUTS = ("x", "y", "lr")
+OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
+DEFAULT_HYPER: Mapping[str, Mapping[str, float]] = {
+    "sgd": {}, "sgd_momentum": {"momentum": 0.9},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}
 _DTYPES = ("float32",)
 
 
@@ -83,6 +100,18 @@ class GraphSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     optimizer: str | None = None
+    hyper: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrtArtifacts:
+    """The onnxruntime-training artifacts of a bundle (file names inside it)."""
+
+    training_model: str
+    eval_model: str
+    checkpoint: str
+    optimizers: Mapping[str, str]
+    hyper: Mapping[str, Mapping[str, float]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,13 +128,24 @@ class Bundle:
     loss: str
     params: tuple[ParamSpec, ...]
     forward: GraphSpec
-    step: GraphSpec
+    eval: GraphSpec
+    steps: Mapping[str, GraphSpec]
+    proximal: bool
     init: str
+    mask_file: str
     files: Mapping[str, str]
+    int8: GraphSpec | None = None
+    ort: OrtArtifacts | None = None
+    signed_by: str | None = None  # hex verify key that checked manifest.sig, if one did
 
     def file(self, name: str) -> Path:
         """Absolute path of a file of the bundle."""
         return self.path / name
+
+    @property
+    def step(self) -> GraphSpec:
+        """The default step graph: plain SGD if exported, else the first one."""
+        return self.steps.get("sgd") or next(iter(self.steps.values()))
 
     @property
     def n_params(self) -> int:
@@ -114,7 +154,20 @@ class Bundle:
 
     def initial_params(self) -> dict[str, np.ndarray]:
         """The initial parameters from init.npz, checked against the specs."""
-        return _read_init(self.path, self.init, self.params)
+        return read_arrays(self.path, self.init, self.params)
+
+    def mask(self) -> dict[str, np.ndarray]:
+        """The pruning mask (float32, 1 = trained, 0 = pruned), checked against the specs."""
+        return read_arrays(self.path, self.mask_file, self.params)
+
+    def flat_mask(self) -> np.ndarray:
+        """The mask as one bool vector in `flatten` order."""
+        return flatten(self.mask(), self.params) != 0
+
+    @property
+    def n_unpruned(self) -> int:
+        """Number of trained (unpruned) scalars: the length of an update."""
+        return int(self.flat_mask().sum())
 
     def panel(self) -> Panel:
         """The bundle's panel, checked against the manifest."""
@@ -141,17 +194,53 @@ def onnx_name(torch_name: str) -> str:
     return name
 
 
-def step_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
-    """Input and output names of the SGD step graph for these parameters."""
+def state_names(specs: Sequence[ParamSpec], optimizer: str) -> tuple[str, ...]:
+    """Names of an optimizer's state tensors, in graph order."""
+    names = [p.name for p in specs]
+    if optimizer == "sgd":
+        return ()
+    if optimizer == "sgd_momentum":
+        return tuple(f"buf_{n}" for n in names)
+    if optimizer == "adam":
+        return (*(f"exp_avg_{n}" for n in names), *(f"exp_avg_sq_{n}" for n in names), "step")
+    raise GenofedError(f"unknown optimizer {optimizer!r} (want one of {', '.join(OPTIMIZERS)})")
+
+
+def initial_state(specs: Sequence[ParamSpec], optimizer: str) -> dict[str, np.ndarray]:
+    """An optimizer's state before its first step: all zeros, in graph order."""
+    names = state_names(specs, optimizer)
+    shapes = [p.shape for p in specs] * 2 + [()]
+    return {n: np.zeros(shape, np.float32) for n, shape in zip(names, shapes, strict=False)}
+
+
+def step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd", *,
+                     proximal: bool = False) -> GraphSpec:
+    """Input and output names of the step graph of one optimizer."""
     names = tuple(p.name for p in specs)
-    return GraphSpec(file="step_sgd.onnx", inputs=(*names, *STEP_EXTRA_INPUTS),
-                     outputs=(*(f"new_{n}" for n in names), "loss"), optimizer="sgd")
+    state = state_names(specs, optimizer)
+    prox = (*(f"anchor_{n}" for n in names), "mu") if proximal else ()
+    return GraphSpec(file=f"step_{optimizer}.onnx",
+                     inputs=(*names, *state, *(f"mask_{n}" for n in names), *prox,
+                             *STEP_EXTRA_INPUTS),
+                     outputs=(*(f"new_{n}" for n in (*names, *state)), "loss"),
+                     optimizer=optimizer, hyper=dict(DEFAULT_HYPER[optimizer]))
 
 
 def forward_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
     """Input and output names of the forward graph for these parameters."""
     return GraphSpec(file="forward.onnx", inputs=("x", *(p.name for p in specs)),
                      outputs=("logits",))
+
+
+def eval_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
+    """Input and output names of the eval graph (loss and logits) for these parameters."""
+    return GraphSpec(file="eval.onnx", inputs=("x", "y", *(p.name for p in specs)),
+                     outputs=("loss", "logits"))
+
+
+def int8_graph_names() -> GraphSpec:
+    """Input and output names of the INT8 inference model (weights are baked in)."""
+    return GraphSpec(file="forward_int8.onnx", inputs=("x",), outputs=("logits",))
 
 
 def flatten(params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec]) -> np.ndarray:
@@ -185,18 +274,32 @@ def unflatten(vec: np.ndarray, specs: Sequence[ParamSpec]) -> dict[str, np.ndarr
     return out
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Read manifest.json, validate it and verify the sha256 of every file it lists."""
+def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
+    """Read manifest.json, validate it and verify the sha256 of every file it lists.
+
+    With `trust` (the coordinator's verify key), manifest.sig must be that key's signature of
+    the manifest's bytes; the bytes verified are the bytes parsed.
+    """
     root = Path(path)
     mpath = root / MANIFEST
     try:
-        raw = json.loads(mpath.read_text())
+        data = mpath.read_bytes()
     except FileNotFoundError:
         raise GenofedError(f"bundle {root}: {MANIFEST} not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise GenofedError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
+    signed_by = None
+    if trust is not None:
+        from genofed.models.signing import verify_manifest
+
+        verify_manifest(root, data, trust)
+        signed_by = bytes(trust).hex()
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GenofedError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
     try:
-        bundle = _parse(root, raw)
+        bundle = _parse(root, raw, signed_by)
     except KeyError as exc:
         raise GenofedError(f"bundle {root}: {MANIFEST}: missing key {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
@@ -212,10 +315,13 @@ def load_bundle(path: str | Path) -> Bundle:
     if bundle.files["panel.tsv"] != bundle.panel_sha256:
         raise GenofedError(f"bundle {root}: panel.tsv is not the panel the manifest pins")
     bundle.initial_params()  # shapes in the manifest must match the shipped weights
+    mask = bundle.mask()
+    if any(not np.isin(m, (0.0, 1.0)).all() for m in mask.values()):
+        raise GenofedError(f"bundle {root}: {bundle.mask_file}: mask values must be 0 or 1")
     return bundle
 
 
-def _parse(root: Path, raw: Any) -> Bundle:
+def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
     where = f"bundle {root}: {MANIFEST}"
     if not isinstance(raw, dict):
         raise GenofedError(f"{where}: top level must be an object")
@@ -228,28 +334,48 @@ def _parse(root: Path, raw: Any) -> Bundle:
     n_sites = int(panel["n_sites"])
     if n_sites < 1:
         raise GenofedError(f"{where}: panel.n_sites must be >= 1")
+    proximal = raw["proximal"]
+    if not isinstance(proximal, bool):
+        raise GenofedError(f"{where}: proximal must be true or false")
     graphs = raw["graphs"]
     forward = _graph(graphs["forward"])
-    step = _graph(graphs["step"])
-    for kind, got, want in (("forward", forward, forward_graph_names(params)),
-                            ("step", step, step_graph_names(params))):
+    evalg = _graph(graphs["eval"])
+    steps = {str(k): _graph(g) for k, g in dict(graphs["steps"]).items()}
+    if not steps:
+        raise GenofedError(f"{where}: graphs.steps is empty")
+    checks = [("forward", forward, forward_graph_names(params)),
+              ("eval", evalg, eval_graph_names(params))]
+    for opt, g in steps.items():
+        if opt not in OPTIMIZERS or g.optimizer != opt:
+            raise GenofedError(f"{where}: graphs.steps.{opt}: unsupported optimizer "
+                               f"{g.optimizer!r}")
+        checks.append((f"steps.{opt}", g, step_graph_names(params, opt, proximal=proximal)))
+    int8 = _graph(graphs["forward_int8"]) if "forward_int8" in graphs else None
+    if int8 is not None:
+        checks.append(("forward_int8", int8, int8_graph_names()))
+    for kind, got, want in checks:
         if (got.inputs, got.outputs) != (want.inputs, want.outputs):
             raise GenofedError(f"{where}: graphs.{kind} inputs/outputs do not match the "
                                f"parameters (want {list(want.inputs)} -> {list(want.outputs)})")
-    if step.optimizer != "sgd":
-        raise GenofedError(f"{where}: unsupported step optimizer {step.optimizer!r}")
+    ort = _ort(raw["ort_training"]) if raw.get("ort_training") else None
     files = {str(k): str(v) for k, v in dict(raw["files"]).items()}
-    needed = {forward.file, step.file, str(raw["init"]), "panel.tsv"}
+    needed = {forward.file, evalg.file, *(g.file for g in steps.values()), str(raw["init"]),
+              str(raw["mask"]), "panel.tsv"}
+    if int8 is not None:
+        needed.add(int8.file)
+    if ort is not None:
+        needed |= {ort.training_model, ort.eval_model, ort.checkpoint, *ort.optimizers.values()}
     if not needed <= set(files):
         raise GenofedError(f"{where}: files lacks hashes for {sorted(needed - set(files))}")
     for name in files:
-        if Path(name).name != name or name == MANIFEST:
+        if Path(name).name != name or name.startswith("manifest."):
             raise GenofedError(f"{where}: files entry {name!r} is not a plain file name")
     return Bundle(path=root, model=str(raw["model"]), model_config=dict(raw["model_config"]),
                   panel_sha256=str(panel["sha256"]), n_sites=n_sites, build=str(panel["build"]),
                   input_encoding=dict(raw["input_encoding"]), loss=str(raw["loss"]),
-                  params=params, forward=forward, step=step, init=str(raw["init"]),
-                  files=files)
+                  params=params, forward=forward, eval=evalg, steps=steps, proximal=proximal,
+                  init=str(raw["init"]), mask_file=str(raw["mask"]), files=files, int8=int8,
+                  ort=ort, signed_by=signed_by)
 
 
 def _param(where: str, i: int, p: Mapping[str, Any]) -> ParamSpec:
@@ -266,10 +392,29 @@ def _graph(g: Mapping[str, Any]) -> GraphSpec:
     opt = g.get("optimizer")
     return GraphSpec(file=str(g["file"]), inputs=tuple(str(s) for s in g["inputs"]),
                      outputs=tuple(str(s) for s in g["outputs"]),
-                     optimizer=None if opt is None else str(opt))
+                     optimizer=None if opt is None else str(opt),
+                     hyper={str(k): float(v) for k, v in dict(g.get("hyper", {})).items()})
 
 
-def _read_init(root: Path, name: str, specs: Sequence[ParamSpec]) -> dict[str, np.ndarray]:
+def _ort(o: Mapping[str, Any]) -> OrtArtifacts:
+    return OrtArtifacts(training_model=str(o["training_model"]), eval_model=str(o["eval_model"]),
+                        checkpoint=str(o["checkpoint"]),
+                        optimizers={str(k): str(v) for k, v in dict(o["optimizers"]).items()},
+                        hyper={str(k): {str(a): float(b) for a, b in dict(v).items()}
+                               for k, v in dict(o.get("hyper", {})).items()})
+
+
+def graph_json(g: GraphSpec) -> dict[str, Any]:
+    """A GraphSpec as written in manifest.json."""
+    out: dict[str, Any] = {"file": g.file, "inputs": list(g.inputs), "outputs": list(g.outputs)}
+    if g.optimizer is not None:
+        out["optimizer"] = g.optimizer
+        out["hyper"] = dict(g.hyper)
+    return out
+
+
+def read_arrays(root: Path, name: str, specs: Sequence[ParamSpec]) -> dict[str, np.ndarray]:
+    """One float32 array per parameter from an .npz of the bundle, checked against the specs."""
     try:
         with np.load(root / name, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -28,10 +28,26 @@ def logreg_bundle(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     from genofed.export.bundle import export_bundle
 
     return export_bundle("logreg", cohort / "panel.tsv",
-                         tmp_path_factory.mktemp("bundle") / "logreg")
+                         tmp_path_factory.mktemp("bundle") / "logreg", optimizers=("sgd",),
+                         ort_training=False)
 
 
 def run_genofed(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `genofed` command in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "genofed", *args], capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parity/device bundles (tests/bundles.py): from GENOFED_DEVICE_BUNDLES, which the
+    Makefile fills in the coordinator profile, else exported here (needs torch)."""
+    import os
+
+    given = os.environ.get("GENOFED_DEVICE_BUNDLES")
+    if given:
+        return Path(given)
+    pytest.importorskip("torch")
+    from bundles import export_all
+
+    return export_all(tmp_path_factory.mktemp("exported"))

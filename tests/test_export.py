@@ -47,7 +47,8 @@ def panel_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory, panel_path: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundles")
-    return {m: export_bundle(m, panel_path, root / m, hidden=HIDDEN) for m in MODEL_NAMES}
+    return {m: export_bundle(m, panel_path, root / m, hidden=HIDDEN, optimizers=("sgd",),
+                             ort_training=False) for m in MODEL_NAMES}
 
 
 def _session(path: Path) -> Any:
@@ -87,9 +88,12 @@ def test_manifest_schema(bundles: dict[str, Path], panel_path: Path) -> None:
     assert raw["parameters"][0]["torch_name"] == "fc1.weight"
     assert [p["shape"] for p in raw["parameters"]] == [[HIDDEN, K], [HIDDEN], [1, HIDDEN], [1]]
     assert raw["graphs"]["forward"]["inputs"] == ["x", *names]
-    assert raw["graphs"]["step"]["inputs"] == [*names, "x", "y", "lr"]
-    assert raw["graphs"]["step"]["outputs"] == [f"new_{n}" for n in names] + ["loss"]
-    assert set(raw["files"]) == {"forward.onnx", "step_sgd.onnx", "init.npz", "panel.tsv"}
+    assert raw["graphs"]["eval"]["inputs"] == ["x", "y", *names]
+    step = raw["graphs"]["steps"]["sgd"]
+    assert step["inputs"] == [*names, *(f"mask_{n}" for n in names), "x", "y", "lr"]
+    assert step["outputs"] == [f"new_{n}" for n in names] + ["loss"]
+    assert set(raw["files"]) == {"forward.onnx", "eval.onnx", "step_sgd.onnx", "init.npz",
+                                 "mask.npz", "panel.tsv"}
     for name, digest in raw["files"].items():
         assert sha256_file(bundles["mlp"] / name) == digest
     assert b.panel().sha256() == b.panel_sha256
@@ -102,7 +106,7 @@ def test_manifest_schema(bundles: dict[str, Path], panel_path: Path) -> None:
 def test_graphs_are_loadable_by_old_onnxruntime(bundles: dict[str, Path]) -> None:
     onnx = pytest.importorskip("onnx")
     for path in bundles.values():
-        for f in ("forward.onnx", "step_sgd.onnx"):
+        for f in ("forward.onnx", "eval.onnx", "step_sgd.onnx"):
             model = onnx.load(str(path / f))
             assert model.ir_version <= 9  # the agent floor, onnxruntime 1.17, reads IR <= 9
             assert all(o.domain in ("", "ai.onnx") and o.version <= 21
@@ -123,8 +127,8 @@ def test_step_gradient_is_the_analytic_logreg_gradient(bundles: dict[str, Path],
     y = (rng.random(batch) < 0.5).astype(np.float32)
     lr = 0.5
     out = _session(b.file("step_sgd.onnx")).run(None, {
-        "linear_weight": w, "linear_bias": bias, "x": x, "y": y,
-        "lr": np.array(lr, np.float32)})
+        "linear_weight": w, "linear_bias": bias, "mask_linear_weight": np.ones_like(w),
+        "mask_linear_bias": np.ones_like(bias), "x": x, "y": y, "lr": np.array(lr, np.float32)})
     new_w, new_b, loss = out
     x64, z = x.astype(np.float64), x.astype(np.float64) @ w[0] + bias[0]
     resid = _sigmoid(z) - y
@@ -164,8 +168,8 @@ def test_self_check_rejects_batch_scaled_gradients(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     good = stepgraph.make_step_fn
 
-    def scaled(module: Any, specs: Any) -> stepgraph.StepFn:
-        fn = good(module, specs)
+    def scaled(module: Any, specs: Any, *opts: Any, **kw: Any) -> stepgraph.StepFn:
+        fn = good(module, specs, *opts, **kw)
 
         def step(*args: Any) -> tuple[Any, ...]:
             out = fn(*args)
@@ -253,7 +257,7 @@ def test_export_overwrite_rules(bundles: dict[str, Path], panel_path: Path,
     # Re-exporting over an existing bundle replaces it, byte for byte the same.
     again = _copy(bundles["logreg"], tmp_path)
     (again / "init.npz").write_bytes(b"stale")
-    export_bundle("logreg", panel_path, again)
+    export_bundle("logreg", panel_path, again, optimizers=("sgd",), ort_training=False)
     want = json.loads((bundles["logreg"] / "manifest.json").read_text())["files"]
     assert load_bundle(again).files == want
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

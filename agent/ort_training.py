@@ -1,0 +1,129 @@
+"""The second training backend: ONNX Runtime's on-device training API (onnxruntime-training).
+
+`import onnxruntime.training` runs that package's __init__, which imports torch (through its
+ORTModule, optimizer and AMP helpers). The API the device needs, `onnxruntime.training.api`
+(Module, Optimizer, CheckpointState), needs only onnxruntime's C bindings and numpy, so
+`training_api()` registers a bare package object for `onnxruntime.training` whose __path__ is
+the real folder, and imports `.api` beneath it: the same files, without the __init__.
+
+The package is the x86_64-only onnxruntime-training-cpu (last release 1.19.2); with stock
+onnxruntime `training_api()` raises a one-line GenofedError. ORT's API offers SGD and AdamW
+(exported with weight decay 0, i.e. Adam); for SGD with momentum this backend takes ORT's
+gradients (`Parameter.grad`) and applies the momentum update in numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genofed.agent.ortlib import ort
+from genofed.agent.trainer import BACKENDS, StepTrainer, Trainer
+from genofed.errors import GenofedError
+from genofed.models.manifest import Bundle
+
+
+def training_api() -> Any:
+    """The module onnxruntime.training.api, imported without torch."""
+    name = "onnxruntime.training"
+    folder = Path(ort.__file__).parent / "training"
+    if not (folder / "api" / "module.py").is_file():
+        raise GenofedError(f"the ORT training API is not installed (onnxruntime "
+                           f"{ort.__version__} is the stock build; it needs "
+                           "onnxruntime-training-cpu, x86_64 only)")
+    if name not in sys.modules:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(folder)]
+        pkg.__package__ = name
+        sys.modules[name] = pkg
+    return importlib.import_module(f"{name}.api")
+
+
+class OrtTrainingTrainer(Trainer):
+    """Trains with the bundle's onnxruntime-training artifacts (Module, Optimizer)."""
+
+    def __init__(self, bundle: Bundle, *, threads: int = 1, optimizer: str = "adam") -> None:
+        super().__init__(bundle, threads=threads)
+        art = bundle.ort
+        if art is None:
+            raise GenofedError(f"bundle {bundle.path}: exported without onnxruntime-training "
+                               "artifacts")
+        if optimizer not in (*art.optimizers, "sgd_momentum") or (
+                optimizer == "sgd_momentum" and "sgd_momentum" not in bundle.steps):
+            raise GenofedError(f"bundle {bundle.path}: the ORT training backend has no "
+                               f"optimizer {optimizer!r}")
+        self.optimizer = optimizer
+        self._api = training_api()
+        self._momentum = bundle.steps["sgd_momentum"].hyper["momentum"] \
+            if optimizer == "sgd_momentum" else 0.0
+        self._bufs: dict[str, np.ndarray] = {}
+        self._state = self._api.CheckpointState.load_checkpoint(
+            str(bundle.file(art.checkpoint)))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._module = self._api.Module(str(bundle.file(art.training_model)), self._state,
+                                        str(bundle.file(art.eval_model)), device="cpu",
+                                        session_options=opts)
+        for p in self._specs:
+            self._state.parameters[f"mask_{p.name}"] = self._mask[p.name]
+        self._opt: Any = None
+        self.set_params(bundle.initial_params())
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return {p.name: np.array(self._state.parameters[p.name].data, np.float32)
+                for p in self._specs}
+
+    def set_params(self, params: Mapping[str, np.ndarray]) -> None:
+        """Replace the parameters (pruned coordinates zeroed); the optimizer restarts."""
+        new = self._checked_params(params)
+        for name, a in new.items():
+            self._state.parameters[name] = a
+        art = self.bundle.ort
+        assert art is not None
+        if self.optimizer == "sgd_momentum":
+            self._bufs = {k: np.zeros_like(v) for k, v in new.items()}
+        else:
+            self._opt = self._api.Optimizer(str(self.bundle.file(art.optimizers[self.optimizer])),
+                                            self._module)
+        self._module.lazy_reset_grad()
+
+    def _step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        self._module.train()
+        loss = float(self._module(x, y))
+        if not math.isfinite(loss):
+            self._module.lazy_reset_grad()
+            return loss
+        if self.optimizer == "sgd_momentum":
+            for p in self._specs:
+                param = self._state.parameters[p.name]
+                buf = self._bufs[p.name]
+                buf *= self._momentum
+                buf += param.grad
+                param.data = (param.data - lr * buf) * self._mask[p.name]
+        else:
+            self._opt.set_learning_rate(lr)
+            self._opt.step()
+        self._module.lazy_reset_grad()
+        return loss
+
+
+def make_trainer(bundle: Bundle, *, backend: str = "step", optimizer: str = "sgd",
+                 threads: int = 1, mu: float = 0.0) -> Trainer:
+    """A trainer of either backend for the bundle."""
+    if backend == "step":
+        return StepTrainer(bundle, threads=threads, optimizer=optimizer, mu=mu)
+    if backend == "ort-training":
+        if mu:
+            raise GenofedError("trainer: the ORT training backend has no FedProx term")
+        return OrtTrainingTrainer(bundle, threads=threads, optimizer=optimizer)
+    raise GenofedError(f"trainer: unknown backend {backend!r} (want one of "
+                       f"{', '.join(BACKENDS)})")
