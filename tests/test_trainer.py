@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from bundles import HIDDEN, K, batches, cohort  # noqa: E402  (one synthetic cohort for all)
 
 from genofed.agent.trainer import StepTrainer, bce_with_logits  # noqa: E402
 from genofed.errors import GenofedError  # noqa: E402
@@ -19,8 +20,6 @@ from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten  # n
 from genofed.models.panel import Panel, Site  # noqa: E402
 from genofed.models.zoo import build_model  # noqa: E402
 
-K = 30
-HIDDEN = 16
 MODEL_NAMES = ("logreg", "mlp")  # every model and optimizer: tests/test_parity.py
 
 
@@ -35,27 +34,6 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Bundle]:
     return {m: load_bundle(export_bundle(m, panel_path, root / m, hidden=HIDDEN,
                                          optimizers=("sgd",), ort_training=False))
             for m in MODEL_NAMES}
-
-
-def cohort(n: int, seed: int, *, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Standardized dosages (Binomial(2, p)) and labels from one fixed sparse logistic model."""
-    truth = np.random.default_rng(1234)
-    af = truth.uniform(0.05, 0.5, size=K)
-    beta = np.zeros(K)
-    beta[:5] = signal * truth.choice([-1.0, 1.0], size=5)
-    rng = np.random.default_rng(seed)
-    g = rng.binomial(2, af, size=(n, K)).astype(np.float64)
-    x = ((g - 2 * af) / np.sqrt(2 * af * (1 - af))).astype(np.float32)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(x @ beta)))).astype(np.float32)
-    return x, y
-
-
-def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """The documented order of StepTrainer.train: reshuffle each pass, keep the short batch."""
-    while True:
-        perm = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            yield perm[start:start + batch_size]
 
 
 def _rel(got: np.ndarray, want: np.ndarray) -> float:
