@@ -5,7 +5,8 @@
     bundle = "/var/lib/genofed/bundle"
     vcf = "/data/calls.vcf.gz"
     phenotypes = "/data/phenotypes.tsv"
-    state_dir = "/var/lib/genofed"
+    state_dir = "/var/lib/genofed"                     # identity.key: `genofed agent enroll`
+    aggregator_key = "/etc/genofed/aggregator.pub"     # drop tasks and models it did not sign
     coordinator_key = "/etc/genofed/coordinator.pub"   # refuse bundles it did not sign
 
     [broker]
@@ -50,6 +51,7 @@ class AgentConfig:
     vcf: Path
     phenotypes: Path
     state_dir: Path
+    aggregator_key: Path
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     training: TrainingSection = field(default_factory=TrainingSection)
     exit_when_finished: bool = False
@@ -58,6 +60,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         check_name("device_id", self.device_id)
         check_name("federation", self.federation)
+
+
+def identity_path(cfg: AgentConfig) -> Path:
+    """The device's Ed25519 identity key file (made by `genofed agent enroll`)."""
+    return cfg.state_dir / "identity.key"
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

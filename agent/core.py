@@ -1,4 +1,4 @@
-"""The agent's round logic as a state machine with no I/O: messages in, jobs out."""
+"""The agent's round logic as a state machine with no I/O: verified messages in, jobs out."""
 
 from __future__ import annotations
 
@@ -7,48 +7,50 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genofed.protocol.messages import GlobalModel, MessageError, Task
+from genofed.protocol.messages import MessageError
+from genofed.protocol.schema import ModelRelease, SecureTask
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Job:
-    """Train on `weights` (model version `task.model_version`) and answer for `task.round`."""
+    """Train on `weights` (model version `task.model_version`), then run round `task.round`."""
 
-    task: Task
+    task: SecureTask
     weights: np.ndarray
 
 
 class AgentCore:
-    """Tracks the latest task and model; hands out each round's job once."""
+    """Tracks the latest task and model; hands out each round's job once, to the roster only."""
 
-    def __init__(self, federation: str, panel_sha256: str, n_params: int) -> None:
+    def __init__(self, device: str, federation: str, panel_sha256: str, n_params: int) -> None:
+        self.device = device
         self.federation = federation
         self.panel_sha256 = panel_sha256
         self.n_params = n_params
-        self.task: Task | None = None
-        self.model: GlobalModel | None = None
+        self.task: SecureTask | None = None
+        self.model_version: int | None = None
+        self.weights: np.ndarray | None = None
         self.done_rounds: set[int] = set()
 
-    def on_model(self, model: GlobalModel) -> None:
-        """Accept a global model for our federation and panel, or raise MessageError."""
-        if model.federation != self.federation:
-            raise MessageError(f"model for federation {model.federation!r}")
-        if model.panel_sha256 != self.panel_sha256:
+    def on_model(self, release: ModelRelease, weights: np.ndarray) -> None:
+        """Accept a verified model release (`weights` dequantized), or raise MessageError."""
+        if release.panel_sha256 != self.panel_sha256:
             raise MessageError("model was trained on another panel than this device's bundle")
-        if model.weights.size != self.n_params:
-            raise MessageError(f"model has {model.weights.size} parameters, the bundle "
+        if weights.size != self.n_params:
+            raise MessageError(f"model has {weights.size} parameters, the bundle "
                                f"{self.n_params}")
-        if self.model is not None and model.version < self.model.version:
-            log.info("ignoring stale model version %d", model.version)
+        if self.model_version is not None and release.version < self.model_version:
+            log.info("ignoring stale model version %d", release.version)
             return
-        self.model = model
+        self.model_version, self.weights = release.version, weights
 
-    def on_task(self, task: Task) -> None:
-        """Accept the current task, or raise MessageError."""
-        if task.federation != self.federation:
-            raise MessageError(f"task for federation {task.federation!r}")
+    def on_task(self, task: SecureTask) -> None:
+        """Accept a verified task."""
+        if self.task is not None and task.round < self.task.round:
+            log.info("ignoring stale task for round %d", task.round)
+            return
         self.task = task
 
     @property
@@ -56,13 +58,15 @@ class AgentCore:
         return self.task is not None and self.task.state == "finished"
 
     def next_job(self) -> Job | None:
-        """The job to do now, if the open task's model has arrived and we have not answered."""
-        t, m = self.task, self.model
+        """The job to do now: an open round that names us, on the model it names, once."""
+        t = self.task
         if t is None or t.state != "open" or t.round in self.done_rounds:
             return None
-        if m is None or m.version != t.model_version:
+        if self.device not in t.members():
             return None
-        return Job(task=t, weights=m.weights)
+        if self.weights is None or self.model_version != t.model_version:
+            return None
+        return Job(task=t, weights=self.weights)
 
     def mark_done(self, round_: int) -> None:
         self.done_rounds.add(round_)

@@ -1,37 +1,55 @@
 """`genofed agent run`: the edge daemon. Reads local calls once, then trains when asked.
 
-Bad local input (config, bundle, VCF, phenotypes) stops the daemon before it connects, with
-exit status 1 and one line naming the file: a service manager should not restart it until a
-person has fixed the file. Bad input from the network (malformed, foreign or stale messages)
-is logged, counted and dropped; the daemon keeps serving.
+Bad local input (config, bundle, VCF, phenotypes, a missing identity) stops the daemon before
+it connects, with exit status 1 and one line naming the file: a service manager should not
+restart it until a person has fixed the file. Bad input from the network (unsigned, forged,
+malformed, foreign or stale messages) is logged, counted and dropped; the daemon keeps serving.
+
+One round: the signed task names this device in its SecAgg+ roster; the device trains on the
+signed INT8 model the task names, encodes its delta into the ring, and answers the round's
+stages one by one: its advertisement on its outbox, then one answer per message routed to its
+inbox. Only masked values leave the device.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from nacl.signing import VerifyKey
 
-from genofed.agent.config import AgentConfig
+from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
 from genofed.agent.phenotypes import read_phenotypes
+from genofed.agent.secure import Participation
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
-from genofed.models.signing import load_verify_key
-from genofed.protocol import messages as msgs
+from genofed.models.quant import dequantize_flat
+from genofed.models.signing import load_signing_key, load_verify_key
+from genofed.protocol.codec import CodecError
+from genofed.protocol.messages import MessageError
+from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.secagg import IdentityKey, SecAggError, SigningIdentity, Stage
+from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink, Will
 
 log = logging.getLogger(__name__)
+# Test hooks (integration tests only): write each round's plain delta into state_dir, and
+# exit abruptly right after answering the named stage, as a device that loses power would.
+DUMP_DELTAS_ENV = "GENOFED_TEST_DUMP_DELTAS"
+DIE_AFTER_ENV = "GENOFED_TEST_DIE_AFTER_STAGE"
 
 
 @dataclass(frozen=True)
@@ -60,11 +78,22 @@ def load_local_data(cfg: AgentConfig, bundle: Bundle) -> LocalData:
     return LocalData(x=x, y=y, report=dict(dos.report))
 
 
+def load_identity(cfg: AgentConfig) -> SigningIdentity:
+    """The device's Ed25519 identity; GenofedError naming the file if it was never made."""
+    path = identity_path(cfg)
+    if not path.exists():
+        raise GenofedError(f"{path}: no device identity; run `genofed agent enroll --config "
+                           f"...` and enroll its public key with the aggregator")
+    return SigningIdentity(IdentitySeed(load_signing_key(path).encode()))
+
+
 class Agent:
-    """One device: its data, its trainer, its connection and its round state."""
+    """One device: its data, its trainer, its identity, its connection and its round state."""
 
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
+        self.identity = load_identity(cfg)
+        self.aggregator = IdentityKey(bytes(load_verify_key(cfg.aggregator_key)))
         self.bundle = load_bundle(cfg.bundle, trust=_trusted_key(cfg))
         self.data = load_local_data(cfg, self.bundle)
         if cfg.coordinator_key is None:
@@ -72,10 +101,11 @@ class Agent:
                         "checked", cfg.device_id)
         self.trainer = StepTrainer(self.bundle, threads=cfg.training.threads)
         self.topics = Topics(cfg.federation)
-        self.core = AgentCore(cfg.federation, self.bundle.panel_sha256, self.bundle.n_params)
+        self.core = AgentCore(cfg.device_id, cfg.federation, self.bundle.panel_sha256,
+                              self.bundle.n_params)
         self.rng = np.random.default_rng(cfg.training.seed)
+        self.participation: Participation | None = None
         self.rejected = 0
-        self._bytes_seen = 0
         log.info("%s: %d samples, %d panel sites, match rate %.3f", cfg.device_id,
                  self.data.x.shape[0], self.data.x.shape[1],
                  float(self.data.report.get("match_rate", float("nan"))))  # type: ignore[arg-type]
@@ -83,61 +113,100 @@ class Agent:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve rounds until `stop` is set (or the federation finishes, if configured)."""
         stop = stop or threading.Event()
-        status = self.topics.status(self.cfg.device_id)
-        link = MqttLink(f"genofed-{self.cfg.federation}-{self.cfg.device_id}",
-                        self.cfg.broker,
-                        subscriptions=[self.topics.task, self.topics.model],
-                        will=Will(status, _status_payload(self.cfg.device_id, "offline")))
+        me = self.cfg.device_id
+        status = self.topics.status(me)
+        link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
+                        subscriptions=[self.topics.task, self.topics.model,
+                                       self.topics.inbox(me)],
+                        will=Will(status, _status_payload(me, "offline")),
+                        birth=Will(status, _status_payload(me, "online")))
         link.start()
         try:
-            link.publish(status, _status_payload(self.cfg.device_id, "online"), retain=True)
             while not stop.is_set():
                 try:
                     got = link.inbox.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                self.handle(got.topic, got.payload)
+                reply = self.handle(got.topic, got.payload)
+                if reply is not None:
+                    link.publish(self.topics.outbox(me), reply)
+                    self._maybe_die()
                 if self.core.finished and self.cfg.exit_when_finished:
                     log.info("federation finished; exiting")
                     break
                 job = self.core.next_job()
                 if job is not None:
-                    update = self.train(job, bytes_down=link.bytes_in - self._bytes_seen)
-                    self._bytes_seen = link.bytes_in
-                    link.publish(self.topics.outbox(self.cfg.device_id), msgs.encode(update))
                     self.core.mark_done(job.task.round)
-            link.publish(status, _status_payload(self.cfg.device_id, "offline"), retain=True)
+                    advert = self.start_round(job)
+                    if advert is not None:
+                        link.publish(self.topics.outbox(me), advert)
+            link.publish(status, _status_payload(me, "offline"), retain=True)
         finally:
             link.stop()
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Feed one message to the round state; drop and count anything malformed."""
+    def handle(self, topic: str, payload: bytes) -> bytes | None:
+        """Feed one message to the round state; returns the answer to send, if any. Drops
+        and counts anything unsigned, forged or malformed."""
+        fed = self.cfg.federation
         try:
             if topic == self.topics.task:
-                self.core.on_task(msgs.decode(payload, msgs.Task))
+                self.core.on_task(SecureTask.open(payload, self.aggregator, fed))
             elif topic == self.topics.model:
-                self.core.on_model(msgs.decode(payload, msgs.GlobalModel))
+                release = ModelRelease.open(payload, self.aggregator, fed)
+                params = dequantize_flat(release.values, release.scales, self.bundle.params)
+                self.core.on_model(release, flatten(params, self.bundle.params))
+            elif topic == self.topics.inbox(self.cfg.device_id):
+                if self.participation is None:
+                    raise MessageError("no round in progress")
+                answer = self.participation.answer(payload)
+                if self.participation.done:
+                    log.info("round %d: answered every stage", self.participation.round)
+                    self.participation = None
+                return answer
             else:
-                raise msgs.MessageError("unexpected topic")
-        except msgs.MessageError as exc:
+                raise MessageError("unexpected topic")
+        except (MessageError, SecAggError, GenofedError) as exc:
             self.rejected += 1
             log.warning("dropped a message on %s: %s", topic, exc)
+        return None
 
-    def train(self, job: Job, *, bytes_down: int) -> msgs.Update:
-        """Local epochs from the global weights; the update is the weight delta."""
+    def start_round(self, job: Job) -> bytes | None:
+        """Train, encode the delta into the ring, and join the round: its advertisement."""
+        task = job.task
+        assert task.codec is not None
+        delta, n = self.train(job)
+        pipe = task.codec.pipeline(delta.size)
+        rng = np.random.default_rng(secrets.randbits(128))
+        try:
+            ring = pipe.encode(delta, n, rng)
+            self.participation = Participation(task, self.cfg.device_id, self.identity, ring)
+        except (CodecError, SecAggError, ValueError) as exc:
+            log.warning("round %d: cannot take part: %s", task.round, exc)
+            return None
+        if os.environ.get(DUMP_DELTAS_ENV):
+            np.savez(Path(self.cfg.state_dir) / f"delta-{task.round}.npz", delta=delta,
+                     n_examples=n)
+        return self.participation.advertise()
+
+    def train(self, job: Job) -> tuple[np.ndarray, int]:
+        """Local epochs from the global weights; returns the weight delta and example count."""
         t0 = time.monotonic()
-        specs = self.bundle.params
+        specs, spec = self.bundle.params, job.task.training
         self.trainer.set_params(unflatten(job.weights, specs))
         start_loss = self.trainer.mean_loss(self.data.x, self.data.y)
-        self.trainer.train(self.data.x, self.data.y, epochs=job.task.local_epochs,
-                           batch_size=job.task.batch_size, lr=job.task.lr, rng=self.rng)
-        delta = flatten(self.trainer.params, specs) - job.weights
+        self.trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
+                           batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
+        delta = flatten(self.trainer.params, specs).astype(np.float64) - job.weights
         log.info("round %d: %d examples, loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], start_loss, time.monotonic() - t0)
-        return msgs.Update(federation=self.cfg.federation, round=job.task.round,
-                           device=self.cfg.device_id, n_examples=int(self.data.x.shape[0]),
-                           mean_loss=float(start_loss), bytes_down=int(bytes_down),
-                           delta=delta.astype(np.float32))
+        return delta, int(self.data.x.shape[0])
+
+    def _maybe_die(self) -> None:
+        stage = os.environ.get(DIE_AFTER_ENV)
+        p = self.participation
+        if stage and p is not None and Stage(p.client.stage - 1).name == stage:
+            log.warning("test hook: exiting abruptly after %s", stage)
+            os._exit(137)
 
 
 def _status_payload(device: str, state: str) -> bytes:

@@ -2,21 +2,41 @@
 
     federation = "demo"
     bundle = "bundle"
-    state_dir = "state/aggregator"
-    metrics_port = 9464        # Prometheus metrics on 127.0.0.1; 0 or absent = off
+    state_dir = "state/aggregator"   # aggregator.db and identity.key (made on first start)
+    metrics_port = 9464              # Prometheus metrics on 127.0.0.1; 0 or absent = off
 
     [broker]
     host = "127.0.0.1"
-    port = 1883
+    port = 8883
+    ca = "broker/ca.crt"
+    cert = "broker/clients/aggregator.crt"
+    key = "broker/clients/aggregator.key"
 
     [rounds]
-    rounds = 10
-    min_updates = 3
-    target_updates = 6
-    round_timeout_s = 120
+    rounds = 10            # completed rounds to run
+    stage_timeout_s = 60   # deadline of each SecAgg+ stage (the first includes training)
+    retry_s = 2            # wait before retrying when too few devices are online
     local_epochs = 2
     batch_size = 32
     lr = 0.05
+
+    [cohort]
+    min_participants = 3
+    max_participants = 100
+    sampling_rate = 1.0
+
+    [secagg]
+    corrupt_fraction = 0.1
+    dropout_fraction = 0.3
+
+    [codec]
+    clip = 10.0
+    scale = 1e6
+    weight_max = 1000
+
+    [server]
+    optimizer = "fedavg"   # or "fedadam"
+    lr = 1.0
 """
 
 from __future__ import annotations
@@ -25,9 +45,60 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genofed import config
-from genofed.broker.rounds import RoundPolicy
+from genofed.broker.cohort import CohortPolicy
+from genofed.broker.optimizers import ServerOptimizer
+from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.topics import check_name
 from genofed.protocol.transport import BrokerAddress
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    rounds: int = 5
+    stage_timeout_s: float = 60.0
+    retry_s: float = 2.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"[rounds] rounds must be >= 1, got {self.rounds}")
+        if not self.stage_timeout_s > 0 or not self.retry_s > 0:
+            raise ValueError("[rounds] stage_timeout_s and retry_s must be > 0")
+        self.training()  # validates local_epochs, batch_size, lr
+
+    def training(self) -> TrainingSpec:
+        return TrainingSpec(self.local_epochs, self.batch_size, self.lr)
+
+
+@dataclass(frozen=True)
+class SecAggSection:
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.3
+
+
+@dataclass(frozen=True)
+class CodecSection:
+    clip: float = 10.0
+    scale: float = 1e6
+    weight_max: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.clip > 0 or not self.scale > 0 or self.weight_max < 1:
+            raise ValueError("[codec] clip and scale must be > 0 and weight_max >= 1")
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    optimizer: str = "fedavg"
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.optimizer_spec()
+
+    def optimizer_spec(self) -> ServerOptimizer:
+        return ServerOptimizer(name=self.optimizer, lr=self.lr)
 
 
 @dataclass(frozen=True)
@@ -36,7 +107,11 @@ class AggregatorConfig:
     bundle: Path
     state_dir: Path
     broker: BrokerAddress = field(default_factory=BrokerAddress)
-    rounds: RoundPolicy = field(default_factory=RoundPolicy)
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+    cohort: CohortPolicy = field(default_factory=CohortPolicy)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
+    codec: CodecSection = field(default_factory=CodecSection)
+    server: ServerSection = field(default_factory=ServerSection)
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from genofed.broker.rounds import RoundRecord
+from genofed.broker.record import RoundRecord
 from genofed.errors import GenofedError
 
 log = logging.getLogger(__name__)
@@ -64,3 +64,5 @@ class Metrics:
         self.dropouts.inc(max(0, expected - record.participants))
         self.bytes.labels("up").inc(record.bytes_up)
         self.stage_seconds.labels("round").observe(record.seconds)
+        for stage, seconds in record.stage_seconds.items():
+            self.stage_seconds.labels(stage).observe(seconds)

@@ -1,15 +1,22 @@
-"""`genofed aggregator run`: drives FedAvg rounds over MQTT.
+"""`genofed aggregator run`: drives secure (SecAgg+) rounds over MQTT.
 
-The loop: publish the model (retained), open a round with a retained task, collect updates
-from device outboxes until the round closes, average, publish the next model. State lives in
-`state_dir/aggregator.db` (`broker/store.py`): an update is stored before it is acknowledged
-to the broker, and a model version is stored, with its round's record, before it is
-published. After a restart the service resumes the round in flight from what it stored, and
-the broker redelivers whatever it had not acknowledged.
+Each round: pick a cohort among the enrolled devices that are online, publish the model
+(retained, INT8, signed) and the round's task (retained, signed: training, codec and SecAgg+
+configuration), then feed outbox messages to the round's state machine (`secure_round.py`)
+and route what it says to the devices' inboxes, stage by stage, until it yields the decoded
+weighted mean update of the survivors or aborts. The server optimizer turns the mean into the
+next model, which is stored with its round's record before it is published.
+
+State lives in `state_dir/aggregator.db` (`store.py`); the identity in `state_dir/identity.key`.
+Messages are acknowledged to the broker only after they were handled (and, if accepted,
+stored as the round's stage progress). SecAgg+ keys live in memory only, so a round in flight
+cannot survive a restart: the next start journals it aborted ("aggregator restarted") and
+opens a fresh round on the last stored model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -17,19 +24,51 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import nacl.utils
 import numpy as np
 
+from genofed.broker.cohort import select
 from genofed.broker.config import AggregatorConfig
 from genofed.broker.metrics import Metrics
-from genofed.broker.rounds import FedAvgRounds, RoundRecord
+from genofed.broker.optimizers import OptimizerState, apply
+from genofed.broker.record import RoundRecord
+from genofed.broker.secure_round import Aborted, Done, Route, SecureRound
 from genofed.broker.store import Store
 from genofed.errors import GenofedError
-from genofed.models.manifest import flatten, load_bundle
-from genofed.protocol import messages as msgs
+from genofed.models.manifest import flatten, load_bundle, unflatten
+from genofed.models.quant import quantize_flat
+from genofed.models.signing import ensure_signing_key
+from genofed.protocol.codec import CodecError, choose_bits
+from genofed.protocol.messages import MAX_MESSAGE_BYTES
+from genofed.protocol.roundspec import CodecSpec
+from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.secagg import (
+    GraphSeed,
+    IdentityKey,
+    ParameterError,
+    Participant,
+    Ring,
+    RoundConfig,
+    SigningIdentity,
+    choose_parameters,
+)
+from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink
 
 log = logging.getLogger(__name__)
+
+
+class _Flight:
+    """The round in flight: its state machine and what the journal will say of it."""
+
+    def __init__(self, task: SecureTask, rnd: SecureRound, opened: float, down: int) -> None:
+        self.task, self.rnd, self.opened = task, rnd, opened
+        self.bytes_up, self.bytes_down = 0, down
+        # No client message of this round can be larger: 8 bytes a ring value (masked input)
+        # plus generous room per peer (encrypted shares, unmasking answers) and for headers.
+        assert task.secagg is not None
+        self.max_bytes = 65536 + 8 * task.secagg.length + 1024 * len(task.members())
 
 
 class Aggregator:
@@ -39,131 +78,240 @@ class Aggregator:
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
         self.topics = Topics(cfg.federation)
+        self.identity = load_identity(cfg.state_dir)
         self.store = Store(state_path(cfg.state_dir))
         latest = self.store.latest_model()
         if latest is None:
             latest = (0, flatten(self.bundle.initial_params(), self.bundle.params))
             self.store.put_model(*latest)
-        version, weights = latest
-        if weights.size != self.bundle.n_params:
-            raise GenofedError(f"{self.store.path}: stored model has {weights.size} "
+        self.version, self.weights = latest
+        if self.weights.size != self.bundle.n_params:
+            raise GenofedError(f"{self.store.path}: stored model has {self.weights.size} "
                                f"parameters, the bundle {self.bundle.n_params}")
-        self.rounds = FedAvgRounds(cfg.rounds, weights, version=version,
-                                   next_round=self.store.next_round())
+        self.optimizer = cfg.server.optimizer_spec()
+        self.opt_state = OptimizerState()
+        self.online: set[str] = set()
+        self.flight: _Flight | None = None
+        self.retry_at = 0.0
+        self.waiting = False
+        self.model_bytes = 0  # size of the model release the next round trains on
+        self.rng = np.random.default_rng()
         self.rejected = 0
         self.records: list[RoundRecord] = []
         self.metrics = Metrics()
-        self.metrics.model_version.set(version)
+        self.metrics.model_version.set(self.version)
+
+    @property
+    def finished(self) -> bool:
+        return self.version >= self.cfg.rounds.rounds
 
     def run(self, stop: threading.Event | None = None) -> list[RoundRecord]:
-        """Run all configured rounds (or until `stop`); returns the round records."""
+        """Run rounds until the configured number completed (or `stop`); returns the records."""
         stop = stop or threading.Event()
         link = MqttLink(f"genofed-{self.cfg.federation}-aggregator", self.cfg.broker,
-                        subscriptions=[self.topics.all_outboxes], manual_ack=True)
+                        subscriptions=[self.topics.all_outboxes, self.topics.all_status],
+                        manual_ack=True)
         if self.cfg.metrics_port:
             self.metrics.serve(self.cfg.metrics_port)
+        self._abort_left_over()
         link.start()
+        # Let the retained statuses of the devices arrive before the first cohort is drawn.
+        self.retry_at = time.monotonic() + self.cfg.rounds.retry_s
         try:
             self._publish_model(link)
-            if not self.rounds.finished:
-                self._open_round(link)
-            while not stop.is_set() and not self.rounds.finished:
+            while not stop.is_set() and not self.finished:
+                if self.flight is None and time.monotonic() >= self.retry_at:
+                    self._open_round(link)
                 try:
-                    got = link.inbox.get(timeout=0.2)
+                    got = link.inbox.get(timeout=0.1)
                     self.handle(got.topic, got.payload)
-                    got.ack()  # only now: the update is in the store, or was refused
+                    got.ack()  # only now: handled, and stored if it was accepted
                 except queue.Empty:
                     pass
-                record = self.rounds.poll(time.time())
-                if record is None:
-                    continue
-                self._close(record)
-                if record.status == "completed":
-                    self._publish_model(link)
-                if not self.rounds.finished:
-                    self._open_round(link)
-            self._publish_task(link, state="finished")
+                if self.flight is not None:
+                    self._step(link, self.flight)
+            if self.finished:
+                self._publish_task(link, SecureTask(self.cfg.federation, self.store.next_round(),
+                                                    "finished", self.version))
         finally:
             link.stop()
             self.metrics.stop()
+            self.store.close()
         return self.records
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """Offer one outbox message to the open round; drop and count anything invalid."""
+        """One message from a device: its status, or an outbox message for the round."""
         device = self.topics.device_of(topic)
-        try:
-            update = msgs.decode(payload, msgs.Update)
-            if device is None or update.device != device:
-                raise msgs.MessageError(f"update names device {update.device!r} but came on "
-                                        f"{topic}")
-            if update.federation != self.cfg.federation:
-                raise msgs.MessageError(f"update for federation {update.federation!r}")
-        except msgs.MessageError as exc:
-            self._reject("malformed", f"dropped a message on {topic}: {exc}")
+        if device is not None and topic == self.topics.status(device):
+            self._status(device, payload)
             return
-        why = self.rounds.offer(update, len(payload))
+        if device is None or topic != self.topics.outbox(device):
+            self._reject("topic", f"dropped a message on {topic}: not a device outbox")
+            return
+        f = self.flight
+        limit = MAX_MESSAGE_BYTES if f is None else f.max_bytes
+        if len(payload) > limit:
+            self._reject("oversized", f"dropped a message on {topic}: {len(payload)} bytes, "
+                         f"more than the {limit} this round's messages can take")
+            return
+        if f is None:
+            self._reject("no_round", f"dropped a message from {device}: no round is open")
+            return
+        stage = f.rnd.stage.name
+        why = f.rnd.receive(device, payload)
         if why:
-            self._reject("refused", f"refused an update from {device}: {why}")
+            self._reject("refused", f"dropped a message from {device}: {why}")
             return
-        self.metrics.accepted.labels("update").inc()
-        self.store.put_message(update.round, "update", device, payload)
-        log.info("round %d: update from %s (%d examples)", update.round, device,
-                 update.n_examples)
+        f.bytes_up += len(payload)
+        self.metrics.accepted.labels(stage).inc()
+        self.metrics.bytes.labels("up").inc(len(payload))
+        self.store.put_message(f.task.round, stage, device, payload)
+
+    def _status(self, device: str, payload: bytes) -> None:
+        try:
+            state = json.loads(payload)["state"] if payload else "offline"
+        except (ValueError, KeyError, TypeError):
+            self._reject("malformed", f"dropped a bad status message of {device}")
+            return
+        (self.online.add if state == "online" else self.online.discard)(device)
+        log.info("%s is %s", device, state)
 
     def _reject(self, reason: str, text: str) -> None:
         self.rejected += 1
         self.metrics.rejected.labels(reason).inc()
         log.warning("%s", text)
 
-    def _open_round(self, link: MqttLink) -> None:
+    def _abort_left_over(self) -> None:
         flight = self.store.open_round_in_flight()
-        if flight is not None and flight.model_version == self.rounds.version:
-            r = self.rounds.open(flight.opened, round_=flight.round)
-            stored = self.store.messages(r, "update")
-            for _, payload in stored:
-                self.rounds.offer(msgs.decode(payload, msgs.Update), len(payload))
-            log.info("resumed round %d with the %d updates stored before the restart", r,
-                     len(stored))
-        else:
-            if flight is not None:  # opened on a model that was since replaced: void it
-                self.store.close_round(flight.round, "aborted", {})
-            r = self.rounds.open(time.time())
-            self.store.open_round(r, self.rounds.version, time.time())
-            log.info("round %d open on model version %d", r, self.rounds.version)
-        self._publish_task(link, state="open")
+        if flight is not None:
+            rec = RoundRecord(round=flight.round, model_version=flight.model_version,
+                              status="aborted", participants=0, devices=(), examples=0,
+                              mean_loss=float("nan"), bytes_up=0, bytes_down=0,
+                              seconds=max(0.0, time.time() - flight.opened),
+                              reason="aggregator restarted")
+            self.store.close_round(flight.round, "aborted", asdict(rec))
+            self.records.append(rec)
+            self.metrics.rounds.labels("aborted").inc()
+            log.warning("round %d was in flight when the aggregator stopped: aborted",
+                        flight.round)
 
-    def _publish_task(self, link: MqttLink, *, state: str) -> None:
-        p = self.cfg.rounds
-        cur = self.rounds.current
-        task = msgs.Task(federation=self.cfg.federation,
-                         round=cur.round if cur else self.rounds.version, state=state,
-                         model_version=self.rounds.version, local_epochs=p.local_epochs,
-                         batch_size=p.batch_size, lr=p.lr, deadline_s=p.round_timeout_s)
-        link.publish(self.topics.task, msgs.encode(task), retain=True)
+    def _open_round(self, link: MqttLink) -> None:
+        c = self.cfg
+        enrolled = self.store.devices()
+        cohort = select(c.cohort, enrolled, self.online, self.rng)
+        number = self.store.next_round()
+        if cohort is None:
+            if not self.waiting:
+                log.info("round %d waits: %d enrolled devices online, %d needed", number,
+                         len(set(enrolled) & self.online), c.cohort.min_participants)
+                self._publish_task(link, SecureTask(c.federation, number, "waiting",
+                                                    self.version))
+                self.waiting = True
+            self.retry_at = time.monotonic() + c.rounds.retry_s
+            return
+        n = len(cohort)
+        try:
+            params = choose_parameters(n, c.secagg.corrupt_fraction, c.secagg.dropout_fraction)
+            bits = choose_bits(n, c.codec.clip, c.codec.scale, weight_max=c.codec.weight_max)
+        except (ParameterError, CodecError) as exc:
+            raise GenofedError(f"cannot set up a round of {n} devices: {exc}") from None
+        codec = CodecSpec(c.codec.clip, c.codec.scale, bits, c.codec.weight_max,
+                          nacl.utils.random(32))
+        secagg = RoundConfig(c.federation, number,
+                             tuple(Participant(d, IdentityKey(enrolled[d])) for d in cohort),
+                             self.identity.public, params, Ring(bits),
+                             self.bundle.n_params + 1, GraphSeed(nacl.utils.random(32)))
+        task = SecureTask(c.federation, number, "open", self.version,
+                          deadline_s=c.rounds.stage_timeout_s, training=c.rounds.training(),
+                          codec=codec, secagg=secagg)
+        rnd = SecureRound(secagg, self.identity, codec.pipeline(self.bundle.n_params),
+                          stage_timeout_s=c.rounds.stage_timeout_s, now=time.monotonic())
+        self.store.open_round(number, self.version, time.time())
+        self.flight = _Flight(task, rnd, time.monotonic(), self.model_bytes)
+        self.waiting = False
+        self.flight.bytes_down += self._publish_task(link, task)
+        log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits", number,
+                 self.version, n, params.k, params.t, bits)
+
+    def _step(self, link: MqttLink, f: _Flight) -> None:
+        ev = f.rnd.poll(time.monotonic())
+        if isinstance(ev, Route):
+            log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
+                     len(ev.payloads))
+            for device, payload in ev.payloads.items():
+                link.publish(self.topics.inbox(device), payload)
+                f.bytes_down += len(payload)
+                self.metrics.bytes.labels("down").inc(len(payload))
+        elif isinstance(ev, Done):
+            new = apply(self.optimizer, self.weights, ev.mean_delta, self.opt_state)
+            self._close(f, "completed", ev.survivors, ev.weight, "", new)
+            self._publish_model(link)
+        elif isinstance(ev, Aborted):
+            log.warning("round %d aborted: %s", f.task.round, ev.reason)
+            self._close(f, "aborted", (), 0, ev.reason, None)
+
+    def _close(self, f: _Flight, status: str, survivors: tuple[str, ...], weight: int,
+               reason: str, new: np.ndarray | None) -> None:
+        rec = RoundRecord(round=f.task.round, model_version=self.version, status=status,
+                          participants=len(survivors), devices=tuple(sorted(survivors)),
+                          examples=weight, mean_loss=float("nan"), bytes_up=f.bytes_up,
+                          bytes_down=f.bytes_down, seconds=time.monotonic() - f.opened,
+                          cohort=len(f.task.members()), reason=reason,
+                          stage_seconds=dict(f.rnd.log.seconds))
+        new_model = None if new is None else (self.version + 1, new)
+        self.store.close_round(rec.round, status, asdict(rec), new_model=new_model)
+        if new is not None:
+            self.version, self.weights = self.version + 1, new
+        self.records.append(rec)
+        self.flight = None
+        self.metrics.round_closed(rec, expected=rec.cohort)
+        log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
+                 rec.participants, rec.cohort, weight, rec.seconds)
+
+    def _publish_task(self, link: MqttLink, task: SecureTask) -> int:
+        payload = task.seal(self.identity)
+        link.publish(self.topics.task, payload, retain=True)
+        self.metrics.bytes.labels("down").inc(len(payload))
+        return len(payload)
 
     def _publish_model(self, link: MqttLink) -> None:
-        version = self.rounds.version
-        model = msgs.GlobalModel(federation=self.cfg.federation, version=version,
-                                 panel_sha256=self.bundle.panel_sha256,
-                                 weights=self.rounds.weights)
-        payload = msgs.encode(model)
+        specs = self.bundle.params
+        values, scales = quantize_flat(unflatten(self.weights, specs), specs)
+        release = ModelRelease(self.cfg.federation, self.version, self.bundle.panel_sha256,
+                               values, scales)
+        payload = release.seal(self.identity)
         link.publish(self.topics.model, payload, retain=True)
+        self.model_bytes = len(payload)
         self.metrics.bytes.labels("down").inc(len(payload))
-        self.metrics.model_version.set(version)
-
-    def _close(self, record: RoundRecord) -> None:
-        self.records.append(record)
-        new = (self.rounds.version, self.rounds.weights) if record.status == "completed" \
-            else None
-        self.store.close_round(record.round, record.status, asdict(record), new_model=new)
-        self.metrics.round_closed(record, expected=self.cfg.rounds.target_updates)
-        log.info("round %d %s: %d participants, loss %.4f, %.1f s", record.round,
-                 record.status, record.participants, record.mean_loss, record.seconds)
+        self.metrics.model_version.set(self.version)
 
 
 def state_path(state_dir: Path) -> Path:
     """The aggregator's database under its state directory."""
     return state_dir / "aggregator.db"
+
+
+def identity_path(state_dir: Path) -> Path:
+    """The aggregator's Ed25519 identity key file (made on first start)."""
+    return state_dir / "identity.key"
+
+
+def load_identity(state_dir: Path) -> SigningIdentity:
+    """The aggregator's signing identity, created on first use."""
+    return SigningIdentity(IdentitySeed(ensure_signing_key(identity_path(state_dir)).encode()))
+
+
+def enroll_device(state_dir: Path, device: str, public_hex: str) -> None:
+    """Store a device's Ed25519 public key: it may then be picked for rounds."""
+    try:
+        key = IdentityKey(bytes.fromhex(public_hex.strip()))
+    except (ValueError, ParameterError) as exc:
+        raise GenofedError(f"device key {public_hex!r}: not a 32-byte hex key: {exc}") from None
+    store = Store(state_path(state_dir))
+    try:
+        store.enroll(device, key.raw)
+    finally:
+        store.close()
 
 
 def read_journal(state_dir: Path) -> list[dict[str, object]]:

@@ -1,14 +1,17 @@
 """`genofed demo`: a whole federation on one machine, on real parts.
 
-Simulate a cohort, export a bundle, start Mosquitto on a free loopback port, start the
-aggregator and one agent process per device, and report each round: participants, the mean
-local loss of the round's starting model, the test AUC of the model the round produced, bytes
-up and down, seconds. Ends with a centralized logistic regression on the pooled data.
+Simulate a cohort, export a bundle, make the federation's PKI and start Mosquitto with it
+(TLS only, client certificates, ACL) on a free loopback port, give the aggregator and every
+device an Ed25519 identity and enroll the devices, start the aggregator and one agent process
+per device, and report each secure round: participants, the test loss and test AUC of the
+model the round produced, bytes up and down, seconds. Ends with a centralized logistic
+regression on the pooled data.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,18 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from nacl.signing import VerifyKey
 
 from genofed.agent.encode import encode_dosages
 from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
+from genofed.broker.deploy import init_broker
 from genofed.broker.mosquitto import LocalMosquitto
-from genofed.broker.service import read_journal, read_model
+from genofed.broker.pki import AGGREGATOR, PkiLayout
+from genofed.broker.service import enroll_device, load_identity, read_journal, read_model
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, load_bundle, unflatten
 from genofed.models.panel import Panel
+from genofed.models.signing import ensure_signing_key, save_verify_key
 
 ROUND_TIMEOUT_S = 120.0
+STAGE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,13 +82,13 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     test = load_labeled(cohort / "test" / "calls.vcf.gz", cohort / "test" / "phenotypes.tsv",
                         panel)
 
-    broker = LocalMosquitto(out / "broker").start()
+    broker = start_broker(out, [d.name for d in device_dirs])
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        say(f"mosquitto on 127.0.0.1:{broker.port}; starting the aggregator and "
-            f"{len(device_dirs)} agents")
+        say(f"mosquitto (TLS, client certificates, ACL) on 127.0.0.1:{broker.port}; starting "
+            f"the aggregator and {len(device_dirs)} agents")
         agg_cfg = write_configs(out, bundle_dir, device_dirs, broker.port, rounds=rounds,
-                                min_updates=max(1, len(device_dirs) // 2))
+                                min_participants=len(device_dirs))
         logs = out / "logs"
         logs.mkdir()
         procs.append(spawn(["aggregator", "run", "--config", str(agg_cfg)],
@@ -115,42 +123,70 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     return result
 
 
+def start_broker(out: Path, devices: list[str]) -> LocalMosquitto:
+    """The federation's PKI, ACL and Mosquitto config under `out/broker`, and the broker
+    running it (TLS only, client certificates, no anonymous access) on a free port."""
+    init_broker(out / "broker", "demo", devices, bind="127.0.0.1")
+    return LocalMosquitto(out / "broker", secured=out / "broker").start()
+
+
+def _tls(pki: PkiLayout, name: str, port: int) -> str:
+    ident = pki.client(name)
+    return (f'[broker]\nhost = "127.0.0.1"\nport = {port}\n'
+            f'ca = "{pki.ca_cert.resolve()}"\ncert = "{ident.cert.resolve()}"\n'
+            f'key = "{ident.key.resolve()}"\n')
+
+
 def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *,
-                  rounds: int, min_updates: int) -> Path:
-    """Aggregator and agent TOML configs for the demo; returns the aggregator's."""
+                  rounds: int, min_participants: int, names: list[str] | None = None,
+                  stage_timeout_s: float = STAGE_TIMEOUT_S) -> Path:
+    """Aggregator and agent TOML configs for the demo, with each party's TLS identity (from
+    `start_broker`) and Ed25519 identity, every device enrolled with the aggregator; returns
+    the aggregator's config. `names` gives the devices other ids than their folders'."""
+    names = names or [d.name for d in device_dirs]
+    pki = PkiLayout(out / "broker")
     cfg = out / "config"
     cfg.mkdir(parents=True)
     agg = cfg / "aggregator.toml"
+    agg_state = (out / "state" / "aggregator").resolve()
     agg.write_text(f'federation = "demo"\nbundle = "{bundle.resolve()}"\n'
-                   f'state_dir = "{(out / "state" / "aggregator").resolve()}"\n'
-                   f'[broker]\nhost = "127.0.0.1"\nport = {port}\n'
-                   f"[rounds]\nrounds = {rounds}\nmin_updates = {min_updates}\n"
-                   f"target_updates = {len(device_dirs)}\nround_timeout_s = {ROUND_TIMEOUT_S}\n"
-                   "local_epochs = 2\nbatch_size = 32\nlr = 0.02\n")
-    for i, d in enumerate(device_dirs):
-        (cfg / f"{d.name}.toml").write_text(
-            f'device_id = "{d.name}"\nfederation = "demo"\nbundle = "{bundle.resolve()}"\n'
+                   f'state_dir = "{agg_state}"\n' + _tls(pki, AGGREGATOR, port) +
+                   f"[rounds]\nrounds = {rounds}\nstage_timeout_s = {stage_timeout_s}\n"
+                   "retry_s = 0.5\nlocal_epochs = 2\nbatch_size = 32\nlr = 0.02\n"
+                   f"[cohort]\nmin_participants = {min_participants}\n"
+                   f"max_participants = {max(min_participants, 100)}\n"
+                   "[codec]\nclip = 10.0\nscale = 1e6\nweight_max = 1000\n"
+                   '[server]\noptimizer = "fedavg"\nlr = 1.0\n')
+    aggregator_pub = cfg / "aggregator.pub"
+    save_verify_key(aggregator_pub, VerifyKey(load_identity(agg_state).public.raw))
+    for i, (name, d) in enumerate(zip(names, device_dirs, strict=True)):
+        state = (out / "state" / name).resolve()
+        (cfg / f"{name}.toml").write_text(
+            f'device_id = "{name}"\nfederation = "demo"\nbundle = "{bundle.resolve()}"\n'
             f'vcf = "{(d / "calls.vcf.gz").resolve()}"\n'
             f'phenotypes = "{(d / "phenotypes.tsv").resolve()}"\n'
-            f'state_dir = "{(out / "state" / d.name).resolve()}"\n'
-            "exit_when_finished = true\n"
-            f'[broker]\nhost = "127.0.0.1"\nport = {port}\n'
+            f'state_dir = "{state}"\naggregator_key = "{aggregator_pub.resolve()}"\n'
+            "exit_when_finished = true\n" + _tls(pki, name, port) +
             f"[training]\nthreads = 1\nseed = {i}\n")
+        key = ensure_signing_key(state / "identity.key")
+        enroll_device(agg_state, name, bytes(key.verify_key).hex())
     return agg
 
 
-def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `genofed ARGV` in its own process, logging to `log`."""
+def spawn(argv: list[str], log: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `genofed ARGV` in its own process, logging to `log` (`env` adds variables)."""
     with log.open("wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "genofed", "--log-level", "info", *argv],
-                                stdout=fh, stderr=subprocess.STDOUT)
+                                stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
 
 
 def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bundle,
                   test: Labeled, rounds: int) -> list[dict[str, object]]:
     """Print each round as the aggregator journals it, with the test AUC of its new model."""
     trainer = StepTrainer(bundle)
-    say(f"{'round':>5} {'status':>9} {'devices':>7} {'local loss':>10} {'test AUC':>8} "
+    say(f"{'round':>5} {'status':>9} {'devices':>7} {'test loss':>10} {'test AUC':>8} "
         f"{'bytes up':>10} {'bytes down':>10} {'seconds':>7}")
     rows: list[dict[str, object]] = []
     deadline = time.monotonic() + rounds * (ROUND_TIMEOUT_S + 30)
@@ -160,10 +196,11 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
             version = int(rec["model_version"]) + (rec["status"] == "completed")  # type: ignore[call-overload]
             weights = read_model(state, version)
             trainer.set_params(unflatten(weights, bundle.params))
+            rec["test_loss"] = float(trainer.mean_loss(test.x, test.y))
             rec["test_auc"] = auc(test.y, trainer.predict_logits(test.x))
             rows.append(rec)
             say(f"{rec['round']:>5} {rec['status']:>9} {rec['participants']:>7} "
-                f"{rec['mean_loss']:>10.4f} {rec['test_auc']:>8.4f} {rec['bytes_up']:>10} "
+                f"{rec['test_loss']:>10.4f} {rec['test_auc']:>8.4f} {rec['bytes_up']:>10} "
                 f"{rec['bytes_down']:>10} {rec['seconds']:>7.2f}")
         if aggregator.poll() is not None and len(read_journal(state)) == len(rows):
             if aggregator.returncode != 0:

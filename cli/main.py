@@ -116,12 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     ar = a.add_parser("run", help="serve federated rounds")
     ar.add_argument("--config", type=Path, required=True)
     ar.set_defaults(handler=_agent_run)
+    ae = a.add_parser("enroll", help="make this device's identity key if absent; print "
+                      "`<device_id> <public key hex>` for the aggregator")
+    ae.add_argument("--config", type=Path, required=True)
+    ae.set_defaults(handler=_agent_enroll)
 
     g = sub.add_parser("aggregator", help="the aggregator service").add_subparsers(
         required=True, metavar="ACTION")
     gr = g.add_parser("run", help="drive federated rounds")
     gr.add_argument("--config", type=Path, required=True)
     gr.set_defaults(handler=_aggregator_run)
+    gi = g.add_parser("identity", help="print the aggregator's public key hex (making it)")
+    gi.add_argument("--config", type=Path, required=True)
+    gi.set_defaults(handler=_aggregator_identity)
+    ge = g.add_parser("enroll", help="enroll a device's public key")
+    ge.add_argument("--config", type=Path, required=True)
+    ge.add_argument("--device", required=True)
+    ge.add_argument("--key", required=True, help="the device's public key hex "
+                    "(from `genofed agent enroll`)")
+    ge.set_defaults(handler=_aggregator_enroll)
 
     br = sub.add_parser("broker", help="set up the MQTT broker of a deployment").add_subparsers(
         required=True, metavar="ACTION")
@@ -268,6 +281,38 @@ def _agent_run(args: argparse.Namespace) -> int:
     from genofed.agent.daemon import Agent
 
     Agent(load_agent_config(args.config)).run(_stop_on_signals())
+    return 0
+
+
+def _agent_enroll(args: argparse.Namespace) -> int:
+    from genofed.agent.config import identity_path, load_agent_config
+    from genofed.models.signing import ensure_signing_key
+
+    cfg = load_agent_config(args.config)
+    key = ensure_signing_key(identity_path(cfg))
+    print(f"{cfg.device_id} {bytes(key.verify_key).hex()}")
+    return 0
+
+
+def _aggregator_identity(args: argparse.Namespace) -> int:
+    from genofed.broker.config import load_aggregator_config
+    from genofed.broker.service import load_identity
+
+    print(load_identity(load_aggregator_config(args.config).state_dir).public.raw.hex())
+    return 0
+
+
+def _aggregator_enroll(args: argparse.Namespace) -> int:
+    from genofed.broker.config import load_aggregator_config
+    from genofed.broker.service import enroll_device
+    from genofed.protocol.topics import check_name
+
+    try:
+        check_name("device id", args.device)
+    except ValueError as exc:
+        raise GenofedError(str(exc)) from None
+    enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
+    print(f"enrolled {args.device}")
     return 0
 
 

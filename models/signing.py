@@ -66,6 +66,14 @@ def load_signing_key(path: Path) -> SigningKey:
     return SigningKey(raw)
 
 
+def ensure_signing_key(path: Path) -> SigningKey:
+    """The signing key in `path`, made (0600) if the file does not exist yet."""
+    if not Path(path).exists():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_signing_key(path, generate_signing_key())
+    return load_signing_key(path)
+
+
 def load_verify_key(path: Path) -> VerifyKey:
     """Read a hex verify key file (the coordinator's public key)."""
     return VerifyKey(_read_hex(path, "verify key"))

@@ -44,6 +44,9 @@ class Topics:
     def outbox(self, device: str) -> str:
         return f"{self.base}/device/{check_name('device id', device)}/outbox"
 
+    def inbox(self, device: str) -> str:
+        return f"{self.base}/device/{check_name('device id', device)}/inbox"
+
     def status(self, device: str) -> str:
         return f"{self.base}/device/{check_name('device id', device)}/status"
 

@@ -78,9 +78,10 @@ class MqttLink:
     """One MQTT connection: subscriptions restored on every reconnect, QoS 1, byte counters."""
 
     def __init__(self, client_id: str, broker: BrokerAddress, *, subscriptions: list[str],
-                 will: Will | None = None, session_expiry_s: int = 3600,
-                 manual_ack: bool = False) -> None:
+                 will: Will | None = None, birth: Will | None = None,
+                 session_expiry_s: int = 3600, manual_ack: bool = False) -> None:
         self.broker = broker
+        self.birth = birth  # published on every (re)connection, e.g. a retained "online"
         self.subscriptions = list(subscriptions)
         self.manual_ack = manual_ack
         self.inbox: queue.Queue[Received] = queue.Queue()
@@ -155,6 +156,9 @@ class MqttLink:
                  getattr(flags, "session_present", "?"))
         for topic in self.subscriptions:
             client.subscribe(topic, qos=QOS)
+        if self.birth is not None:
+            client.publish(self.birth.topic, self.birth.payload, qos=QOS,
+                           retain=self.birth.retain)
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,

@@ -5,54 +5,75 @@ import pytest
 
 from genofed.agent.core import AgentCore
 from genofed.agent.encode import encode_dosages
-from genofed.protocol.messages import GlobalModel, MessageError, Task
+from genofed.protocol.messages import MessageError
+from genofed.protocol.roundspec import CodecSpec
+from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.secagg import (
+    GraphSeed,
+    Participant,
+    Ring,
+    RoundConfig,
+    SigningIdentity,
+    choose_parameters,
+)
 
 SHA = "a" * 64
+AGG = SigningIdentity.generate()
+IDS = {d: SigningIdentity.generate() for d in ("me", "b", "c", "d")}
 
 
-def _model(version: int, n: int = 3, sha: str = SHA, fed: str = "f") -> GlobalModel:
-    return GlobalModel(federation=fed, version=version, panel_sha256=sha,
-                       weights=np.full(n, version, dtype=np.float32))
+def _model(version: int, sha: str = SHA) -> ModelRelease:
+    return ModelRelease("f", version, sha, np.zeros(3, np.int8), np.zeros(1, np.float32))
 
 
-def _task(rnd: int, version: int, state: str = "open") -> Task:
-    return Task(federation="f", round=rnd, state=state, model_version=version)
+def _task(rnd: int, version: int, state: str = "open",
+          roster: tuple[str, ...] = ("me", "b", "c")) -> SecureTask:
+    if state != "open":
+        return SecureTask("f", rnd, state, version)
+    cfg = RoundConfig("f", rnd, tuple(Participant(d, IDS[d].public) for d in roster),
+                      AGG.public, choose_parameters(len(roster), 0.1, 0.3), Ring(32), 4,
+                      GraphSeed(b"g" * 32))
+    return SecureTask("f", rnd, "open", version,
+                      codec=CodecSpec(10.0, 1e6, 32, 1000, b"r" * 32), secagg=cfg)
 
 
 def test_job_needs_matching_model_and_comes_once() -> None:
-    core = AgentCore("f", SHA, 3)
+    core = AgentCore("me", "f", SHA, 3)
     core.on_task(_task(0, 0))
     assert core.next_job() is None  # the model has not arrived yet
-    core.on_model(_model(0))
+    core.on_model(_model(0), np.zeros(3))
     job = core.next_job()
     assert job is not None and job.task.round == 0 and job.weights[0] == 0
     core.mark_done(0)
     assert core.next_job() is None
-    core.on_model(_model(1))
+    core.on_model(_model(1), np.ones(3))
     core.on_task(_task(1, 1))
     job = core.next_job()
     assert job is not None and job.weights[0] == 1
-    core.on_model(_model(0))  # a stale retained model must not replace a newer one
-    assert core.model is not None and core.model.version == 1
+    core.on_model(_model(0), np.zeros(3))  # a stale retained model must not replace a newer one
+    assert core.model_version == 1
 
 
-def test_closed_and_finished_tasks_give_no_job() -> None:
-    core = AgentCore("f", SHA, 3)
-    core.on_model(_model(0))
-    core.on_task(_task(0, 0, state="closed"))
+def test_no_job_outside_the_roster_or_an_open_round() -> None:
+    core = AgentCore("me", "f", SHA, 3)
+    core.on_model(_model(0), np.zeros(3))
+    core.on_task(_task(0, 0, "waiting"))
     assert core.next_job() is None and not core.finished
-    core.on_task(_task(0, 0, state="finished"))
+    core.on_task(_task(1, 0, roster=("b", "c", "d")))
+    assert core.next_job() is None  # a round without us
+    core.on_task(_task(2, 0))
+    assert core.next_job() is not None
+    core.on_task(_task(3, 0, state="finished"))
     assert core.finished
 
 
-@pytest.mark.parametrize("model, reason", [
-    (_model(0, fed="other"), "federation"),
-    (_model(0, sha="b" * 64), "another panel"),
-    (_model(0, n=4), "parameters"),
+@pytest.mark.parametrize("weights, sha, reason", [
+    (np.zeros(3), "b" * 64, "another panel"),
+    (np.zeros(4), SHA, "parameters"),
 ])
-def test_foreign_models_refused(model: GlobalModel, reason: str) -> None:
+def test_foreign_models_refused(weights: np.ndarray, sha: str, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
-        AgentCore("f", SHA, 3).on_model(model)
+        AgentCore("me", "f", SHA, 3).on_model(_model(0, sha), weights)
 
 
 def test_encoding_standardizes_and_imputes_2p() -> None:

@@ -14,6 +14,7 @@ bundle = "bundle"
 vcf = "/data/calls.vcf.gz"
 phenotypes = "pheno.tsv"
 state_dir = "state"
+aggregator_key = "aggregator.pub"
 [broker]
 port = 1884
 [training]
@@ -36,6 +37,8 @@ def test_good_agent_config(tmp_path: Path) -> None:
     (GOOD.replace("threads = 2", 'threads = "two"'), "[training] threads must be an integer"),
     (GOOD.replace("port = 1884", "port = 70000"), "port must be 1-65535"),
     (GOOD.replace('vcf = "/data/calls.vcf.gz"\n', ""), "missing required key 'vcf'"),
+    (GOOD.replace('aggregator_key = "aggregator.pub"\n', ""),
+     "missing required key 'aggregator_key'"),
     (GOOD.replace("threads = 2", "thread = 2"), "unknown key 'thread'"),
     (GOOD.replace('device_id = "dev00"', 'device_id = "dev/00"'), "device_id"),
     (GOOD + "[[", "not valid TOML"),
@@ -57,8 +60,15 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_aggregator_config(tmp_path: Path) -> None:
     p = tmp_path / "agg.toml"
     p.write_text('federation = "x"\nbundle = "b"\nstate_dir = "s"\n'
-                 "[rounds]\nrounds = 3\nmin_updates = 4\ntarget_updates = 2\n")
-    with pytest.raises(GenofedError, match="min_updates"):
+                 "[cohort]\nmin_participants = 4\nmax_participants = 2\n")
+    with pytest.raises(GenofedError, match="min_participants"):
         load_aggregator_config(p)
-    p.write_text('federation = "x"\nbundle = "b"\nstate_dir = "s"\n[rounds]\nrounds = 3\n')
-    assert load_aggregator_config(p).rounds.rounds == 3
+    p.write_text('federation = "x"\nbundle = "b"\nstate_dir = "s"\n[server]\n'
+                 'optimizer = "sgd"\n')
+    with pytest.raises(GenofedError, match=r"\[server\].*fedavg or fedadam"):
+        load_aggregator_config(p)
+    p.write_text('federation = "x"\nbundle = "b"\nstate_dir = "s"\n[rounds]\nrounds = 3\n'
+                 '[server]\noptimizer = "fedadam"\nlr = 0.01\n[codec]\nclip = 5.0\n')
+    cfg = load_aggregator_config(p)
+    assert cfg.rounds.rounds == 3 and cfg.server.optimizer == "fedadam"
+    assert cfg.codec.clip == 5.0 and cfg.cohort.min_participants == 3

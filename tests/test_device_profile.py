@@ -6,6 +6,8 @@ from pathlib import Path
 
 from conftest import run_genofed
 
+from genofed.models.signing import ensure_signing_key, generate_signing_key, save_verify_key
+
 
 def test_agent_import_path_does_not_import_torch() -> None:
     code = ("import sys, genofed.cli.main, genofed.agent.daemon, genofed.agent.config; "
@@ -18,8 +20,12 @@ def test_agent_import_path_does_not_import_torch() -> None:
 
 
 def _agent_config(tmp_path: Path, **over: str) -> Path:
+    """A config whose device identity and aggregator key exist (made here)."""
+    ensure_signing_key(tmp_path / "state" / "identity.key")
+    save_verify_key(tmp_path / "agg.pub", generate_signing_key().verify_key)
     keys = {"device_id": '"dev00"', "federation": '"t"', "bundle": '"bundle"',
-            "vcf": '"calls.vcf.gz"', "phenotypes": '"p.tsv"', "state_dir": '"state"', **over}
+            "vcf": '"calls.vcf.gz"', "phenotypes": '"p.tsv"', "state_dir": '"state"',
+            "aggregator_key": '"agg.pub"', **over}
     p = tmp_path / "agent.toml"
     p.write_text("".join(f"{k} = {v}\n" for k, v in keys.items()))
     return p

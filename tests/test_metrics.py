@@ -4,7 +4,7 @@ import urllib.request
 
 from genofed.broker.metrics import Metrics
 from genofed.broker.mosquitto import free_port
-from genofed.broker.rounds import RoundRecord
+from genofed.broker.record import RoundRecord
 
 
 def test_metrics_endpoint_counts_rounds_and_rejections() -> None:

@@ -11,6 +11,7 @@ import pytest
 from genofed.errors import GenofedError
 from genofed.models.manifest import load_bundle
 from genofed.models.signing import (
+    ensure_signing_key,
     generate_signing_key,
     load_signing_key,
     load_verify_key,
@@ -78,9 +79,12 @@ def test_agent_daemon_refuses_a_forged_bundle_in_one_line(exported: Path, bundle
     from conftest import run_genofed
 
     sign_manifest(bundle, generate_signing_key())
+    ensure_signing_key(tmp_path / "state" / "identity.key")
+    save_verify_key(tmp_path / "agg.pub", generate_signing_key().verify_key)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'device_id = "dev00"\nfederation = "t"\nbundle = "{bundle}"\n'
                    f'vcf = "calls.vcf.gz"\nphenotypes = "p.tsv"\nstate_dir = "state"\n'
+                   f'aggregator_key = "agg.pub"\n'
                    f'coordinator_key = "{exported / "coordinator.pub"}"\n')
     r = run_genofed("agent", "run", "--config", str(cfg))
     assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -1,0 +1,26 @@
+"""What the journal keeps of one round (as the demo and the tests read it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One closed round. `examples` is the survivors' total weight (min(n_i, weight_max));
+    `mean_loss` is NaN: devices send no loss in the clear (the demo measures the global model
+    on its test set instead)."""
+
+    round: int
+    model_version: int
+    status: str  # "completed" or "aborted"
+    participants: int
+    devices: tuple[str, ...]
+    examples: int
+    mean_loss: float
+    bytes_up: int
+    bytes_down: int
+    seconds: float
+    cohort: int = 0
+    reason: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
