@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genofed.cli.bench import peak_rss_mb
+
 SITES, SAMPLES, EPOCHS, BATCH, LR, REPEATS = 2000, 400, 2, 32, 0.02, 5
 
 
@@ -62,15 +64,6 @@ def worker(engine: str, bundle_dir: Path, data: Path) -> dict[str, float]:
         one_round()
     seconds = (time.perf_counter() - t0) / REPEATS
     return {"seconds_per_round": seconds, "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across
-    fork and exec, so a worker would inherit the torch-loaded parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genofed.cli.bench import peak_rss_mb
+
 CASES = {"mlp": 10_000, "logreg": 100_000}
 BATCH, THREADS, LR, POOL, WARMUP, REPEATS = 32, 2, 0.01, 64, 20, 5
 STEPS = {"mlp": 400, "logreg": 150}  # per repeat; the fastest repeat is reported
@@ -91,14 +93,6 @@ def worker(engine: str, model: str, bundle_dir: Path) -> dict[str, object]:
     seconds = min(times)  # the least disturbed repeat: other load only ever adds time
     return {"steps_per_s": 1.0 / seconds, "ms_per_step": 1000 * seconds,
             "peak_rss_mb": peak_rss_mb(), "version": version}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), not ru_maxrss (it survives fork+exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

@@ -49,6 +49,15 @@ def write_results(name: str, rows: list[dict[str, Any]], summary: dict[str, Any]
     return path
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), for benchmark workers. Not ru_maxrss: Linux
+    carries that across fork and exec, so a worker would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """A plain aligned table of the rows."""
     if not rows:
