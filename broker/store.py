@@ -2,9 +2,12 @@
 
 One file, WAL journal, `synchronous=FULL`: a transaction that returned is on disk. The service
 acknowledges an MQTT message only after the message is stored here, so an update the broker
-saw acknowledged survives a crash of the aggregator; after a restart the service reads the
-round in flight back and resumes it or aborts it cleanly. A model version is written in the
-same transaction that closes its round, so a published model always has its round journal.
+saw acknowledged survives a crash of the aggregator. A round in flight keeps its sealed task
+(its whole SecAgg+ configuration) and the stage it has reached, which is written before that
+stage's messages go out; after a restart the service replays the stored messages into a fresh
+state machine and resumes the round, or aborts it cleanly. A model version is written with the
+server optimizer's state in the same transaction that closes its round, so a published model
+always has its round journal.
 """
 
 from __future__ import annotations
@@ -23,30 +26,40 @@ import numpy as np
 
 from genofed.errors import GenofedError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     version INTEGER PRIMARY KEY, weights BLOB NOT NULL, sha256 TEXT NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL, moments BLOB);
 CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY, model_version INTEGER NOT NULL, status TEXT NOT NULL,
-    opened REAL NOT NULL, closed REAL, record TEXT);
+    opened REAL NOT NULL, closed REAL, record TEXT, task BLOB, stage TEXT);
 CREATE TABLE IF NOT EXISTS messages (
     round INTEGER NOT NULL, stage TEXT NOT NULL, device TEXT NOT NULL, payload BLOB NOT NULL,
     received REAL NOT NULL, PRIMARY KEY (round, stage, device));
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, verify_key BLOB NOT NULL, enrolled REAL NOT NULL);
 """
+# Schema 1 lacked what resuming a round and FedAdam need; its rows stay valid.
+_MIGRATE_FROM_1 = """
+ALTER TABLE models ADD COLUMN moments BLOB;
+ALTER TABLE rounds ADD COLUMN task BLOB;
+ALTER TABLE rounds ADD COLUMN stage TEXT;
+"""
+Moments = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
 class OpenRound:
-    """A round that was open when the state was last written."""
+    """A round that was open when the state was last written: its sealed task (None for a
+    round opened by schema 1) and the last stage whose messages were sent (None before any)."""
 
     round: int
     model_version: int
     opened: float
+    task: bytes | None = None
+    stage: str | None = None
 
 
 class Store:
@@ -66,6 +79,11 @@ class Store:
                 from None
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            with self.transaction() as db:
+                for statement in filter(str.strip, _MIGRATE_FROM_1.split(";")):
+                    db.execute(statement)
+                db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise GenofedError(f"{path}: state schema {row[0]}, this version reads "
                                f"{SCHEMA_VERSION}")
@@ -85,14 +103,28 @@ class Store:
         self.db.close()
 
     # models
-    def put_model(self, version: int, weights: np.ndarray, *,
+    def put_model(self, version: int, weights: np.ndarray, *, moments: Moments | None = None,
                   db: sqlite3.Connection | None = None) -> str:
-        """Store model `version` (float32); returns its sha256."""
+        """Store model `version` (float32) with the server optimizer's moments after it, if it
+        has any (FedAdam's m and v); returns the sha256 of the weights."""
         blob = np.ascontiguousarray(weights, dtype="<f4").tobytes()
         digest = hashlib.sha256(blob).hexdigest()
-        (db or self.db).execute("INSERT INTO models VALUES (?, ?, ?, ?)",
-                                (version, blob, digest, time.time()))
+        kept = None if moments is None else np.concatenate(moments).astype("<f8").tobytes()
+        (db or self.db).execute("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
+                                (version, blob, digest, time.time(), kept))
         return digest
+
+    def moments(self, version: int) -> Moments | None:
+        """The server optimizer's moments stored with model `version`, if any."""
+        row = self.db.execute("SELECT moments, length(weights) FROM models WHERE version=?",
+                              (version,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        both, n = np.frombuffer(row[0], dtype="<f8").astype(np.float64), row[1] // 4
+        if both.size != 2 * n:
+            raise GenofedError(f"{self.path}: model version {version} has optimizer moments "
+                               f"of {both.size} values, not 2 x {n}")
+        return both[:n], both[n:]
 
     def latest_model(self) -> tuple[int, np.ndarray] | None:
         """The newest model version and its weights, verified against its hash."""
@@ -113,26 +145,37 @@ class Store:
         return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
 
     # rounds
-    def open_round(self, round_: int, model_version: int, opened: float) -> None:
-        self.db.execute("INSERT INTO rounds (round, model_version, status, opened) "
-                        "VALUES (?, ?, 'open', ?)", (round_, model_version, opened))
+    def open_round(self, round_: int, model_version: int, opened: float,
+                   task: bytes | None = None) -> None:
+        self.db.execute("INSERT INTO rounds (round, model_version, status, opened, task) "
+                        "VALUES (?, ?, 'open', ?, ?)", (round_, model_version, opened, task))
+
+    def set_stage(self, round_: int, stage: str) -> None:
+        """Record that `round_` has moved to `stage` (before that stage's messages go out)."""
+        self.db.execute("UPDATE rounds SET stage=? WHERE round=? AND status='open'",
+                        (stage, round_))
 
     def open_round_in_flight(self) -> OpenRound | None:
         """The round left open by a previous run, if any."""
-        row = self.db.execute("SELECT round, model_version, opened FROM rounds "
+        row = self.db.execute("SELECT round, model_version, opened, task, stage FROM rounds "
                               "WHERE status='open' ORDER BY round DESC LIMIT 1").fetchone()
-        return OpenRound(int(row[0]), int(row[1]), float(row[2])) if row else None
+        if row is None:
+            return None
+        return OpenRound(int(row[0]), int(row[1]), float(row[2]),
+                         None if row[3] is None else bytes(row[3]), row[4])
 
     def next_round(self) -> int:
         row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
     def close_round(self, round_: int, status: str, record: dict[str, Any],
-                    new_model: tuple[int, np.ndarray] | None = None) -> None:
-        """Close a round and, in the same transaction, store the model it produced."""
+                    new_model: tuple[int, np.ndarray] | None = None,
+                    moments: Moments | None = None) -> None:
+        """Close a round and, in the same transaction, store the model it produced (with the
+        optimizer moments after it)."""
         with self.transaction() as db:
             if new_model is not None:
-                self.put_model(*new_model, db=db)
+                self.put_model(*new_model, moments=moments, db=db)
             db.execute("UPDATE rounds SET status=?, closed=?, record=? WHERE round=?",
                        (status, time.time(), json.dumps(record), round_))
             db.execute("DELETE FROM messages WHERE round=?", (round_,))
@@ -152,7 +195,7 @@ class Store:
 
     def messages(self, round_: int, stage: str) -> list[tuple[str, bytes]]:
         return [(str(d), bytes(p)) for d, p in self.db.execute(
-            "SELECT device, payload FROM messages WHERE round=? AND stage=? ORDER BY received",
+            "SELECT device, payload FROM messages WHERE round=? AND stage=? ORDER BY rowid",
             (round_, stage))]
 
     # devices
