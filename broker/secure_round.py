@@ -6,12 +6,14 @@ answered, or the deadline passed). `receive` takes a payload from a device's out
 closes the stage when it is time and says what to send to whom, or that the round is done
 (with the decoded weighted mean update) or aborted. Messages are checked twice: the SecAgg+
 signature against the roster identity, and the roster identity against the outbox it came
-on, so a device cannot speak for another even with a valid key of its own.
+on, so a device cannot speak for another even with a valid key of its own. `resume` rebuilds
+a round after a restart from the messages it had accepted.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +108,16 @@ class SecureRound:
         if not (self.expected <= self.received) and not late:
             return None
         closing = self.stage
+        ev = self.close_stage(now)
+        if late and isinstance(ev, Route):
+            log.info("round %d: %s closed at its deadline with %d answers",
+                     self.config.round, closing.name, self.log.answered[closing.name])
+        return ev
+
+    def close_stage(self, now: float) -> Event:
+        """Close the current stage with the answers it has: the next stage's messages, the
+        result, or the abort."""
+        closing = self.stage
         self.log.seconds[closing.name] = now - self.stage_opened
         self.log.answered[closing.name] = len(self.received)
         try:
@@ -121,7 +133,43 @@ class SecureRound:
             return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=weight,
                         survivors=survivors)
         self.expected = {self.devices[i] for i in out}
-        if late:
-            log.info("round %d: %s closed at its deadline with %d answers",
-                     self.config.round, closing.name, self.log.answered[closing.name])
         return Route(self.stage, {self.devices[i]: m.encode() for i, m in out.items()})
+
+    @property
+    def pending(self) -> set[str]:
+        """The devices asked in this stage that have not answered yet."""
+        return self.expected - self.received
+
+
+def resume(config: RoundConfig, identity: SigningIdentity, pipeline: WeightedPipeline, *,
+           stage: Stage, stored: Callable[[Stage], list[tuple[str, bytes]]],
+           stage_timeout_s: float, now: float) -> tuple[SecureRound, list[Route]]:
+    """Rebuild a round that a previous run left at `stage` from the messages it had accepted.
+
+    Every stage before `stage` is fed its stored messages and closed, as it was closed then:
+    the state machine is deterministic, so it reaches the same state and makes the same
+    messages (returned, in order: the last one is what the devices of `stage` were asked).
+    `stage` itself gets its stored answers and a fresh deadline. Raises ResumeError if the
+    stored messages do not replay (another configuration, a corrupted database).
+    """
+    rnd = SecureRound(config, identity, pipeline, stage_timeout_s=stage_timeout_s, now=now)
+    routes: list[Route] = []
+    while True:
+        for device, payload in stored(rnd.stage):
+            why = rnd.receive(device, payload)
+            if why:
+                raise ResumeError(f"stored {rnd.stage.name} message of {device} does not "
+                                  f"replay: {why}")
+        if rnd.stage == stage:
+            break
+        ev = rnd.close_stage(now)
+        if not isinstance(ev, Route):
+            raise ResumeError(f"replaying the stored messages ended the round before "
+                              f"{stage.name}: {ev}")
+        routes.append(ev)
+    rnd.log = StageLog()  # the replay's timings mean nothing
+    return rnd, routes
+
+
+class ResumeError(Exception):
+    """A round in flight cannot be rebuilt from the stored state."""

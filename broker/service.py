@@ -9,9 +9,12 @@ next model, which is stored with its round's record before it is published.
 
 State lives in `state_dir/aggregator.db` (`store.py`); the identity in `state_dir/identity.key`.
 Messages are acknowledged to the broker only after they were handled (and, if accepted,
-stored as the round's stage progress). SecAgg+ keys live in memory only, so a round in flight
-cannot survive a restart: the next start journals it aborted ("aggregator restarted") and
-opens a fresh round on the last stored model.
+stored as the round's stage progress), and a stage is recorded as reached before its messages
+go out. The next start after a crash rebuilds the round in flight from its sealed task and
+stored messages (`secure_round.resume`), asks again the devices that had not yet answered its
+current stage, and carries on; the aggregator holds no secret of the round (its keys are the
+devices'), so nothing is lost with the process. A round that cannot be rebuilt is journaled
+aborted and a fresh one opens on the last stored model.
 """
 
 from __future__ import annotations
@@ -32,14 +35,21 @@ from genofed.broker.config import AggregatorConfig
 from genofed.broker.metrics import Metrics
 from genofed.broker.optimizers import OptimizerState, apply
 from genofed.broker.record import RoundRecord
-from genofed.broker.secure_round import Aborted, Done, Route, SecureRound
-from genofed.broker.store import Store
+from genofed.broker.secure_round import (
+    Aborted,
+    Done,
+    ResumeError,
+    Route,
+    SecureRound,
+    resume,
+)
+from genofed.broker.store import OpenRound, Store
 from genofed.errors import GenofedError
 from genofed.models.manifest import flatten, load_bundle, unflatten
 from genofed.models.quant import quantize_flat
 from genofed.models.signing import ensure_signing_key
 from genofed.protocol.codec import CodecError, choose_bits
-from genofed.protocol.messages import MAX_MESSAGE_BYTES
+from genofed.protocol.messages import MAX_MESSAGE_BYTES, MessageError
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
@@ -50,6 +60,7 @@ from genofed.protocol.secagg import (
     Ring,
     RoundConfig,
     SigningIdentity,
+    Stage,
     choose_parameters,
 )
 from genofed.protocol.secagg.keys import IdentitySeed
@@ -65,6 +76,7 @@ class _Flight:
     def __init__(self, task: SecureTask, rnd: SecureRound, opened: float, down: int) -> None:
         self.task, self.rnd, self.opened = task, rnd, opened
         self.bytes_up, self.bytes_down = 0, down
+        self.resend: dict[str, bytes] = {}  # a resumed stage's requests, sent once connected
         # No client message of this round can be larger: 8 bytes a ring value (masked input)
         # plus generous room per peer (encrypted shares, unmasking answers) and for headers.
         assert task.secagg is not None
@@ -89,7 +101,8 @@ class Aggregator:
             raise GenofedError(f"{self.store.path}: stored model has {self.weights.size} "
                                f"parameters, the bundle {self.bundle.n_params}")
         self.optimizer = cfg.server.optimizer_spec()
-        self.opt_state = OptimizerState()
+        moments = self.store.moments(self.version)
+        self.opt_state = OptimizerState() if moments is None else OptimizerState(*moments)
         self.online: set[str] = set()
         self.flight: _Flight | None = None
         self.retry_at = 0.0
@@ -113,12 +126,15 @@ class Aggregator:
                         manual_ack=True)
         if self.cfg.metrics_port:
             self.metrics.serve(self.cfg.metrics_port)
-        self._abort_left_over()
+        self.recover()
         link.start()
         # Let the retained statuses of the devices arrive before the first cohort is drawn.
         self.retry_at = time.monotonic() + self.cfg.rounds.retry_s
         try:
             self._publish_model(link)
+            if self.flight is not None and self.flight.resend:
+                self._route(link, self.flight, self.flight.resend)
+                self.flight.resend = {}
             while not stop.is_set() and not self.finished:
                 if self.flight is None and time.monotonic() >= self.retry_at:
                     self._open_round(link)
@@ -132,7 +148,7 @@ class Aggregator:
                     self._step(link, self.flight)
             if self.finished:
                 self._publish_task(link, SecureTask(self.cfg.federation, self.store.next_round(),
-                                                    "finished", self.version))
+                                                    "finished", self.version).seal(self.identity))
         finally:
             link.stop()
             self.metrics.stop()
@@ -159,6 +175,9 @@ class Aggregator:
             return
         stage = f.rnd.stage.name
         why = f.rnd.receive(device, payload)
+        if why and (device, payload) in self.store.messages(f.task.round, stage):
+            log.info("%s's %s message came again (redelivered after a restart)", device, stage)
+            return
         if why:
             self._reject("refused", f"dropped a message from {device}: {why}")
             return
@@ -181,19 +200,48 @@ class Aggregator:
         self.metrics.rejected.labels(reason).inc()
         log.warning("%s", text)
 
-    def _abort_left_over(self) -> None:
-        flight = self.store.open_round_in_flight()
-        if flight is not None:
-            rec = RoundRecord(round=flight.round, model_version=flight.model_version,
+    def recover(self) -> None:
+        """Resume the round a previous run left in flight, or journal it aborted."""
+        left = self.store.open_round_in_flight()
+        if left is None:
+            return
+        try:
+            self.flight = self._resume(left)
+        except (ResumeError, MessageError, ValueError) as exc:
+            reason = f"aggregator restarted; the round could not be resumed: {exc}"
+            rec = RoundRecord(round=left.round, model_version=left.model_version,
                               status="aborted", participants=0, devices=(), examples=0,
                               mean_loss=float("nan"), bytes_up=0, bytes_down=0,
-                              seconds=max(0.0, time.time() - flight.opened),
-                              reason="aggregator restarted")
-            self.store.close_round(flight.round, "aborted", asdict(rec))
+                              seconds=max(0.0, time.time() - left.opened), reason=reason)
+            self.store.close_round(left.round, "aborted", asdict(rec))
             self.records.append(rec)
             self.metrics.rounds.labels("aborted").inc()
-            log.warning("round %d was in flight when the aggregator stopped: aborted",
-                        flight.round)
+            log.warning("round %d was in flight when the aggregator stopped: %s", left.round,
+                        reason)
+
+    def _resume(self, left: OpenRound) -> _Flight:
+        if left.task is None:
+            raise ResumeError("its task was not stored")
+        if left.model_version != self.version:
+            raise ResumeError(f"it trains model version {left.model_version}, the newest "
+                              f"stored is {self.version}")
+        task = SecureTask.open(left.task, self.identity.public, self.cfg.federation)
+        assert task.codec is not None and task.secagg is not None  # an open task has both
+        stage = Stage[left.stage] if left.stage else Stage.ADVERTISE_KEYS
+        rnd, routes = resume(task.secagg, self.identity, task.codec.pipeline(self.bundle.n_params),
+                             stage=stage, stored=lambda s: self.store.messages(left.round, s.name),
+                             stage_timeout_s=self.cfg.rounds.stage_timeout_s,
+                             now=time.monotonic())
+        f = _Flight(task, rnd, time.monotonic() - max(0.0, time.time() - left.opened),
+                    len(left.task) + sum(len(p) for r in routes for p in r.payloads.values()))
+        f.bytes_up = sum(len(p) for s in Stage if s <= stage
+                         for _, p in self.store.messages(left.round, s.name))
+        if routes:  # ask again whoever has not answered (a device that had it drops a copy)
+            f.resend = {d: routes[-1].payloads[d] for d in sorted(rnd.pending)}
+        log.warning("round %d resumed at %s from the stored messages: %d of %d answers in, "
+                    "%d devices asked again", left.round, stage.name, len(rnd.received),
+                    len(rnd.expected), len(f.resend))
+        return f
 
     def _open_round(self, link: MqttLink) -> None:
         c = self.cfg
@@ -205,7 +253,7 @@ class Aggregator:
                 log.info("round %d waits: %d enrolled devices online, %d needed", number,
                          len(set(enrolled) & self.online), c.cohort.min_participants)
                 self._publish_task(link, SecureTask(c.federation, number, "waiting",
-                                                    self.version))
+                                                    self.version).seal(self.identity))
                 self.waiting = True
             self.retry_at = time.monotonic() + c.rounds.retry_s
             return
@@ -226,10 +274,11 @@ class Aggregator:
                           codec=codec, secagg=secagg)
         rnd = SecureRound(secagg, self.identity, codec.pipeline(self.bundle.n_params),
                           stage_timeout_s=c.rounds.stage_timeout_s, now=time.monotonic())
-        self.store.open_round(number, self.version, time.time())
+        sealed = task.seal(self.identity)
+        self.store.open_round(number, self.version, time.time(), sealed)
         self.flight = _Flight(task, rnd, time.monotonic(), self.model_bytes)
         self.waiting = False
-        self.flight.bytes_down += self._publish_task(link, task)
+        self.flight.bytes_down += self._publish_task(link, sealed)
         log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits", number,
                  self.version, n, params.k, params.t, bits)
 
@@ -238,10 +287,8 @@ class Aggregator:
         if isinstance(ev, Route):
             log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
                      len(ev.payloads))
-            for device, payload in ev.payloads.items():
-                link.publish(self.topics.inbox(device), payload)
-                f.bytes_down += len(payload)
-                self.metrics.bytes.labels("down").inc(len(payload))
+            self.store.set_stage(f.task.round, ev.stage.name)  # before anyone is asked
+            self._route(link, f, ev.payloads)
         elif isinstance(ev, Done):
             new = apply(self.optimizer, self.weights, ev.mean_delta, self.opt_state)
             self._close(f, "completed", ev.survivors, ev.weight, "", new)
@@ -249,6 +296,12 @@ class Aggregator:
         elif isinstance(ev, Aborted):
             log.warning("round %d aborted: %s", f.task.round, ev.reason)
             self._close(f, "aborted", (), 0, ev.reason, None)
+
+    def _route(self, link: MqttLink, f: _Flight, payloads: dict[str, bytes]) -> None:
+        for device, payload in payloads.items():
+            link.publish(self.topics.inbox(device), payload)
+            f.bytes_down += len(payload)
+            self.metrics.bytes.labels("down").inc(len(payload))
 
     def _close(self, f: _Flight, status: str, survivors: tuple[str, ...], weight: int,
                reason: str, new: np.ndarray | None) -> None:
@@ -259,7 +312,9 @@ class Aggregator:
                           cohort=len(f.task.members()), reason=reason,
                           stage_seconds=dict(f.rnd.log.seconds))
         new_model = None if new is None else (self.version + 1, new)
-        self.store.close_round(rec.round, status, asdict(rec), new_model=new_model)
+        moments = (self.opt_state.m, self.opt_state.v) if self.opt_state.m.size else None
+        self.store.close_round(rec.round, status, asdict(rec), new_model=new_model,
+                               moments=moments)
         if new is not None:
             self.version, self.weights = self.version + 1, new
         self.records.append(rec)
@@ -268,8 +323,8 @@ class Aggregator:
         log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
                  rec.participants, rec.cohort, weight, rec.seconds)
 
-    def _publish_task(self, link: MqttLink, task: SecureTask) -> int:
-        payload = task.seal(self.identity)
+    def _publish_task(self, link: MqttLink, payload: bytes) -> int:
+        """Publish a sealed task, retained; returns its size."""
         link.publish(self.topics.task, payload, retain=True)
         self.metrics.bytes.labels("down").inc(len(payload))
         return len(payload)
