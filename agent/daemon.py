@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from nacl.signing import VerifyKey
@@ -40,16 +38,12 @@ from genofed.models.signing import load_signing_key, load_verify_key
 from genofed.protocol.codec import CodecError
 from genofed.protocol.messages import MessageError
 from genofed.protocol.schema import ModelRelease, SecureTask
-from genofed.protocol.secagg import IdentityKey, SecAggError, SigningIdentity, Stage
+from genofed.protocol.secagg import IdentityKey, SecAggError, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink, Will
 
 log = logging.getLogger(__name__)
-# Test hooks (integration tests only): write each round's plain delta into state_dir, and
-# exit abruptly right after answering the named stage, as a device that loses power would.
-DUMP_DELTAS_ENV = "GENOFED_TEST_DUMP_DELTAS"
-DIE_AFTER_ENV = "GENOFED_TEST_DIE_AFTER_STAGE"
 
 
 @dataclass(frozen=True)
@@ -129,8 +123,7 @@ class Agent:
                     continue
                 reply = self.handle(got.topic, got.payload)
                 if reply is not None:
-                    link.publish(self.topics.outbox(me), reply)
-                    self._maybe_die()
+                    self.send(link, reply)
                 if self.core.finished and self.cfg.exit_when_finished:
                     log.info("federation finished; exiting")
                     break
@@ -139,10 +132,15 @@ class Agent:
                     self.core.mark_done(job.task.round)
                     advert = self.start_round(job)
                     if advert is not None:
-                        link.publish(self.topics.outbox(me), advert)
+                        self.send(link, advert)
             link.publish(status, _status_payload(me, "offline"), retain=True)
         finally:
             link.stop()
+
+    def send(self, link: MqttLink, payload: bytes) -> None:
+        """Publish one round message (an advertisement or a stage answer) on the outbox; returns
+        once the broker has acknowledged it."""
+        link.publish(self.topics.outbox(self.cfg.device_id), payload)
 
     def handle(self, topic: str, payload: bytes) -> bytes | None:
         """Feed one message to the round state; returns the answer to send, if any. Drops
@@ -183,9 +181,6 @@ class Agent:
         except (CodecError, SecAggError, ValueError) as exc:
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
-        if os.environ.get(DUMP_DELTAS_ENV):
-            np.savez(Path(self.cfg.state_dir) / f"delta-{task.round}.npz", delta=delta,
-                     n_examples=n)
         return self.participation.advertise()
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
@@ -200,13 +195,6 @@ class Agent:
         log.info("round %d: %d examples, loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], start_loss, time.monotonic() - t0)
         return delta, int(self.data.x.shape[0])
-
-    def _maybe_die(self) -> None:
-        stage = os.environ.get(DIE_AFTER_ENV)
-        p = self.participation
-        if stage and p is not None and Stage(p.client.stage - 1).name == stage:
-            log.warning("test hook: exiting abruptly after %s", stage)
-            os._exit(137)
 
 
 def _status_payload(device: str, state: str) -> bytes:

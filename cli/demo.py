@@ -11,7 +11,6 @@ regression on the pooled data.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -173,13 +172,11 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
     return agg
 
 
-def spawn(argv: list[str], log: Path,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `genofed ARGV` in its own process, logging to `log` (`env` adds variables)."""
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `genofed ARGV` in its own process, logging to `log`."""
     with log.open("wb") as fh:
         return subprocess.Popen([sys.executable, "-m", "genofed", "--log-level", "info", *argv],
-                                stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+                                stdout=fh, stderr=subprocess.STDOUT)
 
 
 def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bundle,
