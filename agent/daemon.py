@@ -6,9 +6,10 @@ restart it until a person has fixed the file. Bad input from the network (unsign
 malformed, foreign or stale messages) is logged, counted and dropped; the daemon keeps serving.
 
 One round: the signed task names this device in its SecAgg+ roster; the device trains on the
-signed INT8 model the task names, encodes its delta into the ring, and answers the round's
-stages one by one: its advertisement on its outbox, then one answer per message routed to its
-inbox. Only masked values leave the device.
+signed INT8 model the task names, encodes its delta into the ring (only the coordinates the
+bundle's pruning mask trains: pruned ones are zero everywhere), and answers the round's stages
+one by one: its advertisement on its outbox, then one answer per message routed to its inbox.
+Only masked values leave the device.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Agent:
             log.warning("no coordinator_key in %s's config: the bundle's signature is not "
                         "checked", cfg.device_id)
         self.trainer = StepTrainer(self.bundle, threads=cfg.training.threads)
+        self.keep = self.bundle.flat_mask()  # pruned coordinates never change: not sent
         self.topics = Topics(cfg.federation)
         self.core = AgentCore(cfg.device_id, cfg.federation, self.bundle.panel_sha256,
                               self.bundle.n_params)
@@ -169,14 +171,16 @@ class Agent:
         return None
 
     def start_round(self, job: Job) -> bytes | None:
-        """Train, encode the delta into the ring, and join the round: its advertisement."""
+        """Train, encode the delta's unpruned coordinates into the ring, and join the round:
+        its advertisement."""
         task = job.task
         assert task.codec is not None
         delta, n = self.train(job)
-        pipe = task.codec.pipeline(delta.size)
+        trained = delta[self.keep]
+        pipe = task.codec.pipeline(trained.size)
         rng = np.random.default_rng(secrets.randbits(128))
         try:
-            ring = pipe.encode(delta, n, rng)
+            ring = pipe.encode(trained, n, rng)
             self.participation = Participation(task, self.cfg.device_id, self.identity, ring)
         except (CodecError, SecAggError, ValueError) as exc:
             log.warning("round %d: cannot take part: %s", task.round, exc)

@@ -48,6 +48,7 @@ from genofed.errors import GenofedError
 from genofed.models.manifest import flatten, load_bundle, unflatten
 from genofed.models.quant import quantize_flat
 from genofed.models.signing import ensure_signing_key
+from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.messages import MAX_MESSAGE_BYTES, MessageError
 from genofed.protocol.roundspec import CodecSpec
@@ -100,6 +101,9 @@ class Aggregator:
         if self.weights.size != self.bundle.n_params:
             raise GenofedError(f"{self.store.path}: stored model has {self.weights.size} "
                                f"parameters, the bundle {self.bundle.n_params}")
+        # Only the coordinates the bundle's pruning mask trains travel and are summed.
+        self.keep = self.bundle.flat_mask()
+        self.n_trained = int(self.keep.sum())
         self.optimizer = cfg.server.optimizer_spec()
         moments = self.store.moments(self.version)
         self.opt_state = OptimizerState() if moments is None else OptimizerState(*moments)
@@ -176,7 +180,8 @@ class Aggregator:
         stage = f.rnd.stage.name
         why = f.rnd.receive(device, payload)
         if why and (device, payload) in self.store.messages(f.task.round, stage):
-            log.info("%s's %s message came again (redelivered after a restart)", device, stage)
+            self._reject("duplicate", f"dropped a message from {device}: a copy of its {stage} "
+                         "message (redelivered after a restart, or replayed)")
             return
         if why:
             self._reject("refused", f"dropped a message from {device}: {why}")
@@ -228,7 +233,7 @@ class Aggregator:
         task = SecureTask.open(left.task, self.identity.public, self.cfg.federation)
         assert task.codec is not None and task.secagg is not None  # an open task has both
         stage = Stage[left.stage] if left.stage else Stage.ADVERTISE_KEYS
-        rnd, routes = resume(task.secagg, self.identity, task.codec.pipeline(self.bundle.n_params),
+        rnd, routes = resume(task.secagg, self.identity, task.codec.pipeline(self.n_trained),
                              stage=stage, stored=lambda s: self.store.messages(left.round, s.name),
                              stage_timeout_s=self.cfg.rounds.stage_timeout_s,
                              now=time.monotonic())
@@ -268,19 +273,20 @@ class Aggregator:
         secagg = RoundConfig(c.federation, number,
                              tuple(Participant(d, IdentityKey(enrolled[d])) for d in cohort),
                              self.identity.public, params, Ring(bits),
-                             self.bundle.n_params + 1, GraphSeed(nacl.utils.random(32)))
+                             self.n_trained + 1, GraphSeed(nacl.utils.random(32)))
         task = SecureTask(c.federation, number, "open", self.version,
                           deadline_s=c.rounds.stage_timeout_s, training=c.rounds.training(),
                           codec=codec, secagg=secagg)
-        rnd = SecureRound(secagg, self.identity, codec.pipeline(self.bundle.n_params),
+        rnd = SecureRound(secagg, self.identity, codec.pipeline(self.n_trained),
                           stage_timeout_s=c.rounds.stage_timeout_s, now=time.monotonic())
         sealed = task.seal(self.identity)
         self.store.open_round(number, self.version, time.time(), sealed)
         self.flight = _Flight(task, rnd, time.monotonic(), self.model_bytes)
         self.waiting = False
         self.flight.bytes_down += self._publish_task(link, sealed)
-        log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits", number,
-                 self.version, n, params.k, params.t, bits)
+        log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits, "
+                 "%d of %d coordinates trained", number, self.version, n, params.k, params.t,
+                 bits, self.n_trained, self.bundle.n_params)
 
     def _step(self, link: MqttLink, f: _Flight) -> None:
         ev = f.rnd.poll(time.monotonic())
@@ -290,7 +296,8 @@ class Aggregator:
             self.store.set_stage(f.task.round, ev.stage.name)  # before anyone is asked
             self._route(link, f, ev.payloads)
         elif isinstance(ev, Done):
-            new = apply(self.optimizer, self.weights, ev.mean_delta, self.opt_state)
+            mean = unpack(ev.mean_delta, self.keep, dtype=np.float64)
+            new = apply(self.optimizer, self.weights, mean, self.opt_state)
             self._close(f, "completed", ev.survivors, ev.weight, "", new)
             self._publish_model(link)
         elif isinstance(ev, Aborted):

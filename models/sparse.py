@@ -30,14 +30,14 @@ def pack(vec: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return v[keep].astype(np.float32)
 
 
-def unpack(packed: np.ndarray, keep: np.ndarray) -> np.ndarray:
+def unpack(packed: np.ndarray, keep: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """A full flat vector from its unpruned entries; pruned coordinates are exactly 0."""
     p = np.asarray(packed)
     n = int(keep.sum())
     if p.ndim != 1 or p.shape[0] != n:
         raise GenofedError(f"packed vector has shape {list(p.shape)}, want [{n}] "
                            "(one value per unpruned coordinate)")
-    out = np.zeros(keep.shape, np.float32)
+    out: np.ndarray = np.zeros(keep.shape, dtype)
     out[keep] = p
     return out
 

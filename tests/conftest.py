@@ -32,6 +32,23 @@ def logreg_bundle(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
                          ort_training=False)
 
 
+@pytest.fixture(scope="session")
+def pruned_bundle(cohort: Path, logreg_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Path:
+    """The logistic regression with a fixed random half of its weights pruned."""
+    import numpy as np
+
+    from genofed.export.bundle import export_bundle
+    from genofed.models.manifest import load_bundle
+
+    rng = np.random.default_rng(3)
+    mask = {s.name: (rng.random(s.shape) < 0.5 if len(s.shape) > 1 else np.ones(s.shape))
+            .astype(np.float32) for s in load_bundle(logreg_bundle).params}
+    return export_bundle("logreg", cohort / "panel.tsv",
+                         tmp_path_factory.mktemp("bundle") / "pruned", optimizers=("sgd",),
+                         ort_training=False, mask=mask)
+
+
 def run_genofed(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `genofed` command in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "genofed", *args], capture_output=True,

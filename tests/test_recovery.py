@@ -25,6 +25,7 @@ from genofed.broker.optimizers import ServerOptimizer
 from genofed.broker.service import read_journal, read_model, state_path
 from genofed.broker.store import Store
 from genofed.cli.demo import spawn, start_broker, write_configs
+from genofed.models.manifest import load_bundle
 
 pytestmark = pytest.mark.integration
 STAGE_TIMEOUT_S = 4.0
@@ -107,8 +108,9 @@ def test_aggregator_killed_mid_round_resumes_it(
     np.testing.assert_allclose(w2, w1 + adam.lr * m2 / (np.sqrt(v2) + adam.tau), atol=1e-6)
 
 
-def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
-    with fleet_mid_round(tmp_path, cohort, logreg_bundle) as f:
+def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle: Path) -> None:
+    # On a pruned model: only the unpruned coordinates travel, and pruned ones stay 0.
+    with fleet_mid_round(tmp_path, cohort, pruned_bundle) as f:
         f.broker.restart()  # same port; retained messages and sessions persist
         ghost(tmp_path, f.broker.port, "offline")
         assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
@@ -117,4 +119,11 @@ def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, logreg_bundle:
     # A completed round, or a clean abort followed by a completed one; never a lost model.
     assert statuses.count("completed") == 2 and statuses[-1] == "completed", logs(tmp_path)
     assert all(r["participants"] == 3 for r in journal if r["status"] == "completed")
-    assert "lost the broker" in (tmp_path / "logs" / "aggregator1.log").read_text()
+    agg_log = (tmp_path / "logs" / "aggregator1.log").read_text()
+    assert "lost the broker" in agg_log
+    bundle = load_bundle(pruned_bundle)
+    keep = bundle.flat_mask()
+    assert f"{keep.sum()} of {keep.size} coordinates trained" in agg_log and keep.mean() < 0.6
+    models = [read_model(tmp_path / "state" / "aggregator", v) for v in (0, 1, 2)]
+    assert all(np.all(w[~keep] == 0) for w in models)
+    assert not np.array_equal(models[2][keep], models[0][keep])
