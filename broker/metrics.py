@@ -26,6 +26,9 @@ class Metrics:
         r = self.registry
         self.rounds = Counter("genofed_rounds", "Rounds closed, by outcome", ["status"],
                               registry=r)
+        self.resumed = Counter("genofed_rounds_resumed",
+                               "Rounds in flight at a restart, resumed from the stored state",
+                               registry=r)
         self.participants = Gauge("genofed_round_participants",
                                   "Devices whose update entered the last closed round",
                                   registry=r)

@@ -243,6 +243,7 @@ class Aggregator:
                          for _, p in self.store.messages(left.round, s.name))
         if routes:  # ask again whoever has not answered (a device that had it drops a copy)
             f.resend = {d: routes[-1].payloads[d] for d in sorted(rnd.pending)}
+        self.metrics.resumed.inc()
         log.warning("round %d resumed at %s from the stored messages: %d of %d answers in, "
                     "%d devices asked again", left.round, stage.name, len(rnd.received),
                     len(rnd.expected), len(f.resend))

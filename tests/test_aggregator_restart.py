@@ -69,6 +69,7 @@ def test_round_in_flight_is_resumed_with_its_stored_messages(cfg: AggregatorConf
     assert agg.flight.rnd.received == set(DEVICES[:4])
     assert agg.flight.rnd.pending == {DEVICES[4]}
     assert agg.store.open_round_in_flight() is not None  # still open in the journal
+    assert agg.metrics.registry.get_sample_value("genofed_rounds_resumed_total") == 1
 
 
 @pytest.mark.parametrize(("left", "why"), [
@@ -87,3 +88,6 @@ def test_round_that_cannot_be_resumed_is_journaled_aborted(
     assert rec["reason"].startswith("aggregator restarted; the round could not be resumed")
     assert why in rec["reason"]
     assert agg.store.next_round() == 1 and agg.version == 0  # the next round starts afresh
+    assert agg.metrics.registry.get_sample_value("genofed_rounds_resumed_total") == 0
+    assert agg.metrics.registry.get_sample_value("genofed_rounds_total",
+                                                 {"status": "aborted"}) == 1
