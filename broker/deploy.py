@@ -8,7 +8,7 @@ The result, under one directory:
     acl                              who may read and write which topic
     mosquitto.conf                   TLS-only listener, client certificates required,
                                      identity = certificate CN, no anonymous access,
-                                     persistence on
+                                     persistence on, saved after every change
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def render_conf(*, port: int, bind: str, data_dir: Path, log_file: Path,
         f"allow_anonymous {'false' if pki else 'true'}",
         "persistence true",
         f"persistence_location {data_dir.resolve()}/",
+        # Save after every change, not every 30 minutes (the default): a broker that crashes
+        # keeps the retained model and task, the sessions and the updates queued for them.
+        "autosave_on_changes true",
+        "autosave_interval 1",
         f"log_dest file {log_file.resolve()}",
         "log_type error", "log_type warning", "log_type notice",
         "max_packet_size 67108864",

@@ -40,8 +40,8 @@ class LocalMosquitto:
     Plain and anonymous by default; with `secured` (a directory made by `genofed broker init`)
     it runs that deployment's TLS-only configuration, certificates and ACL on `port`.
 
-    Persistence is on, so a restart (`restart()`) keeps retained messages and sessions, as a
-    real deployment's broker would.
+    Persistence is on and saved after every change, so a restart (`restart()`, even after a
+    crash) keeps retained messages, sessions and queued messages, as a deployment's would.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
@@ -83,10 +83,11 @@ class LocalMosquitto:
         self.stop()
         raise GenofedError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
 
-    def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file."""
+    def stop(self, *, crash: bool = False) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file;
+        `crash` kills it outright (SIGKILL), as a power cut would."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            (self.proc.kill if crash else self.proc.terminate)()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -94,8 +95,8 @@ class LocalMosquitto:
                 self.proc.wait()
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, *, crash: bool = False) -> None:
+        self.stop(crash=crash)
         self.start()
 
     def __enter__(self) -> LocalMosquitto:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,44 @@ def test_missing_tls_file_is_one_line(tmp_path: Path) -> None:
                                     key=tmp_path / "k"), subscriptions=[])
     with pytest.raises(ValueError, match="all of ca, cert and key"):
         BrokerAddress(ca=tmp_path / "ca.crt")
+
+
+def test_broker_crash_keeps_retained_and_queued_messages(tmp_path: Path) -> None:
+    """What the broker acknowledged survives a SIGKILL: the retained model and an update
+    queued for the aggregator while it was away."""
+    root = tmp_path / "fed"
+    init_broker(root, "fed", ["dev00"])
+    db = root / "data" / "mosquitto.db"
+    with LocalMosquitto(tmp_path / "run", secured=root) as mosq:
+        agg = MqttLink("agg", _addr(root, mosq.port, "aggregator"),
+                       subscriptions=[T.all_outboxes], manual_ack=True)
+        agg.start(20)
+        agg.publish(T.model, b"model v0", retain=True)
+        agg.stop()  # away; its session (and subscription) stays
+        dev = MqttLink("dev00", _addr(root, mosq.port, "dev00"), subscriptions=[])
+        dev.start(20)
+        dev.publish(T.outbox("dev00"), b"dev00's update")  # acknowledged by the broker
+        # Any save that replaces the file from here on holds the update: one more change
+        # (`marker`) makes sure there is such a save; then pull the plug.
+        before = db.stat().st_ino if db.exists() else None
+        dev.publish(T.outbox("dev00"), b"marker")
+        deadline = time.monotonic() + 30
+        while not (db.exists() and db.stat().st_ino != before):
+            assert time.monotonic() < deadline, "the broker never saved its state"
+            time.sleep(0.02)
+        dev.stop()
+        mosq.restart(crash=True)
+        agg = MqttLink("agg", _addr(root, mosq.port, "aggregator"),
+                       subscriptions=[T.all_outboxes], manual_ack=True)
+        admin = MqttLink("admin", _addr(root, mosq.port, "admin"), subscriptions=[T.model])
+        agg.start(20)
+        admin.start(20)
+        try:
+            r = agg.inbox.get(timeout=20)  # an Empty here: the update was lost
+            assert (r.topic, r.payload) == (T.outbox("dev00"), b"dev00's update")
+            r.ack()
+            r = admin.inbox.get(timeout=20)
+            assert (r.topic, r.payload) == (T.model, b"model v0")
+        finally:
+            agg.stop()
+            admin.stop()

@@ -108,10 +108,12 @@ def test_aggregator_killed_mid_round_resumes_it(
     np.testing.assert_allclose(w2, w1 + adam.lr * m2 / (np.sqrt(v2) + adam.tau), atol=1e-6)
 
 
-def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle: Path) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["graceful", "killed"])
+def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle: Path,
+                                    crash: bool) -> None:
     # On a pruned model: only the unpruned coordinates travel, and pruned ones stay 0.
     with fleet_mid_round(tmp_path, cohort, pruned_bundle) as f:
-        f.broker.restart()  # same port; retained messages and sessions persist
+        f.broker.restart(crash=crash)  # same port; retained messages and sessions persist
         ghost(tmp_path, f.broker.port, "offline")
         assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
     journal = read_journal(tmp_path / "state" / "aggregator")
