@@ -17,6 +17,10 @@
     threads = 1
     seed = 0
     min_match_rate = 0.75
+    backend = "step"        # "step" (stock onnxruntime) or "ort-training" (onnxruntime-training)
+
+The round's task names the local optimizer (sgd, sgd_momentum or adam); the device trains
+with that optimizer's step graph, or with the bundle's ORT artifacts for "ort-training".
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genofed import config
+from genofed.agent.trainer import BACKENDS
+from genofed.errors import GenofedError
 from genofed.protocol.topics import check_name
 from genofed.protocol.transport import BrokerAddress
 
@@ -34,8 +40,12 @@ class TrainingSection:
     threads: int = 1
     seed: int = 0
     min_match_rate: float = 0.75
+    backend: str = "step"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, "
+                             f"got {self.backend!r}")
         if self.threads < 1:
             raise ValueError(f"[training] threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.min_match_rate <= 1.0:
@@ -68,5 +78,14 @@ def identity_path(cfg: AgentConfig) -> Path:
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
-    """Load and validate an agent config; errors name the file and the key."""
-    return config.load(AgentConfig, path)
+    """Load and validate an agent config; errors name the file and the key. The "ort-training"
+    backend needs onnxruntime-training installed here: without it, that is an error too."""
+    cfg = config.load(AgentConfig, path)
+    if cfg.training.backend == "ort-training":
+        from genofed.agent.ort_training import training_api
+
+        try:
+            training_api()
+        except GenofedError as exc:
+            raise GenofedError(f"{path}: [training] backend = \"ort-training\": {exc}") from None
+    return cfg

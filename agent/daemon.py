@@ -6,10 +6,12 @@ restart it until a person has fixed the file. Bad input from the network (unsign
 malformed, foreign or stale messages) is logged, counted and dropped; the daemon keeps serving.
 
 One round: the signed task names this device in its SecAgg+ roster; the device trains on the
-signed INT8 model the task names, encodes its delta into the ring (only the coordinates the
-bundle's pruning mask trains: pruned ones are zero everywhere), and answers the round's stages
-one by one: its advertisement on its outbox, then one answer per message routed to its inbox.
-Only masked values leave the device.
+signed INT8 model the task names, with the local optimizer the task names (its state fresh
+every round; the backend from `[training] backend`), encodes its delta into the ring (only the
+coordinates the bundle's pruning mask trains: pruned ones are zero everywhere), and answers
+the round's stages one by one: its advertisement on its outbox, then one answer per message
+routed to its inbox. Only masked values leave the device. A task whose optimizer this bundle
+(or backend) cannot train is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from nacl.signing import VerifyKey
 from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
+from genofed.agent.ort_training import make_trainer
 from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.secure import Participation
-from genofed.agent.trainer import StepTrainer
+from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
@@ -94,7 +97,10 @@ class Agent:
         if cfg.coordinator_key is None:
             log.warning("no coordinator_key in %s's config: the bundle's signature is not "
                         "checked", cfg.device_id)
-        self.trainer = StepTrainer(self.bundle, threads=cfg.training.threads)
+        if cfg.training.backend == "ort-training" and self.bundle.ort is None:
+            raise GenofedError(f"{cfg.bundle}: exported without onnxruntime-training artifacts;"
+                               " [training] backend = \"ort-training\" needs them")
+        self.trainers: dict[str, Trainer] = {}  # by optimizer, made when a task first names it
         self.keep = self.bundle.flat_mask()  # pruned coordinates never change: not sent
         self.topics = Topics(cfg.federation)
         self.core = AgentCore(cfg.device_id, cfg.federation, self.bundle.panel_sha256,
@@ -175,6 +181,11 @@ class Agent:
         its advertisement."""
         task = job.task
         assert task.codec is not None
+        try:
+            self.trainer(task.training.optimizer)
+        except GenofedError as exc:  # the bundle cannot train the task's optimizer here
+            log.warning("round %d: cannot take part: %s", task.round, exc)
+            return None
         delta, n = self.train(job)
         trained = delta[self.keep]
         pipe = task.codec.pipeline(trained.size)
@@ -187,17 +198,29 @@ class Agent:
             return None
         return self.participation.advertise()
 
+    def trainer(self, optimizer: str) -> Trainer:
+        """The trainer of `optimizer` on the configured backend, made on first use; a
+        GenofedError if the bundle (or backend) has no such optimizer."""
+        if optimizer not in self.trainers:
+            self.trainers[optimizer] = make_trainer(
+                self.bundle, backend=self.cfg.training.backend, optimizer=optimizer,
+                threads=self.cfg.training.threads)
+        return self.trainers[optimizer]
+
     def train(self, job: Job) -> tuple[np.ndarray, int]:
-        """Local epochs from the global weights; returns the weight delta and example count."""
+        """Local epochs with the task's optimizer from the global weights, its state fresh at
+        zero (set_params restarts it); returns the weight delta and example count."""
         t0 = time.monotonic()
         specs, spec = self.bundle.params, job.task.training
-        self.trainer.set_params(unflatten(job.weights, specs))
-        start_loss = self.trainer.mean_loss(self.data.x, self.data.y)
-        self.trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
-                           batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
-        delta = flatten(self.trainer.params, specs).astype(np.float64) - job.weights
-        log.info("round %d: %d examples, loss of the global model here %.4f, %.2f s",
-                 job.task.round, self.data.x.shape[0], start_loss, time.monotonic() - t0)
+        trainer = self.trainer(spec.optimizer)
+        trainer.set_params(unflatten(job.weights, specs))
+        start_loss = trainer.mean_loss(self.data.x, self.data.y)
+        trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
+                      batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
+        delta = flatten(trainer.params, specs).astype(np.float64) - job.weights
+        log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
+                 job.task.round, self.data.x.shape[0], spec.optimizer,
+                 self.cfg.training.backend, start_loss, time.monotonic() - t0)
         return delta, int(self.data.x.shape[0])
 
 

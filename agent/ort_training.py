@@ -64,18 +64,28 @@ class OrtTrainingTrainer(Trainer):
         self._momentum = bundle.steps["sgd_momentum"].hyper["momentum"] \
             if optimizer == "sgd_momentum" else 0.0
         self._bufs: dict[str, np.ndarray] = {}
-        self._state = self._api.CheckpointState.load_checkpoint(
-            str(bundle.file(art.checkpoint)))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._module = self._api.Module(str(bundle.file(art.training_model)), self._state,
-                                        str(bundle.file(art.eval_model)), device="cpu",
-                                        session_options=opts)
-        for p in self._specs:
-            self._state.parameters[f"mask_{p.name}"] = self._mask[p.name]
+        self._opts = ort.SessionOptions()
+        self._opts.intra_op_num_threads = threads
+        self._opts.inter_op_num_threads = 1
+        self._state: Any = None
+        self._module: Any = None
         self._opt: Any = None
         self.set_params(bundle.initial_params())
+
+    def _load(self) -> None:
+        """A fresh checkpoint state and Module. ORT keeps an Optimizer's moments and step count
+        in the checkpoint state, and a new Optimizer on that state carries them on: restarting
+        the optimizer at zero state means starting from the checkpoint file again."""
+        art = self.bundle.ort
+        assert art is not None
+        self._opt = None
+        self._state = self._api.CheckpointState.load_checkpoint(
+            str(self.bundle.file(art.checkpoint)))
+        self._module = self._api.Module(str(self.bundle.file(art.training_model)), self._state,
+                                        str(self.bundle.file(art.eval_model)), device="cpu",
+                                        session_options=self._opts)
+        for p in self._specs:
+            self._state.parameters[f"mask_{p.name}"] = self._mask[p.name]
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -85,6 +95,7 @@ class OrtTrainingTrainer(Trainer):
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
         """Replace the parameters (pruned coordinates zeroed); the optimizer restarts."""
         new = self._checked_params(params)
+        self._load()
         for name, a in new.items():
             self._state.parameters[name] = a
         art = self.bundle.ort

@@ -19,6 +19,7 @@
     local_epochs = 2
     batch_size = 32
     lr = 0.05
+    optimizer = "sgd"      # devices' local optimizer: sgd, sgd_momentum or adam (in the bundle)
 
     [cohort]
     min_participants = 3
@@ -60,16 +61,17 @@ class RoundsSection:
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"[rounds] rounds must be >= 1, got {self.rounds}")
         if not self.stage_timeout_s > 0 or not self.retry_s > 0:
             raise ValueError("[rounds] stage_timeout_s and retry_s must be > 0")
-        self.training()  # validates local_epochs, batch_size, lr
+        self.training()  # validates local_epochs, batch_size, lr, optimizer
 
     def training(self) -> TrainingSpec:
-        return TrainingSpec(self.local_epochs, self.batch_size, self.lr)
+        return TrainingSpec(self.local_epochs, self.batch_size, self.lr, self.optimizer)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ class Aggregator:
     def __init__(self, cfg: AggregatorConfig) -> None:
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
+        if cfg.rounds.optimizer not in self.bundle.steps:
+            raise GenofedError(f"{cfg.bundle}: no step graph for [rounds] optimizer "
+                               f"{cfg.rounds.optimizer!r} (has {', '.join(self.bundle.steps)})")
         self.topics = Topics(cfg.federation)
         self.identity = load_identity(cfg.state_dir)
         self.store = Store(state_path(cfg.state_dir))

@@ -60,7 +60,7 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
-             report: Path | None) -> dict[str, object]:
+             report: Path | None, local_optimizer: str = "sgd") -> dict[str, object]:
     """Run the demo end to end; returns (and optionally writes) the report."""
     from genofed.export.bundle import export_bundle
     from genofed.sim.cohort import simulate
@@ -87,7 +87,7 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
         say(f"mosquitto (TLS, client certificates, ACL) on 127.0.0.1:{broker.port}; starting "
             f"the aggregator and {len(device_dirs)} agents")
         agg_cfg = write_configs(out, bundle_dir, device_dirs, broker.port, rounds=rounds,
-                                min_participants=len(device_dirs))
+                                min_participants=len(device_dirs), optimizer=local_optimizer)
         logs = out / "logs"
         logs.mkdir()
         procs.append(spawn(["aggregator", "run", "--config", str(agg_cfg)],
@@ -138,10 +138,11 @@ def _tls(pki: PkiLayout, name: str, port: int) -> str:
 
 def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *,
                   rounds: int, min_participants: int, names: list[str] | None = None,
-                  stage_timeout_s: float = STAGE_TIMEOUT_S) -> Path:
+                  stage_timeout_s: float = STAGE_TIMEOUT_S, optimizer: str = "sgd") -> Path:
     """Aggregator and agent TOML configs for the demo, with each party's TLS identity (from
     `start_broker`) and Ed25519 identity, every device enrolled with the aggregator; returns
-    the aggregator's config. `names` gives the devices other ids than their folders'."""
+    the aggregator's config. `names` gives the devices other ids than their folders';
+    `optimizer` is the devices' local optimizer (`[rounds] optimizer`)."""
     names = names or [d.name for d in device_dirs]
     pki = PkiLayout(out / "broker")
     cfg = out / "config"
@@ -152,6 +153,7 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
                    f'state_dir = "{agg_state}"\n' + _tls(pki, AGGREGATOR, port) +
                    f"[rounds]\nrounds = {rounds}\nstage_timeout_s = {stage_timeout_s}\n"
                    "retry_s = 0.5\nlocal_epochs = 2\nbatch_size = 32\nlr = 0.02\n"
+                   f'optimizer = "{optimizer}"\n'
                    f"[cohort]\nmin_participants = {min_participants}\n"
                    f"max_participants = {max(min_participants, 100)}\n"
                    "[codec]\nclip = 10.0\nscale = 1e6\nweight_max = 1000\n"

@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rounds", type=int, default=8)
     d.add_argument("--model", choices=["logreg", "mlp"], default="logreg")
     d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--local-optimizer", choices=["sgd", "sgd_momentum", "adam"], default="sgd",
+                   help="the devices' optimizer, sent in each round's task")
     d.add_argument("--report", type=Path, help="write the round table and AUCs as JSON")
     d.set_defaults(handler=_demo)
 
@@ -346,7 +348,7 @@ def _demo(args: argparse.Namespace) -> int:
     from genofed.cli.demo import run_demo
 
     run_demo(args.out, devices=args.devices, rounds=args.rounds, model=args.model,
-             seed=args.seed, report=args.report)
+             seed=args.seed, report=args.report, local_optimizer=args.local_optimizer)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import WeightedPipeline, build_pipeline
 from genofed.protocol.messages import MessageError
 from genofed.protocol.secagg import (
@@ -27,15 +28,20 @@ from genofed.protocol.secagg import (
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """The local training of one round."""
+    """The local training of one round: `optimizer` names the bundle's step graph (one of
+    `models.manifest.OPTIMIZERS`); each device starts it at zero state every round."""
 
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("training needs local_epochs >= 1, batch_size >= 1 and lr > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"training optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
 
 
 @dataclass(frozen=True)

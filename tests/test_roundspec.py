@@ -7,7 +7,8 @@ import pytest
 
 from genofed.protocol.envelope import open_envelope, seal
 from genofed.protocol.messages import MessageError
-from genofed.protocol.roundspec import CodecSpec, config_from_json, config_to_json
+from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
+from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import (
     GraphSeed,
     Participant,
@@ -71,3 +72,41 @@ def test_envelope_signed_by_the_aggregator_only() -> None:
     for junk in (b"", b"GFS1", b"\x00" * 100):
         with pytest.raises(MessageError):
             open_envelope(junk, agg.public, expect="task", federation="fed")
+
+
+def _task(training: TrainingSpec) -> SecureTask:
+    return SecureTask("fed", 7, "open", 3, training=training, secagg=_config(),
+                      codec=CodecSpec(clip=2.0, scale=1000.0, bits=20, weight_max=100,
+                                      rotation_seed=b"r" * 32))
+
+
+def test_local_optimizer_travels_in_the_signed_task() -> None:
+    agg = SigningIdentity.generate()
+    spec = TrainingSpec(local_epochs=2, batch_size=16, lr=0.01, optimizer="adam")
+    back = SecureTask.open(_task(spec).seal(agg), agg.public, "fed")
+    assert back.training == spec and back.training.optimizer == "adam"
+    assert TrainingSpec().optimizer == "sgd"
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, sgd_momentum, adam"):
+        TrainingSpec(optimizer="adagrad")
+
+
+@pytest.mark.parametrize("bad", ["adagrad", "", 3, None, ["adam"]])
+def test_unknown_local_optimizer_in_a_task_is_refused(bad: object) -> None:
+    """Even signed by the aggregator, a task naming no optimizer a bundle can export is a
+    malformed message (MessageError), not a crash."""
+    agg = SigningIdentity.generate()
+    spec = TrainingSpec()
+    object.__setattr__(spec, "optimizer", bad)  # as a buggy or newer aggregator would send
+    raw = _task(spec).seal(agg)
+    with pytest.raises(MessageError, match="bad task: training optimizer must be one of"):
+        SecureTask.open(raw, agg.public, "fed")
+
+
+def test_task_without_an_optimizer_means_sgd() -> None:
+    """A task from an aggregator that predates the key trains with plain SGD."""
+    agg = SigningIdentity.generate()
+    header, _ = open_envelope(_task(TrainingSpec(lr=0.3)).seal(agg), agg.public,
+                              expect="task", federation="fed")
+    del header["training"]["optimizer"]
+    back = SecureTask.open(seal(agg, header), agg.public, "fed")
+    assert back.training == TrainingSpec(lr=0.3, optimizer="sgd")
