@@ -60,6 +60,7 @@ from genofed.protocol.secagg import (
     Participant,
     Ring,
     RoundConfig,
+    SecAggError,
     SigningIdentity,
     Stage,
     choose_parameters,
@@ -182,7 +183,7 @@ class Aggregator:
             return
         stage = f.rnd.stage.name
         why = f.rnd.receive(device, payload)
-        if why and (device, payload) in self.store.messages(f.task.round, stage):
+        if why and self.store.message(f.task.round, stage, device) == payload:
             self._reject("duplicate", f"dropped a message from {device}: a copy of its {stage} "
                          "message (redelivered after a restart, or replayed)")
             return
@@ -215,7 +216,7 @@ class Aggregator:
             return
         try:
             self.flight = self._resume(left)
-        except (ResumeError, MessageError, ValueError) as exc:
+        except (ResumeError, MessageError, SecAggError, ValueError) as exc:
             reason = f"aggregator restarted; the round could not be resumed: {exc}"
             rec = RoundRecord(round=left.round, model_version=left.model_version,
                               status="aborted", participants=0, devices=(), examples=0,
@@ -235,7 +236,11 @@ class Aggregator:
                               f"stored is {self.version}")
         task = SecureTask.open(left.task, self.identity.public, self.cfg.federation)
         assert task.codec is not None and task.secagg is not None  # an open task has both
-        stage = Stage[left.stage] if left.stage else Stage.ADVERTISE_KEYS
+        stage = Stage.ADVERTISE_KEYS
+        if left.stage is not None:
+            if left.stage not in Stage.__members__:
+                raise ResumeError(f"it was left at an unknown stage {left.stage!r}")
+            stage = Stage[left.stage]
         rnd, routes = resume(task.secagg, self.identity, task.codec.pipeline(self.n_trained),
                              stage=stage, stored=lambda s: self.store.messages(left.round, s.name),
                              stage_timeout_s=self.cfg.rounds.stage_timeout_s,

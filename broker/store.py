@@ -193,6 +193,12 @@ class Store:
                               (round_, stage, device, payload, time.time()))
         return cur.rowcount == 1
 
+    def message(self, round_: int, stage: str, device: str) -> bytes | None:
+        """The message `device` sent for `stage` of `round_`, if one was accepted."""
+        row = self.db.execute("SELECT payload FROM messages WHERE round=? AND stage=? AND "
+                              "device=?", (round_, stage, device)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def messages(self, round_: int, stage: str) -> list[tuple[str, bytes]]:
         return [(str(d), bytes(p)) for d, p in self.db.execute(
             "SELECT device, payload FROM messages WHERE round=? AND stage=? ORDER BY rowid",

@@ -76,6 +76,7 @@ def test_round_in_flight_is_resumed_with_its_stored_messages(cfg: AggregatorConf
     ({"store_task": False}, "its task was not stored"),
     ({"sealer": SigningIdentity.generate()}, "bad signature"),  # not this aggregator's task
     ({"stage": "SHARE_KEYS", "advertised": 1}, "ended the round before SHARE_KEYS"),
+    ({"stage": "TEA_BREAK"}, "unknown stage 'TEA_BREAK'"),  # a damaged database
 ])
 def test_round_that_cannot_be_resumed_is_journaled_aborted(
         cfg: AggregatorConfig, left: dict[str, object], why: str) -> None:

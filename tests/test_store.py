@@ -63,6 +63,8 @@ def test_round_in_flight_keeps_its_task_and_stage(tmp_path: Path) -> None:
     assert s.open_round_in_flight() == OpenRound(0, 0, 5.0, b"sealed task", "SHARE_KEYS")
     # Replayed in the order they were accepted, which the round's messages depend on.
     assert s.messages(0, "ADVERTISE_KEYS") == [("dev01", b"b"), ("dev00", b"a")]
+    assert s.message(0, "ADVERTISE_KEYS", "dev00") == b"a"
+    assert s.message(0, "SHARE_KEYS", "dev00") is None
 
 
 def test_optimizer_moments_are_stored_with_their_model(tmp_path: Path) -> None:
