@@ -2,13 +2,16 @@
 behaviours, none of which the production daemon has.
 
     python tests/faulty_agent.py --config DEVICE.toml [--dump-deltas] [--die-after STAGE]
+                                 [--hang-after STAGE]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
 against the plain weighted average. --die-after STAGE (a SecAgg+ stage name, e.g. SHARE_KEYS)
 exits abruptly with status 137 right after the broker has acknowledged the device's answer
 to that stage, as a device that loses power would: no clean disconnect, so the broker sends
-its will. Tests start it with `spawn`.
+its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
+and online, as a device whose process froze would: the next stage waits for it until its
+deadline. Tests start it with `spawn`.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ class FaultyAgent(Agent):
     """`Agent` that may dump its plain deltas and may die after answering one stage."""
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
-                 die_after: str | None = None) -> None:
+                 die_after: str | None = None, hang_after: str | None = None) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
-        self.die_after = die_after
+        self.die_after, self.hang_after = die_after, hang_after
+        self.hung = False
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         delta, n = super().train(job)
@@ -55,10 +59,17 @@ class FaultyAgent(Agent):
     def send(self, link: MqttLink, payload: bytes) -> None:
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
         p = self.participation
-        if self.die_after and p is not None and Stage(p.client.stage - 1).name == self.die_after:
+        answered = None if p is None else Stage(p.client.stage - 1).name
+        if self.die_after and answered == self.die_after:
             log.warning("test fault: exiting abruptly after %s", self.die_after)
             logging.shutdown()
             os._exit(137)
+        if self.hang_after and answered == self.hang_after:
+            log.warning("test fault: answering nothing more after %s", self.hang_after)
+            self.hung = True
+
+    def handle(self, topic: str, payload: bytes) -> bytes | None:
+        return None if self.hung else super().handle(topic, payload)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,14 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--dump-deltas", action="store_true")
     # Not UNMASKING: the daemon ends its participation with that answer, before sending it.
-    p.add_argument("--die-after", choices=[s.name for s in Stage if s < Stage.UNMASKING])
+    stages = [s.name for s in Stage if s < Stage.UNMASKING]
+    p.add_argument("--die-after", choices=stages)
+    p.add_argument("--hang-after", choices=stages)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
-                            die_after=args.die_after)
+                            die_after=args.die_after, hang_after=args.hang_after)
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -85,13 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
-          die_after: str | None = None) -> subprocess.Popen[bytes]:
+          die_after: str | None = None, hang_after: str | None = None
+          ) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
         argv.append("--dump-deltas")
     if die_after is not None:
         argv += ["--die-after", die_after]
+    if hang_after is not None:
+        argv += ["--hang-after", hang_after]
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 

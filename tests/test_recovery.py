@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import faulty_agent
 import numpy as np
 import pytest
 from fedtools import enroll_ghost, ghost, logs, stored_messages, wait_until
@@ -31,18 +32,13 @@ pytestmark = pytest.mark.integration
 STAGE_TIMEOUT_S = 4.0
 
 
-def _agent(root: Path, name: str) -> subprocess.Popen[bytes]:
-    return spawn(["agent", "run", "--config", str(root / "config" / f"{name}.toml")],
-                 root / "logs" / f"{name}.log")
-
-
 def _aggregator(root: Path, cfg: Path, n: int) -> subprocess.Popen[bytes]:
     return spawn(["aggregator", "run", "--config", str(cfg)], root / "logs" / f"aggregator{n}.log")
 
 
 @dataclass
 class Fleet:
-    """Broker, configs and the three agents, with a round in flight (its adverts stored)."""
+    """Broker, configs and the three agents, with a round in flight."""
 
     broker: LocalMosquitto
     config: Path
@@ -52,26 +48,37 @@ class Fleet:
 
 @contextmanager
 def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
-                    server: str = "") -> Iterator[Fleet]:
-    """Start everything, wait until round `round_` is surely in flight; kill it all at the end.
-    `server` replaces the aggregator config's [server] lines."""
-    devices = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
+                    stage: str = "ADVERTISE_KEYS", stored: int = 3, server: str = "",
+                    with_ghost: bool = True, hang: dict[str, str] | None = None,
+                    rounds: int = 2, stage_timeout_s: float = STAGE_TIMEOUT_S,
+                    devices: int = 3) -> Iterator[Fleet]:
+    """Start everything and wait until `stored` messages of `stage` of round `round_` are
+    stored; kill it all at the end. `devices` agents dev00, dev01, ... take the cohort's VCFs
+    in turn. `server` replaces the aggregator config's [server] lines; `hang` names devices
+    that answer the given stage and then nothing more. Every agent writes its plain deltas
+    into its state folder."""
+    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
+    names = [f"dev{i:02d}" for i in range(devices)]
     (root / "logs").mkdir()
     db = state_path(root / "state" / "aggregator")
-    broker = start_broker(root, [d.name for d in devices] + ["ghost"])
+    broker = start_broker(root, [*names, "ghost"])
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        cfg = write_configs(root, bundle, devices, broker.port, rounds=2,
-                            min_participants=3, stage_timeout_s=STAGE_TIMEOUT_S)
+        cfg = write_configs(root, bundle, [dirs[i % len(dirs)] for i in range(devices)],
+                            broker.port, rounds=rounds, min_participants=3, names=names,
+                            stage_timeout_s=stage_timeout_s)
         if server:
             text = cfg.read_text()
             cfg.write_text(text[:text.index("[server]")] + server)
-        enroll_ghost(root)
-        ghost(root, broker.port, "online")
-        procs += [_agent(root, d.name) for d in devices]
+        if with_ghost:
+            enroll_ghost(root)
+            ghost(root, broker.port, "online")
+        procs += [faulty_agent.spawn(root / "config" / f"{n}.toml", root / "logs" / f"{n}.log",
+                                     dump_deltas=True, hang_after=(hang or {}).get(n))
+                  for n in names]
         procs.append(_aggregator(root, cfg, 1))
-        wait_until(f"round {round_}'s advertisements",
-                   lambda: stored_messages(db, round_, "ADVERTISE_KEYS") == 3)
+        wait_until(f"{stored} stored {stage} messages of round {round_}",
+                   lambda: stored_messages(db, round_, stage) == stored)
         yield Fleet(broker, cfg, db, procs)
     finally:
         for p in procs:
@@ -106,6 +113,34 @@ def test_aggregator_killed_mid_round_resumes_it(
     assert not np.allclose(v2, (1 - adam.beta2) * (m2 / (1 - adam.beta1)) ** 2, rtol=1e-3)
     w1, w2 = (read_model(tmp_path / "state" / "aggregator", v) for v in (1, 2))
     np.testing.assert_allclose(w2, w1 + adam.lr * m2 / (np.sqrt(v2) + adam.tau), atol=1e-6)
+
+
+def test_aggregator_killed_with_masked_inputs_stored_resumes_the_round(
+        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+    # Four devices; dev03 answers ShareKeys and then freezes, so MaskedInputCollection waits
+    # for it until its deadline with the other three inputs stored: the aggregator dies then.
+    alive = ["dev00", "dev01", "dev02"]
+    with fleet_mid_round(tmp_path, cohort, logreg_bundle, stage="MASKED_INPUT", stored=3,
+                         with_ghost=False, hang={"dev03": "SHARE_KEYS"}, rounds=1,
+                         stage_timeout_s=8.0, devices=4) as f:
+        f.procs[-1].send_signal(signal.SIGKILL)
+        f.procs[-1].wait()
+        f.procs.append(_aggregator(tmp_path, f.config, 2))
+        assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+    state = tmp_path / "state" / "aggregator"
+    journal = read_journal(state)
+    assert [(r["round"], r["status"], r["devices"]) for r in journal] == \
+        [(0, "completed", alive)], logs(tmp_path)
+    assert "round 0 resumed at MASKED_INPUT from the stored messages: 3 of 4 answers in, " \
+        "1 devices asked again" in (tmp_path / "logs" / "aggregator2.log").read_text()
+    # The three inputs stored before the kill are the round's sum: the new model is their
+    # plain weighted average (FedAvg, lr 1), to codec precision.
+    updates = {n: np.load(tmp_path / "state" / n / "delta-0.npz") for n in alive}
+    w = {n: min(int(u["n_examples"]), 1000) for n, u in updates.items()}
+    expect = sum(w[n] * u["delta"] for n, u in updates.items()) / sum(w.values())
+    got = read_model(state, 1).astype(np.float64) - read_model(state, 0)
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    assert np.abs(expect).max() > 1e-3
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["graceful", "killed"])
