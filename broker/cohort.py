@@ -1,4 +1,12 @@
-"""Which devices take part in a round: enrolled, online, sampled, within the bounds."""
+"""Which devices take part in a round: enrolled, online, not resting, sampled, within bounds.
+
+A device can be online and still never answer: its process is stuck, or its training takes
+longer than the first stage's deadline. Picked every round, it costs every other device a
+wasted training run per round, and in a small federation it aborts every round. `Sidelined`
+rests a device after `sideline_after` consecutive rounds in which it was picked and sent
+nothing, for `sideline_s`, doubling with each further silent round up to `MAX_REST_S`. An
+answer, or a new connection (its status turning online again), ends the rest.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
+
+MAX_REST_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -16,6 +26,8 @@ class CohortPolicy:
     min_participants: int = 3
     max_participants: int = 100
     sampling_rate: float = 1.0
+    sideline_after: int = 2  # consecutive silent rounds before a rest; 0 = never
+    sideline_s: float = 60.0  # the first rest
 
     def __post_init__(self) -> None:
         if not 3 <= self.min_participants <= self.max_participants:
@@ -24,6 +36,9 @@ class CohortPolicy:
                              f"{self.max_participants}")
         if not 0 < self.sampling_rate <= 1:
             raise ValueError(f"sampling_rate must be in (0, 1], got {self.sampling_rate}")
+        if self.sideline_after < 0 or not self.sideline_s > 0:
+            raise ValueError(f"need sideline_after >= 0 and sideline_s > 0, got "
+                             f"{self.sideline_after} and {self.sideline_s}")
 
 
 def select(policy: CohortPolicy, enrolled: Collection[str], online: Collection[str],
@@ -37,3 +52,35 @@ def select(policy: CohortPolicy, enrolled: Collection[str], online: Collection[s
     rest = [pool[i] for i in order if pool[i] not in drawn]
     drawn += rest[:max(0, policy.min_participants - len(drawn))]
     return tuple(sorted(drawn[:policy.max_participants]))
+
+
+class Sidelined:
+    """Devices resting after silent rounds (no I/O; times are the caller's monotonic clock)."""
+
+    def __init__(self, policy: CohortPolicy) -> None:
+        self.after, self.rest_s = policy.sideline_after, policy.sideline_s
+        self.silent_rounds: dict[str, int] = {}
+        self.until: dict[str, float] = {}
+
+    def round_closed(self, picked: Collection[str], answered: Collection[str],
+                     now: float) -> dict[str, float]:
+        """Count a closed round; returns the devices that now rest, with their rest in s."""
+        resting: dict[str, float] = {}
+        for d in picked:
+            if d in answered:
+                self.forget(d)
+                continue
+            n = self.silent_rounds[d] = self.silent_rounds.get(d, 0) + 1
+            if self.after and n >= self.after:
+                resting[d] = min(MAX_REST_S, self.rest_s * 2.0 ** (n - self.after))
+                self.until[d] = now + resting[d]
+        return resting
+
+    def forget(self, device: str) -> None:
+        """A fresh start for `device` (it answered, or it connected again)."""
+        self.silent_rounds.pop(device, None)
+        self.until.pop(device, None)
+
+    def resting(self, now: float) -> set[str]:
+        """The devices to leave out of a cohort drawn at `now`."""
+        return {d for d, t in self.until.items() if t > now}

@@ -25,6 +25,8 @@
     min_participants = 3
     max_participants = 100
     sampling_rate = 1.0
+    sideline_after = 2     # rest a device picked in this many rounds in a row that sent nothing
+    sideline_s = 60        # for this long (doubling with each further silent round, <= 1 h)
 
     [secagg]
     corrupt_fraction = 0.1

@@ -75,6 +75,7 @@ class SecureRound:
         self.devices = [p.device for p in config.roster]
         self.expected: set[str] = set(self.devices)
         self.received: set[str] = set()
+        self.advertised: set[str] = set()  # who answered the first stage, once it closed
         self.stage_opened = now
         self.log = StageLog()
         self.finished = False
@@ -120,6 +121,8 @@ class SecureRound:
         closing = self.stage
         self.log.seconds[closing.name] = now - self.stage_opened
         self.log.answered[closing.name] = len(self.received)
+        if closing == Stage.ADVERTISE_KEYS:
+            self.advertised = set(self.received)
         try:
             out = self.server.advance()
         except RoundAborted as exc:

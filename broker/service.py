@@ -30,7 +30,7 @@ from pathlib import Path
 import nacl.utils
 import numpy as np
 
-from genofed.broker.cohort import select
+from genofed.broker.cohort import Sidelined, select
 from genofed.broker.config import AggregatorConfig
 from genofed.broker.metrics import Metrics
 from genofed.broker.optimizers import OptimizerState, apply
@@ -112,6 +112,7 @@ class Aggregator:
         moments = self.store.moments(self.version)
         self.opt_state = OptimizerState() if moments is None else OptimizerState(*moments)
         self.online: set[str] = set()
+        self.sidelined = Sidelined(cfg.cohort)
         self.flight: _Flight | None = None
         self.retry_at = 0.0
         self.waiting = False
@@ -202,6 +203,8 @@ class Aggregator:
             self._reject("malformed", f"dropped a bad status message of {device}")
             return
         (self.online.add if state == "online" else self.online.discard)(device)
+        if state == "online":
+            self.sidelined.forget(device)  # connected again: worth another try
         log.info("%s is %s", device, state)
 
     def _reject(self, reason: str, text: str) -> None:
@@ -260,12 +263,14 @@ class Aggregator:
     def _open_round(self, link: MqttLink) -> None:
         c = self.cfg
         enrolled = self.store.devices()
-        cohort = select(c.cohort, enrolled, self.online, self.rng)
+        resting = self.sidelined.resting(time.monotonic())
+        cohort = select(c.cohort, enrolled, self.online - resting, self.rng)
         number = self.store.next_round()
         if cohort is None:
             if not self.waiting:
-                log.info("round %d waits: %d enrolled devices online, %d needed", number,
-                         len(set(enrolled) & self.online), c.cohort.min_participants)
+                log.info("round %d waits: %d enrolled devices online (%d resting after silent "
+                         "rounds), %d needed", number, len(set(enrolled) & self.online),
+                         len(resting & set(enrolled)), c.cohort.min_participants)
                 self._publish_task(link, SecureTask(c.federation, number, "waiting",
                                                     self.version).seal(self.identity))
                 self.waiting = True
@@ -336,6 +341,10 @@ class Aggregator:
         self.records.append(rec)
         self.flight = None
         self.metrics.round_closed(rec, expected=rec.cohort)
+        rests = self.sidelined.round_closed(f.task.members(), f.rnd.advertised, time.monotonic())
+        for device, rest_s in sorted(rests.items()):
+            log.warning("%s was picked and sent nothing in %d rounds in a row: left out of "
+                        "rounds for %.0f s", device, self.sidelined.silent_rounds[device], rest_s)
         log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
                  rec.participants, rec.cohort, weight, rec.seconds)
 

@@ -107,6 +107,11 @@ def test_ten_devices_two_killed_injections_and_nothing_private_on_the_wire(
                 "more than"):
         assert why in agg_log, why
     assert agg_log.count("dropped a message") >= 6
+    # `ghost` never advertised in either round: it rests. The devices that died mid-round had
+    # advertised, so they do not.
+    assert "ghost was picked and sent nothing in 2 rounds in a row: left out of rounds for " \
+        "60 s" in agg_log
+    assert agg_log.count("was picked and sent nothing") == 1
 
     # Nothing private on the wire: no sample name, no dosage row of any device.
     panel = load_bundle(logreg_bundle).panel()

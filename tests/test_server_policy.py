@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genofed.broker.cohort import CohortPolicy, select
+from genofed.broker.cohort import MAX_REST_S, CohortPolicy, Sidelined, select
 from genofed.broker.optimizers import OptimizerState, ServerOptimizer, apply
 
 
@@ -21,6 +21,30 @@ def test_cohort_bounds_and_membership() -> None:
     assert everyone == tuple(sorted(enrolled[:12]))
     with pytest.raises(ValueError, match="three"):
         CohortPolicy(min_participants=2)
+
+
+def test_silent_devices_rest_with_doubling_rests_until_they_answer_or_reconnect() -> None:
+    side = Sidelined(CohortPolicy(sideline_after=2, sideline_s=10.0))
+    picked = ["a", "b", "c"]
+    assert side.round_closed(picked, {"a", "b"}, now=0.0) == {}  # c: one silent round
+    assert side.resting(0.0) == set()
+    assert side.round_closed(picked, {"a", "b"}, now=100.0) == {"c": 10.0}
+    assert side.resting(109.0) == {"c"} and side.resting(110.0) == set()
+    assert side.round_closed(picked, {"a"}, now=200.0) == {"c": 20.0}  # b: first silence
+    assert side.resting(205.0) == {"c"}
+    for n in range(20):  # the rest doubles, up to the cap
+        rest = side.round_closed(["c"], set(), now=300.0 + n)["c"]
+    assert rest == MAX_REST_S
+    side.forget("c")  # its status turned online again
+    assert side.resting(400.0) == set() and "c" not in side.silent_rounds
+    assert side.round_closed(picked, {"a", "b", "c"}, now=500.0) == {}  # b answered: reset
+    assert side.silent_rounds == {}
+    never = Sidelined(CohortPolicy(sideline_after=0))
+    for n in range(5):
+        assert never.round_closed(["x"], set(), now=float(n)) == {}
+    assert never.resting(5.0) == set()
+    with pytest.raises(ValueError, match="sideline"):
+        CohortPolicy(sideline_s=0)
 
 
 def test_fedavg_and_fedadam() -> None:
