@@ -164,3 +164,21 @@ def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle:
     models = [read_model(tmp_path / "state" / "aggregator", v) for v in (0, 1, 2)]
     assert all(np.all(w[~keep] == 0) for w in models)
     assert not np.array_equal(models[2][keep], models[0][keep])
+
+
+def test_device_silent_two_rounds_rests_instead_of_aborting_every_round(
+        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+    # Two agents and `ghost`, online and silent: a round of three needs all three (k=2, t=2),
+    # so each round with ghost aborts at its first deadline. After two, ghost rests and the
+    # aggregator waits for a third device instead of opening round after round.
+    with fleet_mid_round(tmp_path, cohort, logreg_bundle, stored=2, devices=2) as f:
+        agg_log = tmp_path / "logs" / "aggregator1.log"
+        wait_until("the aggregator to wait", lambda: "round 2 waits" in agg_log.read_text())
+        journal = read_journal(tmp_path / "state" / "aggregator")
+        assert f.procs[-1].poll() is None, logs(tmp_path)
+    assert [(r["round"], r["status"]) for r in journal] == [(0, "aborted"), (1, "aborted")]
+    text = agg_log.read_text()
+    assert "ghost was picked and sent nothing in 2 rounds in a row: left out of rounds for " \
+        "60 s" in text
+    assert "round 2 waits: 3 enrolled devices online (1 resting after silent rounds), " \
+        "3 needed" in text
