@@ -1,12 +1,17 @@
 """The device never imports torch, and bad local input is one line with status 1."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import run_genofed
 
 from genofed.models.signing import ensure_signing_key, generate_signing_key, save_verify_key
+
+# glibc 2.28 and up: Raspberry Pi OS 12 (2.36), Ubuntu 22.04 on a Jetson (2.35), Ubuntu 24.04.
+AARCH64 = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 
 
 def test_agent_import_path_does_not_import_torch() -> None:
@@ -62,3 +67,26 @@ def test_json_logs_are_one_object_a_line(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     docs = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
     assert docs and all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12"])
+def test_device_profile_installs_from_aarch64_wheels(python: str, tmp_path: Path) -> None:
+    """`pip install genofed[agent]` on a 64-bit Raspberry Pi OS, Ubuntu or Jetson resolves to
+    binary wheels only (nothing to compile on the device), and never to torch. Asks PyPI."""
+    root = Path(__file__).resolve().parent.parent
+    report = tmp_path / "report.json"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+                        "--report", str(report), "--target", str(tmp_path / "t"),
+                        "--python-version", python, "--only-binary=:all:",
+                        *(f"--platform={p}" for p in AARCH64), f"{root}[agent]"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"no aarch64 wheels for Python {python}:\n{r.stderr[-3000:]}"
+    got = {i["metadata"]["name"].lower(): i["download_info"]["url"]
+           for i in json.loads(report.read_text())["install"]}
+    assert {"onnxruntime", "numpy", "pysam", "paho-mqtt", "pynacl"} <= set(got)
+    assert "torch" not in got
+    for name, url in got.items():
+        if name != "genofed":
+            wheel = url.rsplit("/", 1)[-1]
+            assert wheel.endswith(".whl") and ("aarch64" in wheel or "-none-any" in wheel), \
+                f"{name}: {wheel}"
