@@ -25,7 +25,7 @@ MYPY_TARGETS := -p genofed.agent -p genofed.broker -p genofed.cli -p genofed.exp
   -p genofed.models -p genofed.protocol -p genofed.sim \
   -m genofed.config -m genofed.errors -m genofed.atomic
 
-.PHONY: all demo test test-device lint bench system-deps venv clean
+.PHONY: all demo test test-device test-aarch64 lint bench system-deps venv clean
 
 all: test
 
@@ -80,6 +80,15 @@ test-device: $(STAMP) $(DEVICE_STAMP)
 	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
 	  $(DEVICE_VENV)/bin/pytest -q tests/device
+
+# The device profile on aarch64 (a 64-bit Raspberry Pi or Jetson) under qemu user-mode
+# emulation, on freshly exported bundles: tests/aarch64.sh makes an arm64 Debian rootfs in
+# build/aarch64-root once and runs tests/device in a chroot there. Needs root or sudo; not in
+# `make test`.
+test-aarch64: $(STAMP)
+	rm -rf $(DEVICE_BUNDLES)
+	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" bash tests/aarch64.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
