@@ -22,13 +22,22 @@ class Job:
 
 
 class AgentCore:
-    """Tracks the latest task and model; hands out each round's job once, to the roster only."""
+    """Tracks the latest task and model; hands out each round's job once, to the roster only.
 
-    def __init__(self, device: str, federation: str, panel_sha256: str, n_params: int) -> None:
+    `joined` is the configuration digest (hex) of the round this device had joined when it
+    last stopped. Its round keys lived in memory and are gone, and the aggregator already
+    holds the advertisement made with them: joining again with new keys would make every
+    peer's shares from this device fail to authenticate and abort the round for all. So the
+    device sits that round out, a dropout the round tolerates.
+    """
+
+    def __init__(self, device: str, federation: str, panel_sha256: str, n_params: int, *,
+                 joined: str | None = None) -> None:
         self.device = device
         self.federation = federation
         self.panel_sha256 = panel_sha256
         self.n_params = n_params
+        self.joined = joined
         self.task: SecureTask | None = None
         self.model_version: int | None = None
         self.weights: np.ndarray | None = None
@@ -63,6 +72,11 @@ class AgentCore:
         if t is None or t.state != "open" or t.round in self.done_rounds:
             return None
         if self.device not in t.members():
+            return None
+        if t.secagg is not None and t.secagg.digest.raw.hex() == self.joined:
+            log.warning("round %d: joined before this agent restarted, and its round keys are "
+                        "gone: sitting it out", t.round)
+            self.done_rounds.add(t.round)
             return None
         if self.weights is None or self.model_version != t.model_version:
             return None

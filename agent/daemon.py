@@ -11,7 +11,9 @@ every round; the backend from `[training] backend`), encodes its delta into the 
 coordinates the bundle's pruning mask trains: pruned ones are zero everywhere), and answers
 the round's stages one by one: its advertisement on its outbox, then one answer per message
 routed to its inbox. Only masked values leave the device. A task whose optimizer this bundle
-(or backend) cannot train is skipped with a warning.
+(or backend) cannot train is skipped with a warning. The round keys live in memory only; the
+configuration digest of the round joined is written to `state_dir/joined-round` before the
+advertisement goes out, so an agent restarted mid-round sits that round out (`AgentCore`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from nacl.signing import VerifyKey
 
+from genofed import atomic
 from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
@@ -104,7 +108,7 @@ class Agent:
         self.keep = self.bundle.flat_mask()  # pruned coordinates never change: not sent
         self.topics = Topics(cfg.federation)
         self.core = AgentCore(cfg.device_id, cfg.federation, self.bundle.panel_sha256,
-                              self.bundle.n_params)
+                              self.bundle.n_params, joined=_read_joined(joined_path(cfg)))
         self.rng = np.random.default_rng(cfg.training.seed)
         self.participation: Participation | None = None
         self.rejected = 0
@@ -140,6 +144,10 @@ class Agent:
                     self.core.mark_done(job.task.round)
                     advert = self.start_round(job)
                     if advert is not None:
+                        assert job.task.secagg is not None
+                        # Before the keys are committed to: a restart must not join again.
+                        atomic.write_bytes(joined_path(self.cfg),
+                                           job.task.secagg.digest.raw.hex().encode())
                         self.send(link, advert)
             link.publish(status, _status_payload(me, "offline"), retain=True)
         finally:
@@ -222,6 +230,26 @@ class Agent:
                  job.task.round, self.data.x.shape[0], spec.optimizer,
                  self.cfg.training.backend, start_loss, time.monotonic() - t0)
         return delta, int(self.data.x.shape[0])
+
+
+def joined_path(cfg: AgentConfig) -> Path:
+    """Where the agent keeps the configuration digest of the last round it joined."""
+    return cfg.state_dir / "joined-round"
+
+
+def _read_joined(path: Path) -> str | None:
+    """The digest in `path`, if any; a damaged file is ignored (it only ever saves a round)."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("%s: unreadable, ignored: %s", path, exc)
+        return None
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        log.warning("%s: not a round digest, ignored", path)
+        return None
+    return text
 
 
 def _status_payload(device: str, state: str) -> bytes:

@@ -85,3 +85,20 @@ def test_encoding_standardizes_and_imputes_2p() -> None:
                                rtol=1e-6)
     assert x[1, 0] == 0.0 and x[2, 1] == 0.0  # missing -> 2p -> 0 after standardizing
     np.testing.assert_allclose(x[0, 1], (2 - 0.2) / np.sqrt(2 * 0.1 * 0.9), rtol=1e-6)
+
+
+def test_round_joined_before_a_restart_is_sat_out_and_only_that_one() -> None:
+    t0, t1 = _task(0, 0), _task(1, 0)
+    assert t0.secagg is not None
+    core = AgentCore("me", "f", SHA, 3, joined=t0.secagg.digest.raw.hex())
+    core.on_model(_model(0), np.zeros(3))
+    core.on_task(t0)
+    assert core.next_job() is None and core.next_job() is None  # round 0: its keys are gone
+    core.on_task(t1)
+    job = core.next_job()
+    assert job is not None and job.task.round == 1
+    # A round with the same number in a new federation run has another digest: joined.
+    fresh = AgentCore("me", "f", SHA, 3, joined=t0.secagg.digest.raw.hex())
+    fresh.on_model(_model(0), np.zeros(3))
+    fresh.on_task(_task(0, 0, roster=("me", "b", "d")))
+    assert fresh.next_job() is not None

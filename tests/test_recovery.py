@@ -50,13 +50,14 @@ class Fleet:
 def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
                     stage: str = "ADVERTISE_KEYS", stored: int = 3, server: str = "",
                     with_ghost: bool = True, hang: dict[str, str] | None = None,
+                    die: dict[str, str] | None = None,
                     rounds: int = 2, stage_timeout_s: float = STAGE_TIMEOUT_S,
                     devices: int = 3) -> Iterator[Fleet]:
     """Start everything and wait until `stored` messages of `stage` of round `round_` are
     stored; kill it all at the end. `devices` agents dev00, dev01, ... take the cohort's VCFs
     in turn. `server` replaces the aggregator config's [server] lines; `hang` names devices
-    that answer the given stage and then nothing more. Every agent writes its plain deltas
-    into its state folder."""
+    that answer the given stage and then nothing more, `die` devices that exit abruptly after
+    it. Every agent writes its plain deltas into its state folder."""
     dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
     names = [f"dev{i:02d}" for i in range(devices)]
     (root / "logs").mkdir()
@@ -74,7 +75,8 @@ def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
             enroll_ghost(root)
             ghost(root, broker.port, "online")
         procs += [faulty_agent.spawn(root / "config" / f"{n}.toml", root / "logs" / f"{n}.log",
-                                     dump_deltas=True, hang_after=(hang or {}).get(n))
+                                     dump_deltas=True, hang_after=(hang or {}).get(n),
+                                     die_after=(die or {}).get(n))
                   for n in names]
         procs.append(_aggregator(root, cfg, 1))
         wait_until(f"{stored} stored {stage} messages of round {round_}",
@@ -141,6 +143,28 @@ def test_aggregator_killed_with_masked_inputs_stored_resumes_the_round(
     got = read_model(state, 1).astype(np.float64) - read_model(state, 0)
     np.testing.assert_allclose(got, expect, atol=1e-5)
     assert np.abs(expect).max() > 1e-3
+
+
+def test_agent_restarted_mid_round_sits_it_out_and_joins_the_next(
+        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+    # dev06 advertises in round 0 and dies, and is restarted at once while the round waits
+    # for `ghost`, without the round keys it advertised. Joining again with new ones would
+    # make its shares fail to authenticate at every peer and abort the round for all; it must
+    # sit the round out (seven devices and ghost: k=6, t=4 tolerate the two dropouts).
+    with fleet_mid_round(tmp_path, cohort, logreg_bundle, stored=7, devices=7,
+                         die={"dev06": "ADVERTISE_KEYS"}, stage_timeout_s=10.0) as f:
+        assert f.procs[6].wait(timeout=60) == 137
+        f.procs.append(faulty_agent.spawn(tmp_path / "config" / "dev06.toml",
+                                          tmp_path / "logs" / "dev06-again.log"))
+        ghost(tmp_path, f.broker.port, "offline")
+        assert f.procs[7].wait(timeout=300) == 0, logs(tmp_path)
+    journal = read_journal(tmp_path / "state" / "aggregator")
+    names = [f"dev{i:02d}" for i in range(7)]
+    assert [(r["status"], r["devices"]) for r in journal] == [
+        ("completed", names[:6]), ("completed", names)], logs(tmp_path)
+    again = (tmp_path / "logs" / "dev06-again.log").read_text()
+    assert "round 0: joined before this agent restarted, and its round keys are gone: " \
+        "sitting it out" in again
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["graceful", "killed"])
