@@ -2,19 +2,14 @@
 
 import numpy as np
 import pytest
+from tasks import open_task
 
 from genofed.agent.core import AgentCore
 from genofed.agent.encode import encode_dosages
 from genofed.protocol.messages import MessageError
-from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
-    GraphSeed,
-    Participant,
-    Ring,
-    RoundConfig,
     SigningIdentity,
-    choose_parameters,
 )
 
 SHA = "a" * 64
@@ -30,11 +25,8 @@ def _task(rnd: int, version: int, state: str = "open",
           roster: tuple[str, ...] = ("me", "b", "c")) -> SecureTask:
     if state != "open":
         return SecureTask("f", rnd, state, version)
-    cfg = RoundConfig("f", rnd, tuple(Participant(d, IDS[d].public) for d in roster),
-                      AGG.public, choose_parameters(len(roster), 0.1, 0.3), Ring(32), 4,
-                      GraphSeed(b"g" * 32))
-    return SecureTask("f", rnd, "open", version,
-                      codec=CodecSpec(10.0, 1e6, 32, 1000, b"r" * 32), secagg=cfg)
+    return open_task("f", rnd, {d: IDS[d].public for d in roster}, AGG.public, 4,
+                     model_version=version)
 
 
 def test_job_needs_matching_model_and_comes_once() -> None:

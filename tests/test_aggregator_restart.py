@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tasks import open_task
 
 from genofed.agent.secure import Participation
 from genofed.broker.config import AggregatorConfig
@@ -15,13 +16,8 @@ from genofed.protocol.codec import choose_bits
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import (
-    GraphSeed,
-    Participant,
-    Ring,
-    RoundConfig,
     SigningIdentity,
     Stage,
-    choose_parameters,
 )
 
 DEVICES = [f"dev{i}" for i in range(5)]
@@ -33,12 +29,10 @@ def cfg(tmp_path: Path, logreg_bundle: Path) -> AggregatorConfig:
 
 
 def _task(agg: Aggregator, ids: dict[str, SigningIdentity]) -> SecureTask:
-    n, bits = len(ids), choose_bits(len(ids), 10.0, 1e6, weight_max=1000)
-    codec = CodecSpec(10.0, 1e6, bits, 1000, bytes(32))
-    secagg = RoundConfig("fed", 0, tuple(Participant(d, k.public) for d, k in ids.items()),
-                         agg.identity.public, choose_parameters(n, 0.1, 0.3), Ring(bits),
-                         agg.bundle.n_params + 1, GraphSeed(b"g" * 32))
-    return SecureTask("fed", 0, "open", agg.version, codec=codec, secagg=secagg)
+    bits = choose_bits(len(ids), 10.0, 1e6, weight_max=1000)
+    return open_task("fed", 0, {d: k.public for d, k in ids.items()}, agg.identity.public,
+                     agg.bundle.n_params + 1, model_version=agg.version,
+                     codec=CodecSpec(10.0, 1e6, bits, 1000, bytes(32)))
 
 
 def _left_in_flight(cfg: AggregatorConfig, *, advertised: int, stage: str | None = None,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tasks import open_task
 
 from genofed.agent.config import load_agent_config
 from genofed.agent.core import Job
@@ -21,13 +22,8 @@ from genofed.broker.service import Aggregator
 from genofed.errors import GenofedError
 from genofed.models.manifest import flatten
 from genofed.models.signing import ensure_signing_key, save_verify_key
-from genofed.protocol.roundspec import CodecSpec, TrainingSpec
-from genofed.protocol.schema import SecureTask
+from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.secagg import (
-    GraphSeed,
-    Participant,
-    Ring,
-    RoundConfig,
     SecAggParams,
     SigningIdentity,
 )
@@ -76,16 +72,12 @@ def _agent_config(tmp_path: Path, cohort: Path, bundle: Path, backend: str) -> P
 
 def _job(agent: Agent, weights: np.ndarray, optimizer: str, round_: int = 1) -> Job:
     """An open round naming `agent` and three other devices, training with `optimizer`."""
-    me = Participant(agent.cfg.device_id, agent.identity.public)
-    others = [Participant(f"dev{i}", SigningIdentity.generate().public) for i in (1, 2, 3)]
-    n_trained = int(agent.keep.sum())
-    secagg = RoundConfig("demo", round_, (me, *others), SigningIdentity.generate().public,
-                         SecAggParams(4, 3, 2), Ring(32), n_trained + 1,
-                         GraphSeed(bytes(range(32))))
-    codec = CodecSpec(clip=10.0, scale=1e6, bits=32, weight_max=1000, rotation_seed=b"r" * 32)
-    task = SecureTask("demo", round_, "open", 0, training=TrainingSpec(
-        local_epochs=2, batch_size=16, lr=0.01, optimizer=optimizer), codec=codec,
-        secagg=secagg)
+    roster = {agent.cfg.device_id: agent.identity.public,
+              **{f"dev{i}": SigningIdentity.generate().public for i in (1, 2, 3)}}
+    task = open_task("demo", round_, roster, SigningIdentity.generate().public,
+                     int(agent.keep.sum()) + 1, params=SecAggParams(4, 3, 2),
+                     training=TrainingSpec(local_epochs=2, batch_size=16, lr=0.01,
+                                           optimizer=optimizer))
     return Job(task=task, weights=weights)
 
 

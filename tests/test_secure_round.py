@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tasks import open_task
 
 from genofed.agent.secure import Participation
 from genofed.broker.secure_round import Aborted, Done, Route, SecureRound
@@ -12,10 +13,6 @@ from genofed.protocol.messages import MessageError
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
-    GraphSeed,
-    Participant,
-    Ring,
-    RoundConfig,
     SigningIdentity,
     Stage,
     choose_parameters,
@@ -30,11 +27,9 @@ def _setup(n: int = N, dropout: float = 0.3) -> tuple[SecureTask, SigningIdentit
     ids = {f"dev{i:02d}": SigningIdentity.generate() for i in range(n)}
     codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, weight_max=1000,
                       rotation_seed=bytes(range(32)))
-    cfg = RoundConfig("fed", 3, tuple(Participant(d, k.public) for d, k in ids.items()),
-                      agg.public, choose_parameters(n, 0.1, dropout), Ring(codec.bits),
-                      DIM + 1, GraphSeed(b"g" * 32))
-    task = SecureTask(federation="fed", round=3, state="open", model_version=2,
-                      training=TrainingSpec(2, 16, 0.05), codec=codec, secagg=cfg)
+    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM + 1,
+                     model_version=2, codec=codec, training=TrainingSpec(2, 16, 0.05),
+                     params=choose_parameters(n, 0.1, dropout))
     # Devices read the task as it travels: signed by the aggregator, checked on arrival.
     travelled = SecureTask.open(task.seal(agg), agg.public, "fed")
     assert travelled == task
