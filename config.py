@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,17 +24,17 @@ T = TypeVar("T")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning every failure into a GenofedError naming the file."""
+    """Read a TOML file, turning every failure into a LocalInputError naming the file."""
     p = Path(path)
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise GenofedError(f"{p}: config file not found") from None
+        raise LocalInputError(f"{p}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise GenofedError(f"{p}: not valid TOML: {exc}") from None
+        raise LocalInputError(f"{p}: not valid TOML: {exc}") from None
     except OSError as exc:
-        raise GenofedError(f"{p}: cannot read config: {exc.strerror}") from None
+        raise LocalInputError(f"{p}: cannot read config: {exc.strerror}") from None
 
 
 def build(cls: type[T], table: Any, *, where: str, base: Path | None = None,
@@ -46,24 +46,24 @@ def build(cls: type[T], table: Any, *, where: str, base: Path | None = None,
     """
     prefix = f"{where}: [{section}]" if section else f"{where}:"
     if not isinstance(table, dict):
-        raise GenofedError(f"{prefix} must be a table")
+        raise LocalInputError(f"{prefix} must be a table")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise GenofedError(f"{prefix} unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+        raise LocalInputError(f"{prefix} unknown key {unknown[0]!r} (known: {', '.join(fields)})")
     values: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in table:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise GenofedError(f"{prefix} missing required key {name!r}")
+                raise LocalInputError(f"{prefix} missing required key {name!r}")
             continue
         sub = Key(where, section, name)
         values[name] = _convert(hints[name], table[name], sub, base)
     try:
         return cls(**values)
-    except (ValueError, GenofedError) as exc:
-        raise GenofedError(f"{prefix} {exc}") from None
+    except LocalInputError as exc:
+        raise LocalInputError(f"{prefix} {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,23 +89,23 @@ def _convert(hint: Any, value: Any, key: Key, base: Path | None) -> Any:
         return build(hint, value, where=key.where, base=base, section=sect)
     if hint is bool:
         if not isinstance(value, bool):
-            raise GenofedError(f"{key} must be true or false, got {value!r}")
+            raise LocalInputError(f"{key} must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise GenofedError(f"{key} must be an integer, got {value!r}")
+            raise LocalInputError(f"{key} must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise GenofedError(f"{key} must be a number, got {value!r}")
+            raise LocalInputError(f"{key} must be a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise GenofedError(f"{key} must be a string, got {value!r}")
+            raise LocalInputError(f"{key} must be a string, got {value!r}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value:
-            raise GenofedError(f"{key} must be a path string, got {value!r}")
+            raise LocalInputError(f"{key} must be a path string, got {value!r}")
         p = Path(value).expanduser()
         return p if p.is_absolute() or base is None else base / p
     raise TypeError(f"config field {key} has unsupported type {hint!r}")

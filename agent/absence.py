@@ -14,7 +14,7 @@ import numpy as np
 import pysam
 
 from genofed.agent.contigs import normalize_contig, resolve
-from genofed.errors import GenofedError, read_user_text
+from genofed.errors import LocalInputError, read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class CallableRegions:
             try:
                 start, end = int(fields[1]), int(fields[2])
             except (IndexError, ValueError):
-                raise GenofedError(f"{path}:{lineno}: expected chrom<TAB>start<TAB>end with "
-                                   f"integer start and end") from None
+                raise LocalInputError(f"{path}:{lineno}: expected chrom<TAB>start<TAB>end with "
+                                      f"integer start and end") from None
             if start < 0 or end < start:
-                raise GenofedError(f"{path}:{lineno}: bad interval {start}-{end}")
+                raise LocalInputError(f"{path}:{lineno}: bad interval {start}-{end}")
             intervals.setdefault(normalize_contig(fields[0]), []).append((start, end))
         for contig, ivs in intervals.items():
             ivs.sort()
@@ -81,18 +81,18 @@ class ReadDepth:
     def __init__(self, path: Path, reference: Path | None = None) -> None:
         self.path = path
         if not path.exists():
-            raise GenofedError(f"{path}: BAM/CRAM file not found")
+            raise LocalInputError(f"{path}: BAM/CRAM file not found")
         verbosity = pysam.set_verbosity(0)
         try:
             self._bam = pysam.AlignmentFile(str(path), reference_filename=(
                 str(reference) if reference else None))
         except (ValueError, OSError) as exc:
-            raise GenofedError(f"{path}: cannot open as BAM/CRAM: {exc}") from None
+            raise LocalInputError(f"{path}: cannot open as BAM/CRAM: {exc}") from None
         finally:
             pysam.set_verbosity(verbosity)
         if not self._bam.has_index():
             self._bam.close()
-            raise GenofedError(f"{path}: BAM/CRAM has no index; run: samtools index {path}")
+            raise LocalInputError(f"{path}: BAM/CRAM has no index; run: samtools index {path}")
         self._names = list(self._bam.references)
 
     def close(self) -> None:
@@ -108,8 +108,8 @@ class ReadDepth:
             counts = self._bam.count_coverage(name, pos - 1, pos, quality_threshold=MIN_BASEQ,
                                               read_callback=_good_read)
         except (ValueError, OSError) as exc:
-            raise GenofedError(f"{self.path}:{contig}:{pos}: cannot read alignments: "
-                               f"{exc}") from None
+            raise LocalInputError(f"{self.path}:{contig}:{pos}: cannot read alignments: "
+                                  f"{exc}") from None
         by_base = {b: int(np.asarray(c)[0]) for b, c in zip("ACGT", counts, strict=True)}
         return Pileup(sum(by_base.values()), by_base.get(ref, 0), by_base.get(alt, 0))
 
@@ -124,12 +124,12 @@ class ReferenceGenome:
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.exists():
-            raise GenofedError(f"{path}: reference FASTA not found")
+            raise LocalInputError(f"{path}: reference FASTA not found")
         try:
             self._fa = pysam.FastaFile(str(path))
         except (ValueError, OSError) as exc:
-            raise GenofedError(f"{path}: cannot open reference FASTA (indexed with samtools "
-                               f"faidx?): {exc}") from None
+            raise LocalInputError(f"{path}: cannot open reference FASTA (indexed with samtools "
+                                  f"faidx?): {exc}") from None
         self._names = list(self._fa.references)
 
     def bases(self, contig: str, pos: int, length: int) -> str | None:

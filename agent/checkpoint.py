@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from genofed import atomic
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import MANIFEST, Bundle, sha256_file
 
 FORMAT = "genofed-checkpoint/1"
@@ -57,17 +57,17 @@ def load_checkpoint(path: Path, bundle: Bundle) -> Checkpoint:
             meta = json.loads(str(z["meta"]))
             arrays = {k[2:]: z[k] for k in z.files if k.startswith("a/")}
     except FileNotFoundError:
-        raise GenofedError(f"{path}: checkpoint not found") from None
+        raise LocalInputError(f"{path}: checkpoint not found") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise GenofedError(f"{path}: not a genofed checkpoint: {exc}") from None
+        raise LocalInputError(f"{path}: not a genofed checkpoint: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise GenofedError(f"{path}: not a {FORMAT} file")
+        raise LocalInputError(f"{path}: not a {FORMAT} file")
     if meta.get("bundle") != bundle_id(bundle):
-        raise GenofedError(f"{path}: checkpoint was written for another bundle than "
-                           f"{bundle.path}")
+        raise LocalInputError(f"{path}: checkpoint was written for another bundle than "
+                              f"{bundle.path}")
     try:
         return Checkpoint(arrays=arrays, optimizer=str(meta["optimizer"]),
                           epoch=int(meta["epoch"]),
                           losses=[float(v) for v in meta["losses"]], rng_state=dict(meta["rng"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise GenofedError(f"{path}: malformed checkpoint metadata: {exc}") from None
+        raise LocalInputError(f"{path}: malformed checkpoint metadata: {exc}") from None

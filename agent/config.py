@@ -30,7 +30,7 @@ from pathlib import Path
 
 from genofed import config
 from genofed.agent.trainer import BACKENDS
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.protocol.topics import check_name
 from genofed.protocol.transport import BrokerAddress
 
@@ -44,12 +44,12 @@ class TrainingSection:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, "
+            raise LocalInputError(f"backend must be one of {', '.join(BACKENDS)}, "
                              f"got {self.backend!r}")
         if self.threads < 1:
-            raise ValueError(f"[training] threads must be >= 1, got {self.threads}")
+            raise LocalInputError(f"[training] threads must be >= 1, got {self.threads}")
         if not 0.0 <= self.min_match_rate <= 1.0:
-            raise ValueError(f"[training] min_match_rate must be in [0, 1], "
+            raise LocalInputError(f"[training] min_match_rate must be in [0, 1], "
                              f"got {self.min_match_rate}")
 
 
@@ -86,6 +86,6 @@ def load_agent_config(path: str | Path) -> AgentConfig:
 
         try:
             training_api()
-        except GenofedError as exc:
-            raise GenofedError(f"{path}: [training] backend = \"ort-training\": {exc}") from None
+        except LocalInputError as exc:
+            raise LocalInputError(f"{path}: [training] backend = \"ort-training\": {exc}") from None
     return cfg

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genofed.protocol.messages import MessageError
+from genofed.errors import MessageError
 from genofed.protocol.schema import ModelRelease, SecureTask
 
 log = logging.getLogger(__name__)

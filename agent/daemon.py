@@ -39,14 +39,12 @@ from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.secure import Participation
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError, MessageError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
 from genofed.models.quant import dequantize_flat
 from genofed.models.signing import load_signing_key, load_verify_key
-from genofed.protocol.codec import CodecError
-from genofed.protocol.messages import MessageError
 from genofed.protocol.schema import ModelRelease, SecureTask
-from genofed.protocol.secagg import IdentityKey, SecAggError, SigningIdentity
+from genofed.protocol.secagg import IdentityKey, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import MqttLink, Will
@@ -70,8 +68,8 @@ def load_local_data(cfg: AgentConfig, bundle: Bundle) -> LocalData:
     labels = read_phenotypes(cfg.phenotypes)
     rows = [i for i, s in enumerate(dos.samples) if s in labels]
     if not rows:
-        raise GenofedError(f"{cfg.phenotypes}: none of the {len(dos.samples)} samples of "
-                           f"{cfg.vcf} has a phenotype")
+        raise LocalInputError(f"{cfg.phenotypes}: none of the {len(dos.samples)} samples of "
+                              f"{cfg.vcf} has a phenotype")
     if len(rows) < len(dos.samples):
         log.warning("%d of %d samples have no phenotype and are left out",
                     len(dos.samples) - len(rows), len(dos.samples))
@@ -81,11 +79,11 @@ def load_local_data(cfg: AgentConfig, bundle: Bundle) -> LocalData:
 
 
 def load_identity(cfg: AgentConfig) -> SigningIdentity:
-    """The device's Ed25519 identity; GenofedError naming the file if it was never made."""
+    """The device's Ed25519 identity; LocalInputError naming the file if it was never made."""
     path = identity_path(cfg)
     if not path.exists():
-        raise GenofedError(f"{path}: no device identity; run `genofed agent enroll --config "
-                           f"...` and enroll its public key with the aggregator")
+        raise LocalInputError(f"{path}: no device identity; run `genofed agent enroll --config "
+                              f"...` and enroll its public key with the aggregator")
     return SigningIdentity(IdentitySeed(load_signing_key(path).encode()))
 
 
@@ -102,8 +100,8 @@ class Agent:
             log.warning("no coordinator_key in %s's config: the bundle's signature is not "
                         "checked", cfg.device_id)
         if cfg.training.backend == "ort-training" and self.bundle.ort is None:
-            raise GenofedError(f"{cfg.bundle}: exported without onnxruntime-training artifacts;"
-                               " [training] backend = \"ort-training\" needs them")
+            raise LocalInputError(f"{cfg.bundle}: exported without onnxruntime-training artifacts;"
+                                  " [training] backend = \"ort-training\" needs them")
         self.trainers: dict[str, Trainer] = {}  # by optimizer, made when a task first names it
         self.keep = self.bundle.flat_mask()  # pruned coordinates never change: not sent
         self.topics = Topics(cfg.federation)
@@ -179,7 +177,7 @@ class Agent:
                 return answer
             else:
                 raise MessageError("unexpected topic")
-        except (MessageError, SecAggError, GenofedError) as exc:
+        except GenofedError as exc:  # MessageError, or a round this device gave up (RoundAborted)
             self.rejected += 1
             log.warning("dropped a message on %s: %s", topic, exc)
         return None
@@ -191,7 +189,7 @@ class Agent:
         assert task.codec is not None
         try:
             self.trainer(task.training.optimizer)
-        except GenofedError as exc:  # the bundle cannot train the task's optimizer here
+        except LocalInputError as exc:  # the bundle cannot train the task's optimizer here
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
         delta, n = self.train(job)
@@ -201,14 +199,14 @@ class Agent:
         try:
             ring = pipe.encode(trained, n, rng)
             self.participation = Participation(task, self.cfg.device_id, self.identity, ring)
-        except (CodecError, SecAggError, ValueError) as exc:
+        except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
         return self.participation.advertise()
 
     def trainer(self, optimizer: str) -> Trainer:
         """The trainer of `optimizer` on the configured backend, made on first use; a
-        GenofedError if the bundle (or backend) has no such optimizer."""
+        LocalInputError if the bundle (or backend) has no such optimizer."""
         if optimizer not in self.trainers:
             self.trainers[optimizer] = make_trainer(
                 self.bundle, backend=self.cfg.training.backend, optimizer=optimizer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 ENCODING = "standardized_dosage"
 
@@ -18,8 +18,8 @@ ENCODING = "standardized_dosage"
 def encode_dosages(dosage: np.ndarray, af: np.ndarray) -> np.ndarray:
     """Standardize a [samples, sites] dosage matrix (NaN = missing) into float32 model inputs."""
     if dosage.ndim != 2 or dosage.shape[1] != af.shape[0]:
-        raise GenofedError(f"dosage matrix of shape {dosage.shape} does not fit a panel of "
-                           f"{af.shape[0]} sites")
+        raise LocalInputError(f"dosage matrix of shape {dosage.shape} does not fit a panel of "
+                              f"{af.shape[0]} sites")
     p = af.astype(np.float64)
     scale = np.sqrt(2.0 * p * (1.0 - p))
     x = (dosage.astype(np.float64) - 2.0 * p) / scale

@@ -15,7 +15,7 @@ import numpy as np
 from genofed.agent import genotype as g
 from genofed.agent.absence import CallableRegions, ReadDepth, ReferenceGenome, hom_ref_call
 from genofed.agent.contigs import in_par, normalize_contig
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.panel import Panel
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_match_rate <= 1.0 or math.isnan(self.min_match_rate):
-            raise GenofedError(f"min_match_rate must lie in [0, 1], got {self.min_match_rate}")
+            raise LocalInputError(f"min_match_rate must lie in [0, 1], got {self.min_match_rate}")
         for name in ("min_gq", "min_dp", "min_depth"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise GenofedError(f"{name} must be a non-negative integer, got {v!r}")
+                raise LocalInputError(f"{name} must be a non-negative integer, got {v!r}")
 
 
 class SiteIndex:

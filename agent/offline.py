@@ -19,7 +19,7 @@ from genofed.agent.checkpoint import Checkpoint, load_checkpoint, save_checkpoin
 from genofed.agent.encode import encode_dosages
 from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.trainer import Trainer
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,14 @@ def load_training_data(bundle: Bundle, features: Path, labels: Path) -> Labeled:
     panel = bundle.panel()
     dos = load_npz(features)
     if tuple(dos.site_ids) != tuple(panel.ids):
-        raise GenofedError(f"{features}: its {len(dos.site_ids)} sites are not the bundle's "
-                           f"panel ({len(panel)} sites); run `genofed features` with the "
-                           "bundle's panel.tsv")
+        raise LocalInputError(f"{features}: its {len(dos.site_ids)} sites are not the bundle's "
+                              f"panel ({len(panel)} sites); run `genofed features` with the "
+                              "bundle's panel.tsv")
     pheno = read_phenotypes(labels)
     rows = [i for i, s in enumerate(dos.samples) if s in pheno]
     if not rows:
-        raise GenofedError(f"{labels}: none of the {len(dos.samples)} samples of {features} "
-                           "has a phenotype")
+        raise LocalInputError(f"{labels}: none of the {len(dos.samples)} samples of {features} "
+                              "has a phenotype")
     return Labeled(x=encode_dosages(dos.dosage[rows], panel.af),
                    y=np.array([pheno[dos.samples[i]] for i in rows], np.float32),
                    samples=tuple(dos.samples[i] for i in rows))
@@ -67,8 +67,8 @@ def train_epochs(trainer: Trainer, x: np.ndarray, y: np.ndarray, *, epochs: int,
     if checkpoint is not None and checkpoint.exists():
         ck = load_checkpoint(checkpoint, trainer.bundle)
         if ck.optimizer != trainer.optimizer:
-            raise GenofedError(f"{checkpoint}: checkpoint is for optimizer {ck.optimizer}, "
-                               f"this run uses {trainer.optimizer}")
+            raise LocalInputError(f"{checkpoint}: checkpoint is for optimizer {ck.optimizer}, "
+                                  f"this run uses {trainer.optimizer}")
         trainer.load_state_dict(ck.arrays)
         rng.bit_generator.state = ck.rng_state
         done, losses = ck.epoch, list(ck.losses)

@@ -7,7 +7,7 @@ ORTModule, optimizer and AMP helpers). The API the device needs, `onnxruntime.tr
 the real folder, and imports `.api` beneath it: the same files, without the __init__.
 
 The package is the x86_64-only onnxruntime-training-cpu (last release 1.19.2); with stock
-onnxruntime `training_api()` raises a one-line GenofedError. ORT's API offers SGD and AdamW
+onnxruntime `training_api()` raises a one-line LocalInputError. ORT's API offers SGD and AdamW
 (exported with weight decay 0, i.e. Adam); for SGD with momentum this backend takes ORT's
 gradients (`Parameter.grad`) and applies the momentum update in numpy.
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 from genofed.agent.ortlib import ort
 from genofed.agent.trainer import BACKENDS, StepTrainer, Trainer
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle
 
 
@@ -35,9 +35,9 @@ def training_api() -> Any:
     name = "onnxruntime.training"
     folder = Path(ort.__file__).parent / "training"
     if not (folder / "api" / "module.py").is_file():
-        raise GenofedError(f"the ORT training API is not installed (onnxruntime "
-                           f"{ort.__version__} is the stock build; it needs "
-                           "onnxruntime-training-cpu, x86_64 only)")
+        raise LocalInputError(f"the ORT training API is not installed (onnxruntime "
+                              f"{ort.__version__} is the stock build; it needs "
+                              "onnxruntime-training-cpu, x86_64 only)")
     if name not in sys.modules:
         pkg = types.ModuleType(name)
         pkg.__path__ = [str(folder)]
@@ -53,12 +53,12 @@ class OrtTrainingTrainer(Trainer):
         super().__init__(bundle, threads=threads)
         art = bundle.ort
         if art is None:
-            raise GenofedError(f"bundle {bundle.path}: exported without onnxruntime-training "
-                               "artifacts")
+            raise LocalInputError(f"bundle {bundle.path}: exported without onnxruntime-training "
+                                  "artifacts")
         if optimizer not in (*art.optimizers, "sgd_momentum") or (
                 optimizer == "sgd_momentum" and "sgd_momentum" not in bundle.steps):
-            raise GenofedError(f"bundle {bundle.path}: the ORT training backend has no "
-                               f"optimizer {optimizer!r}")
+            raise LocalInputError(f"bundle {bundle.path}: the ORT training backend has no "
+                                  f"optimizer {optimizer!r}")
         self.optimizer = optimizer
         self._api = training_api()
         self._momentum = bundle.steps["sgd_momentum"].hyper["momentum"] \
@@ -134,7 +134,7 @@ def make_trainer(bundle: Bundle, *, backend: str = "step", optimizer: str = "sgd
         return StepTrainer(bundle, threads=threads, optimizer=optimizer, mu=mu)
     if backend == "ort-training":
         if mu:
-            raise GenofedError("trainer: the ORT training backend has no FedProx term")
+            raise LocalInputError("trainer: the ORT training backend has no FedProx term")
         return OrtTrainingTrainer(bundle, threads=threads, optimizer=optimizer)
-    raise GenofedError(f"trainer: unknown backend {backend!r} (want one of "
-                       f"{', '.join(BACKENDS)})")
+    raise LocalInputError(f"trainer: unknown backend {backend!r} (want one of "
+                          f"{', '.join(BACKENDS)})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genofed.errors import GenofedError, read_user_text
+from genofed.errors import LocalInputError, read_user_text
 
 HEADER = ("sample", "phenotype")
 
@@ -15,8 +15,8 @@ def read_phenotypes(path: str | Path) -> dict[str, int]:
     text = read_user_text(p, "phenotype file")
     lines = text.splitlines()
     if not lines or tuple(lines[0].rstrip("\r").split("\t")) != HEADER:
-        raise GenofedError(f"{p}:1: phenotype file must start with the header line "
-                           f"'sample<TAB>phenotype'")
+        raise LocalInputError(f"{p}:1: phenotype file must start with the header line "
+                              f"'sample<TAB>phenotype'")
     labels: dict[str, int] = {}
     first: dict[str, int] = {}
     for lineno, line in enumerate(lines[1:], start=2):
@@ -25,19 +25,19 @@ def read_phenotypes(path: str | Path) -> dict[str, int]:
             continue
         fields = line.split("\t")
         if len(fields) != 2:
-            raise GenofedError(f"{p}:{lineno}: expected 2 tab-separated fields, "
-                               f"got {len(fields)}")
+            raise LocalInputError(f"{p}:{lineno}: expected 2 tab-separated fields, "
+                                  f"got {len(fields)}")
         sample, value = fields[0].strip(), fields[1].strip()
         if not sample:
-            raise GenofedError(f"{p}:{lineno}: empty sample name")
+            raise LocalInputError(f"{p}:{lineno}: empty sample name")
         if value not in ("0", "1"):
-            raise GenofedError(f"{p}:{lineno}: phenotype of {sample} must be 0 or 1, "
-                               f"got {value!r}")
+            raise LocalInputError(f"{p}:{lineno}: phenotype of {sample} must be 0 or 1, "
+                                  f"got {value!r}")
         if sample in labels:
-            raise GenofedError(f"{p}:{lineno}: duplicate sample {sample} "
-                               f"(first at line {first[sample]})")
+            raise LocalInputError(f"{p}:{lineno}: duplicate sample {sample} "
+                                  f"(first at line {first[sample]})")
         labels[sample] = int(value)
         first[sample] = lineno
     if not labels:
-        raise GenofedError(f"{p}: phenotype file has no samples")
+        raise LocalInputError(f"{p}: phenotype file has no samples")
     return labels

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from genofed.agent.ortlib import ort
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle, GraphSpec, initial_state, state_names
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Trainer(ABC):
 
     def __init__(self, bundle: Bundle, *, threads: int) -> None:
         if threads < 1:
-            raise GenofedError(f"trainer: threads must be >= 1, got {threads}")
+            raise LocalInputError(f"trainer: threads must be >= 1, got {threads}")
         self.bundle = bundle
         self.n_sites = bundle.n_sites
         self._specs = bundle.params
@@ -57,11 +57,11 @@ class Trainer(ABC):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and optimizer state, for a checkpoint."""
-        raise GenofedError(f"trainer: {type(self).__name__} does not checkpoint")
+        raise LocalInputError(f"trainer: {type(self).__name__} does not checkpoint")
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore what `state_dict` returned."""
-        raise GenofedError(f"trainer: {type(self).__name__} does not checkpoint")
+        raise LocalInputError(f"trainer: {type(self).__name__} does not checkpoint")
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         """One step on the batch (x, y); updates params and returns the batch loss."""
@@ -76,20 +76,20 @@ class Trainer(ABC):
         Give exactly one of epochs (full passes) or steps (minibatches, reshuffling each pass).
         """
         if (epochs is None) == (steps is None):
-            raise GenofedError("trainer: give exactly one of epochs or steps")
+            raise LocalInputError("trainer: give exactly one of epochs or steps")
         if batch_size < 1:
-            raise GenofedError(f"trainer: batch_size must be >= 1, got {batch_size}")
+            raise LocalInputError(f"trainer: batch_size must be >= 1, got {batch_size}")
         x32, y32 = self._check_xy(x, y)
         lr = _check_lr(lr)
         n = x32.shape[0]
         if epochs is not None:
             if epochs < 0:
-                raise GenofedError(f"trainer: epochs must be >= 0, got {epochs}")
+                raise LocalInputError(f"trainer: epochs must be >= 0, got {epochs}")
             total = epochs * math.ceil(n / batch_size)
         else:
             assert steps is not None
             if steps < 0:
-                raise GenofedError(f"trainer: steps must be >= 0, got {steps}")
+                raise LocalInputError(f"trainer: steps must be >= 0, got {steps}")
             total = steps
         losses: list[float] = []
         # One batch buffer, refilled in place: a fresh [batch, sites] array per step costs a
@@ -118,7 +118,7 @@ class Trainer(ABC):
     def _checked_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         loss = self._step(x, y, lr)
         if not math.isfinite(loss):
-            raise GenofedError(f"trainer: loss became {loss} (lr {lr} too high?)")
+            raise LocalInputError(f"trainer: loss became {loss} (lr {lr} too high?)")
         return loss
 
     def _predict(self, x32: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -133,47 +133,47 @@ class Trainer(ABC):
         """Float32 C-order copies, shapes and finiteness checked, pruned entries zeroed."""
         want = {p.name for p in self._specs}
         if set(params) != want:
-            raise GenofedError(f"trainer: parameters {sorted(params)} do not match the model's "
-                               f"{sorted(want)}")
+            raise LocalInputError(f"trainer: parameters {sorted(params)} do not match the model's "
+                                  f"{sorted(want)}")
         new: dict[str, np.ndarray] = {}
         for p in self._specs:
             a = np.asarray(params[p.name])
             if a.shape != p.shape:
-                raise GenofedError(f"trainer: parameter {p.name} has shape {list(a.shape)}, "
-                                   f"want {list(p.shape)}")
+                raise LocalInputError(f"trainer: parameter {p.name} has shape {list(a.shape)}, "
+                                      f"want {list(p.shape)}")
             a = np.array(a, dtype=np.float32, order="C")
             if not np.isfinite(a).all():
-                raise GenofedError(f"trainer: parameter {p.name} has non-finite values")
+                raise LocalInputError(f"trainer: parameter {p.name} has non-finite values")
             new[p.name] = a * self._mask[p.name]
         return new
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         a = np.asarray(x)
         if a.ndim != 2 or a.shape[1] != self.n_sites:
-            raise GenofedError(f"trainer: x has shape {list(a.shape)}, want [n_samples, "
-                               f"{self.n_sites}] (one column per panel site)")
+            raise LocalInputError(f"trainer: x has shape {list(a.shape)}, want [n_samples, "
+                                  f"{self.n_sites}] (one column per panel site)")
         if a.dtype.kind != "f":
-            raise GenofedError(f"trainer: x must be floating point (standardized dosages), "
-                               f"got {a.dtype}")
+            raise LocalInputError(f"trainer: x must be floating point (standardized dosages), "
+                                  f"got {a.dtype}")
         a = np.ascontiguousarray(a, dtype=np.float32)
         if not np.isfinite(a).all():
-            raise GenofedError("trainer: x has NaN or infinite values (impute missing dosages "
-                               "before training)")
+            raise LocalInputError("trainer: x has NaN or infinite values (impute missing dosages "
+                                  "before training)")
         return a
 
     def _check_xy(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x32 = self._check_x(x)
         b = np.asarray(y)
         if b.shape != (x32.shape[0],):
-            raise GenofedError(f"trainer: y has shape {list(b.shape)}, want [{x32.shape[0]}] "
-                               "(one label per row of x)")
+            raise LocalInputError(f"trainer: y has shape {list(b.shape)}, want [{x32.shape[0]}] "
+                                  "(one label per row of x)")
         if b.dtype.kind not in "biuf":
-            raise GenofedError(f"trainer: y must be numeric 0/1 labels, got {b.dtype}")
+            raise LocalInputError(f"trainer: y must be numeric 0/1 labels, got {b.dtype}")
         y32 = np.ascontiguousarray(b, dtype=np.float32)
         if x32.shape[0] == 0:
-            raise GenofedError("trainer: no samples")
+            raise LocalInputError("trainer: no samples")
         if not ((y32 >= 0) & (y32 <= 1)).all():
-            raise GenofedError("trainer: y must lie in [0, 1]")
+            raise LocalInputError("trainer: y must lie in [0, 1]")
         return x32, y32
 
 
@@ -189,13 +189,13 @@ class StepTrainer(Trainer):
                  mu: float = 0.0) -> None:
         super().__init__(bundle, threads=threads)
         if optimizer not in bundle.steps:
-            raise GenofedError(f"bundle {bundle.path}: no step graph for optimizer "
-                               f"{optimizer!r} (has {', '.join(bundle.steps)})")
+            raise LocalInputError(f"bundle {bundle.path}: no step graph for optimizer "
+                                  f"{optimizer!r} (has {', '.join(bundle.steps)})")
         if not (math.isfinite(mu) and mu >= 0):
-            raise GenofedError(f"trainer: mu must be >= 0, got {mu}")
+            raise LocalInputError(f"trainer: mu must be >= 0, got {mu}")
         if mu > 0 and not bundle.proximal:
-            raise GenofedError(f"bundle {bundle.path}: exported without the proximal term; "
-                               "cannot train with mu > 0")
+            raise LocalInputError(f"bundle {bundle.path}: exported without the proximal term; "
+                                  "cannot train with mu > 0")
         self.optimizer = optimizer
         self.mu = mu
         self._graph = bundle.steps[optimizer]
@@ -234,8 +234,8 @@ class StepTrainer(Trainer):
         want = set(self._carried) | ({f"anchor_{p.name}" for p in self._specs}
                                      if self.bundle.proximal else set())
         if set(state) != want:
-            raise GenofedError(f"trainer: checkpoint holds {sorted(state)}, the {self.optimizer}"
-                               f" step needs {sorted(want)}")
+            raise LocalInputError(f"trainer: checkpoint holds {sorted(state)}, the {self.optimizer}"
+                                  f" step needs {sorted(want)}")
         arrays = {k: np.array(state[k], dtype=np.float32, order="C") for k in want}
         arrays |= self._checked_params({p.name: state[p.name] for p in self._specs})
         if self.bundle.proximal:
@@ -282,19 +282,19 @@ def session(bundle: Bundle, graph: GraphSpec, threads: int) -> ort.InferenceSess
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own unexported exception types
-        raise GenofedError(f"bundle {bundle.path}: {graph.file}: onnxruntime cannot "
-                           f"load it: {exc}") from None
+        raise LocalInputError(f"bundle {bundle.path}: {graph.file}: onnxruntime cannot "
+                              f"load it: {exc}") from None
     got_in = tuple(i.name for i in sess.get_inputs())
     got_out = tuple(o.name for o in sess.get_outputs())
     if (got_in, got_out) != (graph.inputs, graph.outputs):
-        raise GenofedError(f"bundle {bundle.path}: {graph.file} has inputs "
-                           f"{list(got_in)} -> {list(got_out)}, manifest says "
-                           f"{list(graph.inputs)} -> {list(graph.outputs)}")
+        raise LocalInputError(f"bundle {bundle.path}: {graph.file} has inputs "
+                              f"{list(got_in)} -> {list(got_out)}, manifest says "
+                              f"{list(graph.inputs)} -> {list(graph.outputs)}")
     shapes = {i.name: i.shape for i in sess.get_inputs()}
     for p in bundle.params:
         if p.name in shapes and tuple(shapes[p.name]) != p.shape:
-            raise GenofedError(f"bundle {bundle.path}: {graph.file}: input {p.name} "
-                               f"has shape {shapes[p.name]}, manifest says {list(p.shape)}")
+            raise LocalInputError(f"bundle {bundle.path}: {graph.file}: input {p.name} "
+                                  f"has shape {shapes[p.name]}, manifest says {list(p.shape)}")
     return sess
 
 
@@ -316,5 +316,5 @@ def _minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[
 def _check_lr(lr: float) -> float:
     lr = float(lr)
     if not (math.isfinite(lr) and lr > 0):
-        raise GenofedError(f"trainer: learning rate must be a positive number, got {lr}")
+        raise LocalInputError(f"trainer: learning rate must be a positive number, got {lr}")
     return lr

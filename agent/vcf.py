@@ -34,7 +34,7 @@ from genofed.agent.contigs import (
     resolve,
 )
 from genofed.agent.extract import Extraction, ReadOptions
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.panel import Panel
 
 __all__ = ["CONTIG_LENGTHS", "Dosages", "MatchRateTooLow", "ReadOptions", "load_npz",
@@ -48,7 +48,7 @@ _PROGRESS_EVERY = 8192  # records between progress callbacks
 _CONTIG_ID = re.compile(r"[<,]ID=([^,>]+)")
 
 
-class MatchRateTooLow(GenofedError):
+class MatchRateTooLow(LocalInputError):
     """The file gives dosages at too few panel sites to train on; carries the report."""
 
     def __init__(self, message: str, report: dict[str, Any]) -> None:
@@ -78,15 +78,15 @@ def read_dosages(vcf: str | Path, panel: Panel, *, min_match_rate: float = 0.75,
                  reference: str | Path | None = None, drop_ambiguous: bool = False,
                  access_mode: str = "auto", progress: Progress | None = None) -> Dosages:
     """Dosages of the panel's ALT alleles for every sample of a VCF/VCF.gz/BCF; refuses (one
-    GenofedError) below `min_match_rate`."""
+    LocalInputError) below `min_match_rate`."""
     opts = ReadOptions(min_match_rate=min_match_rate, min_gq=min_gq, min_dp=min_dp,
                        min_depth=min_depth, drop_ambiguous=drop_ambiguous,
                        callable_bed=Path(callable_bed) if callable_bed else None,
                        bam=Path(bam) if bam else None,
                        reference=Path(reference) if reference else None)
     if access_mode not in ACCESS_MODES:
-        raise GenofedError(f"access must be one of {', '.join(ACCESS_MODES)}, got "
-                           f"{access_mode!r}")
+        raise LocalInputError(f"access must be one of {', '.join(ACCESS_MODES)}, got "
+                              f"{access_mode!r}")
     return _read(Path(vcf), panel, opts, access_mode, progress)
 
 
@@ -107,17 +107,17 @@ def _read_open(path: Path, panel: Panel, opts: ReadOptions, access_mode: str,
     with vf:
         samples = tuple(vf.header.samples)
         if not samples:
-            raise GenofedError(f"{path}: VCF has no samples (sites-only file)")
+            raise LocalInputError(f"{path}: VCF has no samples (sites-only file)")
         if "GT" not in vf.header.formats:
-            raise GenofedError(f"{path}: VCF header declares no GT (genotype) FORMAT field")
+            raise LocalInputError(f"{path}: VCF header declares no GT (genotype) FORMAT field")
         try:
             build = header_build(panel.build, ((str(n), c.length)
                                                for n, c in vf.header.contigs.items()))
         except BuildMismatch as exc:
-            raise GenofedError(f"{path}: {exc}") from None
+            raise LocalInputError(f"{path}: {exc}") from None
         if opts.bam is not None and len(samples) != 1:
-            raise GenofedError(f"{path}: --bam needs a single-sample VCF, this one has "
-                               f"{len(samples)} samples")
+            raise LocalInputError(f"{path}: --bam needs a single-sample VCF, this one has "
+                                  f"{len(samples)} samples")
         reference = ReferenceGenome(opts.reference) if opts.reference else None
         ex = Extraction(panel, len(samples), opts, reference)
         declared = _declared_contigs(path, vf)
@@ -129,8 +129,8 @@ def _read_open(path: Path, panel: Panel, opts: ReadOptions, access_mode: str,
             reader.run(records, plan.mode, total, progress)
         except (OSError, ValueError) as exc:
             where = f" after {reader.last}" if reader.last else ""
-            raise GenofedError(f"{path}: cannot read records{where} (truncated or corrupt "
-                               f"file?): {exc}") from None
+            raise LocalInputError(f"{path}: cannot read records{where} (truncated or corrupt "
+                                  f"file?): {exc}") from None
     bed = CallableRegions(opts.callable_bed) if opts.callable_bed else None
     depth = ReadDepth(opts.bam, opts.reference) if opts.bam else None
     try:
@@ -241,8 +241,8 @@ class _RecordReader:
                         break
         except IndexError:  # a contig the header does not declare
             assert rec is not None
-            raise GenofedError(f"{self.path}:{rec.chrom}:{rec.pos}: contig {rec.chrom} is not "
-                               f"declared in the header (##contig)") from None
+            raise LocalInputError(f"{self.path}:{rec.chrom}:{rec.pos}: contig {rec.chrom} is not "
+                                  f"declared in the header (##contig)") from None
         if progress is not None:
             progress(1.0)
 
@@ -290,8 +290,8 @@ def _plan(path: Path, vf: pysam.VariantFile, ex: Extraction, declared: set[str],
             log.info("%s: no records on the panel's contig %s", path, norm)
             continue
         if name not in declared:
-            raise GenofedError(f"{path}:{name}: contig {name} is not declared in the header "
-                               f"(##contig)")
+            raise LocalInputError(f"{path}:{name}: contig {name} is not declared in the header "
+                                  f"(##contig)")
         sites[name] = ex.index.positions(norm)
     density, probe = _density(path)
     if not _index_agrees(vf, probe):
@@ -322,8 +322,8 @@ def _declared_contigs(path: Path, vf: pysam.VariantFile) -> set[str]:
                     if m:
                         names.add(m.group(1))
     except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise GenofedError(f"{path}: cannot read the header (truncated or corrupt?): "
-                           f"{exc}") from None
+        raise LocalInputError(f"{path}: cannot read the header (truncated or corrupt?): "
+                              f"{exc}") from None
     return names
 
 
@@ -387,7 +387,7 @@ def save_npz(path: str | Path, d: Dosages) -> None:
         with p.open("wb") as f:
             np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
     except OSError as exc:
-        raise GenofedError(f"{p}: cannot write dosages: {exc}") from None
+        raise LocalInputError(f"{p}: cannot write dosages: {exc}") from None
 
 
 def load_npz(path: str | Path) -> Dosages:
@@ -401,42 +401,42 @@ def load_npz(path: str | Path) -> Dosages:
             report = json.loads(str(z["report"])) if "report" in z.files else {}
             ploidy = z["ploidy"].astype(np.int8) if "ploidy" in z.files else None
     except FileNotFoundError:
-        raise GenofedError(f"{p}: dosage file not found") from None
+        raise LocalInputError(f"{p}: dosage file not found") from None
     except (OSError, ValueError, KeyError) as exc:
-        raise GenofedError(f"{p}: not a genofed dosage .npz: {exc}") from None
+        raise LocalInputError(f"{p}: not a genofed dosage .npz: {exc}") from None
     if dosage.shape != (len(samples), len(site_ids)):
-        raise GenofedError(f"{p}: dosage shape {dosage.shape} does not match "
-                           f"{len(samples)} samples x {len(site_ids)} sites")
+        raise LocalInputError(f"{p}: dosage shape {dosage.shape} does not match "
+                              f"{len(samples)} samples x {len(site_ids)} sites")
     return Dosages(dosage=dosage, samples=samples, site_ids=site_ids, report=report,
                    ploidy=ploidy)
 
 
 def _check_path(path: Path) -> None:
     if not path.exists():
-        raise GenofedError(f"{path}: VCF file not found")
+        raise LocalInputError(f"{path}: VCF file not found")
     if path.is_dir():
-        raise GenofedError(f"{path}: is a directory, not a VCF/BCF file")
+        raise LocalInputError(f"{path}: is a directory, not a VCF/BCF file")
     if path.stat().st_size == 0:
-        raise GenofedError(f"{path}: file is empty, not a VCF/BCF")
+        raise LocalInputError(f"{path}: file is empty, not a VCF/BCF")
 
 
 def _open(path: Path) -> pysam.VariantFile:
-    """Open a VCF/BCF; every failure is a GenofedError."""
+    """Open a VCF/BCF; every failure is a LocalInputError."""
     try:
         vf = pysam.VariantFile(str(path))
     except ValueError:
-        raise GenofedError(f"{path}: not a VCF/BCF file") from None
+        raise LocalInputError(f"{path}: not a VCF/BCF file") from None
     except NotImplementedError:  # htslib cannot seek in plain gzip
-        raise GenofedError(f"{path}: compressed with plain gzip, not bgzip; recompress it: "
-                           f"zcat {path} | bgzip > fixed.vcf.gz") from None
+        raise LocalInputError(f"{path}: compressed with plain gzip, not bgzip; recompress it: "
+                              f"zcat {path} | bgzip > fixed.vcf.gz") from None
     except OSError as exc:
         if exc.errno == errno.ENOEXEC:  # htslib: unrecognised format
-            raise GenofedError(f"{path}: not a VCF/BCF file") from None
-        raise GenofedError(f"{path}: cannot open VCF/BCF (truncated or corrupt?): "
-                           f"{exc.strerror or exc}") from None
+            raise LocalInputError(f"{path}: not a VCF/BCF file") from None
+        raise LocalInputError(f"{path}: cannot open VCF/BCF (truncated or corrupt?): "
+                              f"{exc.strerror or exc}") from None
     if not vf.is_vcf and not vf.is_bcf:
         vf.close()
-        raise GenofedError(f"{path}: not a VCF/BCF file (format {vf.format})")
+        raise LocalInputError(f"{path}: not a VCF/BCF file (format {vf.format})")
     return vf
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genofed.errors import LocalInputError
+
 MAX_REST_S = 3600.0
 
 
@@ -31,13 +33,13 @@ class CohortPolicy:
 
     def __post_init__(self) -> None:
         if not 3 <= self.min_participants <= self.max_participants:
-            raise ValueError(f"need 3 <= min_participants <= max_participants (secure "
+            raise LocalInputError(f"need 3 <= min_participants <= max_participants (secure "
                              f"aggregation needs three), got {self.min_participants} and "
                              f"{self.max_participants}")
         if not 0 < self.sampling_rate <= 1:
-            raise ValueError(f"sampling_rate must be in (0, 1], got {self.sampling_rate}")
+            raise LocalInputError(f"sampling_rate must be in (0, 1], got {self.sampling_rate}")
         if self.sideline_after < 0 or not self.sideline_s > 0:
-            raise ValueError(f"need sideline_after >= 0 and sideline_s > 0, got "
+            raise LocalInputError(f"need sideline_after >= 0 and sideline_s > 0, got "
                              f"{self.sideline_after} and {self.sideline_s}")
 
 

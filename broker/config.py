@@ -50,6 +50,7 @@ from pathlib import Path
 from genofed import config
 from genofed.broker.cohort import CohortPolicy
 from genofed.broker.optimizers import ServerOptimizer
+from genofed.errors import LocalInputError
 from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.topics import check_name
 from genofed.protocol.transport import BrokerAddress
@@ -67,9 +68,9 @@ class RoundsSection:
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
-            raise ValueError(f"[rounds] rounds must be >= 1, got {self.rounds}")
+            raise LocalInputError(f"[rounds] rounds must be >= 1, got {self.rounds}")
         if not self.stage_timeout_s > 0 or not self.retry_s > 0:
-            raise ValueError("[rounds] stage_timeout_s and retry_s must be > 0")
+            raise LocalInputError("[rounds] stage_timeout_s and retry_s must be > 0")
         self.training()  # validates local_epochs, batch_size, lr, optimizer
 
     def training(self) -> TrainingSpec:
@@ -90,7 +91,7 @@ class CodecSection:
 
     def __post_init__(self) -> None:
         if not self.clip > 0 or not self.scale > 0 or self.weight_max < 1:
-            raise ValueError("[codec] clip and scale must be > 0 and weight_max >= 1")
+            raise LocalInputError("[codec] clip and scale must be > 0 and weight_max >= 1")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class AggregatorConfig:
     def __post_init__(self) -> None:
         check_name("federation", self.federation)
         if not 0 <= self.metrics_port < 65536:
-            raise ValueError(f"metrics_port must be 0 (off) or 1-65535, got {self.metrics_port}")
+            raise LocalInputError(f"metrics_port must be 0 (off) or 1-65535, got "
+                                  f"{self.metrics_port}")
 
 
 def load_aggregator_config(path: str | Path) -> AggregatorConfig:

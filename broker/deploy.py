@@ -19,7 +19,7 @@ from pathlib import Path
 
 from genofed import atomic
 from genofed.broker.pki import ADMIN, AGGREGATOR, PkiLayout, add_device, issue, make_ca
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.protocol.topics import PREFIX, check_name
 
 
@@ -106,7 +106,7 @@ def init_broker(out: Path, federation: str, devices: int | list[str], *, port: i
     check_name("federation", federation)
     names = [f"dev{i:02d}" for i in range(devices)] if isinstance(devices, int) else devices
     if out.exists() and any(out.iterdir()):
-        raise GenofedError(f"{out}: not empty; broker init writes a fresh directory")
+        raise LocalInputError(f"{out}: not empty; broker init writes a fresh directory")
     pki = PkiLayout(out)
     make_ca(pki, federation)
     issue(pki, pki.server, federation, server=True, hosts=hosts)
@@ -127,8 +127,8 @@ def enroll(out: Path, device: str) -> Path:
     try:
         meta = json.loads((out / "broker.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        raise GenofedError(f"{out}: not a broker directory (no valid broker.json); run "
-                           f"`genofed broker init` first") from None
+        raise LocalInputError(f"{out}: not a broker directory (no valid broker.json); run "
+                              f"`genofed broker init` first") from None
     return add_device(PkiLayout(out), str(meta["federation"]), device).cert
 
 

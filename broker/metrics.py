@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from genofed.broker.record import RoundRecord
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 log = logging.getLogger(__name__)
 _STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -52,7 +52,7 @@ class Metrics:
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
-            raise GenofedError(f"metrics port {host}:{port}: {exc.strerror}") from None
+            raise LocalInputError(f"metrics port {host}:{port}: {exc.strerror}") from None
         log.info("metrics on http://%s:%d/metrics", host, port)
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from genofed.broker.deploy import render_conf, write_conf
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ def free_port() -> int:
 
 
 def find_mosquitto() -> str:
-    """Path of the mosquitto binary, or a GenofedError saying how to install it."""
+    """Path of the mosquitto binary, or a LocalInputError saying how to install it."""
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise GenofedError("mosquitto not found: install it with `sudo apt-get install mosquitto` "
-                       "(or run `make demo`, which does)")
+    raise LocalInputError("mosquitto not found: install it with `sudo apt-get install mosquitto` "
+                          "(or run `make demo`, which does)")
 
 
 class LocalMosquitto:
@@ -72,8 +72,8 @@ class LocalMosquitto:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise GenofedError(f"mosquitto exited with status {self.proc.returncode}; "
-                                   f"see {self.log_path}")
+                raise LocalInputError(f"mosquitto exited with status {self.proc.returncode}; "
+                                      f"see {self.log_path}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     log.info("mosquitto listening on 127.0.0.1:%d", self.port)
@@ -81,7 +81,7 @@ class LocalMosquitto:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise GenofedError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
+        raise LocalInputError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
 
     def stop(self, *, crash: bool = False) -> None:
         """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file;

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genofed.errors import LocalInputError
+
 
 @dataclass(frozen=True)
 class ServerOptimizer:
@@ -26,11 +28,11 @@ class ServerOptimizer:
 
     def __post_init__(self) -> None:
         if self.name not in ("fedavg", "fedadam"):
-            raise ValueError(f"server optimizer must be fedavg or fedadam, got {self.name!r}")
+            raise LocalInputError(f"server optimizer must be fedavg or fedadam, got {self.name!r}")
         if not self.lr > 0 or not self.tau > 0:
-            raise ValueError("server lr and tau must be > 0")
+            raise LocalInputError("server lr and tau must be > 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError("beta1 and beta2 must lie in [0, 1)")
+            raise LocalInputError("beta1 and beta2 must lie in [0, 1)")
 
 
 @dataclass
@@ -47,7 +49,7 @@ def apply(opt: ServerOptimizer, weights: np.ndarray, mean_delta: np.ndarray,
     w = weights.astype(np.float64)
     d = np.asarray(mean_delta, dtype=np.float64)
     if d.shape != w.shape:
-        raise ValueError(f"update of shape {d.shape} for a model of shape {w.shape}")
+        raise LocalInputError(f"update of shape {d.shape} for a model of shape {w.shape}")
     if opt.name == "fedavg":
         return (w + opt.lr * d).astype(np.float32)
     if state.m.shape != w.shape:

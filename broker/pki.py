@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from genofed import atomic
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.protocol.topics import ADMIN, AGGREGATOR, RESERVED_IDS, check_name
 
 __all__ = ["ADMIN", "AGGREGATOR", "Identity", "PkiLayout", "add_device", "issue", "make_ca"]
@@ -80,7 +80,7 @@ def _name(cn: str, federation: str) -> x509.Name:
 def make_ca(layout: PkiLayout, federation: str, *, days: int = 3650) -> None:
     """Create the federation's CA; refuses to overwrite an existing one."""
     if layout.ca_key.exists():
-        raise GenofedError(f"{layout.ca_key}: a CA already exists here; use add-device")
+        raise LocalInputError(f"{layout.ca_key}: a CA already exists here; use add-device")
     key = _key()
     now = dt.datetime.now(dt.timezone.utc)
     name = _name(f"genofed {federation} CA", federation)
@@ -105,12 +105,12 @@ def _load_ca(layout: PkiLayout) -> tuple[x509.Certificate, ec.EllipticCurvePriva
         cert = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
         key = serialization.load_pem_private_key(layout.ca_key.read_bytes(), password=None)
     except FileNotFoundError as exc:
-        raise GenofedError(f"{exc.filename}: no CA here; run `genofed broker init` first") \
+        raise LocalInputError(f"{exc.filename}: no CA here; run `genofed broker init` first") \
             from None
     except ValueError as exc:
-        raise GenofedError(f"{layout.root}: cannot load the CA: {exc}") from None
+        raise LocalInputError(f"{layout.root}: cannot load the CA: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise GenofedError(f"{layout.ca_key}: not an EC private key")
+        raise LocalInputError(f"{layout.ca_key}: not an EC private key")
     return cert, key
 
 
@@ -118,7 +118,7 @@ def issue(layout: PkiLayout, ident: Identity, federation: str, *, server: bool =
           hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), days: int = 825) -> Identity:
     """Issue a certificate for `ident` signed by the CA; refuses to replace an existing one."""
     if ident.cert.exists():
-        raise GenofedError(f"{ident.cert}: identity {ident.name!r} already exists")
+        raise LocalInputError(f"{ident.cert}: identity {ident.name!r} already exists")
     ca_cert, ca_key = _load_ca(layout)
     key = _key()
     now = dt.datetime.now(dt.timezone.utc)
@@ -147,5 +147,5 @@ def add_device(layout: PkiLayout, federation: str, device: str) -> Identity:
     """Enroll one more device: a client certificate whose common name is its id."""
     check_name("device id", device)
     if device in RESERVED_IDS:
-        raise GenofedError(f"device id {device!r} is reserved")
+        raise LocalInputError(f"device id {device!r} is reserved")
     return issue(layout, layout.client(device), federation)

@@ -44,13 +44,13 @@ from genofed.broker.secure_round import (
     resume,
 )
 from genofed.broker.store import OpenRound, Store
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import flatten, load_bundle, unflatten
 from genofed.models.quant import quantize_flat
 from genofed.models.signing import ensure_signing_key
 from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
-from genofed.protocol.messages import MAX_MESSAGE_BYTES, MessageError
+from genofed.protocol.envelope import MAX_MESSAGE_BYTES
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
@@ -92,8 +92,8 @@ class Aggregator:
         self.cfg = cfg
         self.bundle = load_bundle(cfg.bundle)
         if cfg.rounds.optimizer not in self.bundle.steps:
-            raise GenofedError(f"{cfg.bundle}: no step graph for [rounds] optimizer "
-                               f"{cfg.rounds.optimizer!r} (has {', '.join(self.bundle.steps)})")
+            raise LocalInputError(f"{cfg.bundle}: no step graph for [rounds] optimizer "
+                                  f"{cfg.rounds.optimizer!r} (has {', '.join(self.bundle.steps)})")
         self.topics = Topics(cfg.federation)
         self.identity = load_identity(cfg.state_dir)
         self.store = Store(state_path(cfg.state_dir))
@@ -103,8 +103,8 @@ class Aggregator:
             self.store.put_model(*latest)
         self.version, self.weights = latest
         if self.weights.size != self.bundle.n_params:
-            raise GenofedError(f"{self.store.path}: stored model has {self.weights.size} "
-                               f"parameters, the bundle {self.bundle.n_params}")
+            raise LocalInputError(f"{self.store.path}: stored model has {self.weights.size} "
+                                  f"parameters, the bundle {self.bundle.n_params}")
         # Only the coordinates the bundle's pruning mask trains travel and are summed.
         self.keep = self.bundle.flat_mask()
         self.n_trained = int(self.keep.sum())
@@ -281,7 +281,7 @@ class Aggregator:
             params = choose_parameters(n, c.secagg.corrupt_fraction, c.secagg.dropout_fraction)
             bits = choose_bits(n, c.codec.clip, c.codec.scale, weight_max=c.codec.weight_max)
         except (ParameterError, CodecError) as exc:
-            raise GenofedError(f"cannot set up a round of {n} devices: {exc}") from None
+            raise LocalInputError(f"cannot set up a round of {n} devices: {exc}") from None
         codec = CodecSpec(c.codec.clip, c.codec.scale, bits, c.codec.weight_max,
                           nacl.utils.random(32))
         secagg = RoundConfig(c.federation, number,
@@ -386,7 +386,7 @@ def enroll_device(state_dir: Path, device: str, public_hex: str) -> None:
     try:
         key = IdentityKey(bytes.fromhex(public_hex.strip()))
     except (ValueError, ParameterError) as exc:
-        raise GenofedError(f"device key {public_hex!r}: not a 32-byte hex key: {exc}") from None
+        raise LocalInputError(f"device key {public_hex!r}: not a 32-byte hex key: {exc}") from None
     store = Store(state_path(state_dir))
     try:
         store.enroll(device, key.raw)

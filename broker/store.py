@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -75,7 +75,7 @@ class Store:
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise GenofedError(f"{path}: not a usable aggregator state database: {exc}") \
+            raise LocalInputError(f"{path}: not a usable aggregator state database: {exc}") \
                 from None
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -85,8 +85,8 @@ class Store:
                     db.execute(statement)
                 db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
-            raise GenofedError(f"{path}: state schema {row[0]}, this version reads "
-                               f"{SCHEMA_VERSION}")
+            raise LocalInputError(f"{path}: state schema {row[0]}, this version reads "
+                                  f"{SCHEMA_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -122,8 +122,8 @@ class Store:
             return None
         both, n = np.frombuffer(row[0], dtype="<f8").astype(np.float64), row[1] // 4
         if both.size != 2 * n:
-            raise GenofedError(f"{self.path}: model version {version} has optimizer moments "
-                               f"of {both.size} values, not 2 x {n}")
+            raise LocalInputError(f"{self.path}: model version {version} has optimizer moments "
+                                  f"of {both.size} values, not 2 x {n}")
         return both[:n], both[n:]
 
     def latest_model(self) -> tuple[int, np.ndarray] | None:
@@ -134,14 +134,14 @@ class Store:
             return None
         version, blob, digest = row
         if hashlib.sha256(blob).hexdigest() != digest:
-            raise GenofedError(f"{self.path}: model version {version} fails its hash check")
+            raise LocalInputError(f"{self.path}: model version {version} fails its hash check")
         return int(version), np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
     def model(self, version: int) -> np.ndarray:
         row = self.db.execute("SELECT weights FROM models WHERE version=?",
                               (version,)).fetchone()
         if row is None:
-            raise GenofedError(f"{self.path}: no model version {version}")
+            raise LocalInputError(f"{self.path}: no model version {version}")
         return np.frombuffer(row[0], dtype="<f4").astype(np.float32)
 
     # rounds

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import genofed
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 BENCH_DIR = Path(genofed.__file__).resolve().parent / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -21,17 +21,17 @@ RESULTS_DIR = BENCH_DIR / "results"
 def list_benchmarks() -> list[str]:
     """Names of the benchmarks in a source checkout."""
     if not BENCH_DIR.is_dir():
-        raise GenofedError(f"{BENCH_DIR}: benchmarks run from a source checkout of genofed")
+        raise LocalInputError(f"{BENCH_DIR}: benchmarks run from a source checkout of genofed")
     return sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def run_benchmark(name: str) -> None:
     """Run one benchmark script; its exit status becomes ours on failure."""
     if name not in list_benchmarks():
-        raise GenofedError(f"no benchmark {name!r}; have: {', '.join(list_benchmarks())}")
+        raise LocalInputError(f"no benchmark {name!r}; have: {', '.join(list_benchmarks())}")
     rc = subprocess.call([sys.executable, str(BENCH_DIR / f"{name}.py")])
     if rc != 0:
-        raise GenofedError(f"benchmark {name} failed with status {rc}")
+        raise LocalInputError(f"benchmark {name} failed with status {rc}")
 
 
 def write_results(name: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> Path:

@@ -28,7 +28,7 @@ from genofed.broker.deploy import init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import AGGREGATOR, PkiLayout
 from genofed.broker.service import enroll_device, load_identity, read_journal, read_model
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle, load_bundle, unflatten
 from genofed.models.panel import Panel
 from genofed.models.signing import ensure_signing_key, save_verify_key
@@ -66,8 +66,8 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     from genofed.sim.cohort import simulate
 
     if out.exists() and any(out.iterdir()):
-        raise GenofedError(f"{out}: demo output folder exists and is not empty; remove it or "
-                           f"pass --out")
+        raise LocalInputError(f"{out}: demo output folder exists and is not empty; remove it or "
+                              f"pass --out")
     t_start = time.monotonic()
     cohort = out / "cohort"
     say(f"simulating {devices} devices under {cohort} ...")
@@ -203,11 +203,11 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
                 f"{rec['bytes_down']:>10} {rec['seconds']:>7.2f}")
         if aggregator.poll() is not None and len(read_journal(state)) == len(rows):
             if aggregator.returncode != 0:
-                raise GenofedError(f"the aggregator exited with status {aggregator.returncode};"
-                                   f" see its log under {state.parent.parent / 'logs'}")
+                raise LocalInputError(f"the aggregator exited with status {aggregator.returncode};"
+                                      f" see its log under {state.parent.parent / 'logs'}")
             break
         if time.monotonic() > deadline:
-            raise GenofedError("the demo's rounds did not finish in time; see the logs")
+            raise LocalInputError("the demo's rounds did not finish in time; see the logs")
         time.sleep(0.2)
     return rows
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from genofed import __version__
 from genofed.cli.logs import setup_logging
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -217,7 +217,7 @@ def _write_report(path: Path, report: dict[str, object]) -> None:
     try:
         path.write_text(json.dumps(report, indent=2) + "\n")
     except OSError as exc:
-        raise GenofedError(f"{path}: cannot write the report: {exc}") from None
+        raise LocalInputError(f"{path}: cannot write the report: {exc}") from None
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -312,7 +312,7 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
     try:
         check_name("device id", args.device)
     except ValueError as exc:
-        raise GenofedError(str(exc)) from None
+        raise LocalInputError(str(exc)) from None
     enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
     print(f"enrolled {args.device}")
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from nacl.signing import SigningKey
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.export.ort_artifacts import export_ort_training, ort_training_available
 from genofed.export.quantize import export_int8
 from genofed.export.stepgraph import export_eval, export_forward, export_step, param_specs
@@ -66,8 +66,8 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
     panel = panel if isinstance(panel, Panel) else load_panel(panel)
     unknown = sorted(set(optimizers) - set(OPTIMIZERS))
     if unknown or not optimizers:
-        raise GenofedError(f"export: unknown optimizers {unknown} (want some of "
-                           f"{', '.join(OPTIMIZERS)})")
+        raise LocalInputError(f"export: unknown optimizers {unknown} (want some of "
+                              f"{', '.join(OPTIMIZERS)})")
     cfg = model_config(model, hidden=hidden, seed=seed, channels=channels, kernel=kernel,
                        stride=stride)
     module = build_model(model, len(panel), **cfg)
@@ -79,7 +79,7 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
     masks = _checked(mask, specs, "mask") if mask is not None else {
         s.name: np.ones(s.shape, np.float32) for s in specs}
     if any(not np.isin(m, (0.0, 1.0)).all() for m in masks.values()):
-        raise GenofedError("export: mask values must be 0 or 1")
+        raise LocalInputError("export: mask values must be 0 or 1")
     params = {k: (v * masks[k]).astype(np.float32) for k, v in params.items()}
     with torch.no_grad():
         for s, p in zip(specs, module.parameters(), strict=True):
@@ -145,14 +145,14 @@ def _checked(arrays: Mapping[str, np.ndarray], specs: Sequence[ParamSpec],
     """Float32 copies of one array per parameter, shapes checked."""
     names = {s.name for s in specs}
     if set(arrays) != names:
-        raise GenofedError(f"export: {what} has arrays {sorted(arrays)}, the model "
-                           f"{sorted(names)}")
+        raise LocalInputError(f"export: {what} has arrays {sorted(arrays)}, the model "
+                              f"{sorted(names)}")
     out = {}
     for s in specs:
         a = np.asarray(arrays[s.name], dtype=np.float32)
         if a.shape != s.shape or not np.isfinite(a).all():
-            raise GenofedError(f"export: {what} {s.name} has shape {list(a.shape)}, want "
-                               f"{list(s.shape)} and finite values")
+            raise LocalInputError(f"export: {what} {s.name} has shape {list(a.shape)}, want "
+                                  f"{list(s.shape)} and finite values")
         out[s.name] = np.ascontiguousarray(a)
     return out
 
@@ -162,10 +162,10 @@ def _check_target(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise GenofedError(f"{out}: exists and is not a directory; refusing to overwrite")
+        raise LocalInputError(f"{out}: exists and is not a directory; refusing to overwrite")
     if any(out.iterdir()) and not _is_bundle(out):
-        raise GenofedError(f"{out}: non-empty directory that is not a bundle; "
-                           "refusing to overwrite")
+        raise LocalInputError(f"{out}: non-empty directory that is not a bundle; "
+                              "refusing to overwrite")
 
 
 def _is_bundle(path: Path) -> bool:

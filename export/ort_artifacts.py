@@ -29,7 +29,7 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.export.stepgraph import IR_VERSION, OPSET, export_masked_forward, param_specs
 from genofed.models.manifest import DEFAULT_HYPER, OrtArtifacts
 
@@ -51,8 +51,8 @@ def export_ort_training(module: nn.Module, n_sites: int, params: Mapping[str, np
                         mask: Mapping[str, np.ndarray], out: Path) -> OrtArtifacts:
     """Write ort_training.onnx, ort_eval.onnx, ort_checkpoint and one optimizer model each."""
     if not ort_training_available():
-        raise GenofedError("export: onnxruntime-training is not installed here (the coordinator "
-                           "profile has it on x86_64); export with ort_training=False")
+        raise LocalInputError("export: onnxruntime-training is not installed here (the coordinator "
+                              "profile has it on x86_64); export with ort_training=False")
     from onnxruntime.training import artifacts, onnxblock
     specs = param_specs(module)
     hyper = DEFAULT_HYPER["adam"]

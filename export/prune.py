@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle, ParamSpec
 from genofed.models.panel import Panel
 
@@ -36,7 +36,7 @@ def magnitude_mask(params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec],
     Weights already pruned in `current` stay pruned (they count towards the fraction).
     """
     if not 0.0 <= sparsity < 1.0:
-        raise GenofedError(f"pruning: sparsity must be in [0, 1), got {sparsity}")
+        raise LocalInputError(f"pruning: sparsity must be in [0, 1), got {sparsity}")
     cur = {s.name: (np.ones(s.shape, np.float32) if current is None
                     else np.asarray(current[s.name], np.float32)) for s in specs}
     pr = [s for s in specs if prunable(s)]
@@ -68,7 +68,7 @@ class GradualSchedule:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.initial <= self.final < 1.0 and 0 <= self.begin < self.end):
-            raise ValueError(f"need 0 <= initial <= final < 1 and 0 <= begin < end, got "
+            raise LocalInputError(f"need 0 <= initial <= final < 1 and 0 <= begin < end, got "
                              f"{self.initial}, {self.final}, {self.begin}, {self.end}")
 
     def sparsity(self, round_: int) -> float:
@@ -83,7 +83,7 @@ def site_importance(model: str, params: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.abs(params["linear_weight"][0]).astype(np.float64)
     if model == "mlp":
         return np.linalg.norm(params["fc1_weight"], axis=0)
-    raise GenofedError(f"structured pruning: model {model} has no per-site weights to drop")
+    raise LocalInputError(f"structured pruning: model {model} has no per-site weights to drop")
 
 
 def structured(bundle: Bundle, params: Mapping[str, np.ndarray], *, sites: int | None = None,
@@ -95,16 +95,16 @@ def structured(bundle: Bundle, params: Mapping[str, np.ndarray], *, sites: int |
     p = {k: np.asarray(v, np.float32) for k, v in params.items()}
     if sites is not None:
         if not 1 <= sites <= len(panel):
-            raise GenofedError(f"structured pruning: sites must be in [1, {len(panel)}], "
-                               f"got {sites}")
+            raise LocalInputError(f"structured pruning: sites must be in [1, {len(panel)}], "
+                                  f"got {sites}")
         keep = np.sort(np.argsort(-site_importance(bundle.model, p), kind="stable")[:sites])
         panel = replace(panel, sites=tuple(panel.sites[i] for i in keep))
         first = "linear_weight" if bundle.model == "logreg" else "fc1_weight"
         p[first] = p[first][:, keep]
     if hidden is not None:
         if bundle.model != "mlp" or not 1 <= hidden <= int(cfg["hidden"]):
-            raise GenofedError(f"structured pruning: hidden must be in [1, "
-                               f"{cfg.get('hidden', 0)}] for an MLP, got {hidden}")
+            raise LocalInputError(f"structured pruning: hidden must be in [1, "
+                                  f"{cfg.get('hidden', 0)}] for an MLP, got {hidden}")
         score = np.linalg.norm(p["fc1_weight"], axis=1) * np.abs(p["fc2_weight"][0])
         units = np.sort(np.argsort(-score, kind="stable")[:hidden])
         p["fc1_weight"], p["fc1_bias"] = p["fc1_weight"][units], p["fc1_bias"][units]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.export.ort_artifacts import _inputs_to_initializers
 from genofed.models.manifest import GraphSpec, int8_graph_names
 
@@ -38,8 +38,8 @@ def export_int8(forward: Path, params: Mapping[str, np.ndarray], calibration: np
 
     x = np.ascontiguousarray(calibration, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] < 1 or not np.isfinite(x).all():
-        raise GenofedError(f"INT8 export: calibration data must be finite [n, sites], got "
-                           f"shape {list(x.shape)}")
+        raise LocalInputError(f"INT8 export: calibration data must be finite [n, sites], got "
+                              f"shape {list(x.shape)}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

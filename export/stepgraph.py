@@ -33,7 +33,7 @@ from torch.export import Dim
 from torch.func import functional_call, grad_and_value
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import (
     DEFAULT_HYPER,
     GraphSpec,
@@ -71,7 +71,7 @@ def param_specs(module: nn.Module) -> tuple[ParamSpec, ...]:
     specs = tuple(ParamSpec(name=onnx_name(n), torch_name=n, shape=tuple(p.shape))
                   for n, p in module.named_parameters())
     if len({s.name for s in specs}) != len(specs):
-        raise GenofedError("two parameters map to the same ONNX name")
+        raise LocalInputError("two parameters map to the same ONNX name")
     return specs
 
 
@@ -238,8 +238,8 @@ def export_eval(module: nn.Module, n_sites: int, path: Path) -> GraphSpec:
         got = sess.run(None, feed)
         err = max(_rel(g, w) for g, w in zip(got, want, strict=True))
         if not err <= CHECK_TOLERANCE:
-            raise GenofedError(f"{path.name}: onnxruntime eval differs from torch at batch "
-                               f"{bs}: relative error {err:.3g}")
+            raise LocalInputError(f"{path.name}: onnxruntime eval differs from torch at batch "
+                                  f"{bs}: relative error {err:.3g}")
     return names
 
 
@@ -281,8 +281,8 @@ def check_step(module: nn.Module, n_sites: int, path: Path, optimizer: str = "sg
         err = max(errs)
         worst = max(worst, err)
         if not err <= tol:
-            raise GenofedError(f"{path.name}: onnxruntime step differs from torch eager at "
-                               f"batch {b}: relative error {err:.3g} > {tol:g}")
+            raise LocalInputError(f"{path.name}: onnxruntime step differs from torch eager at "
+                                  f"batch {b}: relative error {err:.3g} > {tol:g}")
     return worst
 
 
@@ -305,8 +305,8 @@ def check_forward(module: nn.Module, n_sites: int, path: Path, *,
         err = _rel(got, ref)
         worst = max(worst, err)
         if got.shape != (b,) or not err <= tol:
-            raise GenofedError(f"{path.name}: onnxruntime logits differ from torch at batch "
-                               f"{b}: shape {got.shape}, relative error {err:.3g} > {tol:g}")
+            raise LocalInputError(f"{path.name}: onnxruntime logits differ from torch at batch "
+                                  f"{b}: shape {got.shape}, relative error {err:.3g} > {tol:g}")
     return worst
 
 
@@ -351,7 +351,7 @@ def _export(fn: StepFn, example: Sequence[torch.Tensor], dynamic: tuple[object, 
                                     dynamo=True, external_data=False, optimize=OPTIMIZE,
                                     verbose=False)
     if program is None:
-        raise GenofedError(f"{path.name}: torch.onnx.export returned no program")
+        raise LocalInputError(f"{path.name}: torch.onnx.export returned no program")
     model = _finish(program.model_proto, names, path)
     onnx.save_model(model, str(path))
     log.info("exported %s: trace %.1fs, export %.1fs, %d nodes", path.name, t1 - t0,
@@ -362,9 +362,9 @@ def _finish(model: onnx.ModelProto, names: GraphSpec, path: Path) -> onnx.ModelP
     """Pin IR version and opsets, strip trace metadata, and check names and the batch dim."""
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version > 21:
-            raise GenofedError(f"{path.name}: exported with opset {imp.version} > 21")
+            raise LocalInputError(f"{path.name}: exported with opset {imp.version} > 21")
         if imp.domain not in ("", "ai.onnx"):
-            raise GenofedError(f"{path.name}: uses non-standard opset domain {imp.domain!r}")
+            raise LocalInputError(f"{path.name}: uses non-standard opset domain {imp.domain!r}")
     model.ir_version = min(model.ir_version, IR_VERSION)
     for node in model.graph.node:
         del node.metadata_props[:]
@@ -375,11 +375,11 @@ def _finish(model: onnx.ModelProto, names: GraphSpec, path: Path) -> onnx.ModelP
     got_in = tuple(i.name for i in model.graph.input)
     got_out = tuple(o.name for o in model.graph.output)
     if (got_in, got_out) != (names.inputs, names.outputs):
-        raise GenofedError(f"{path.name}: graph names {got_in} -> {got_out} are not "
-                           f"{names.inputs} -> {names.outputs}")
+        raise LocalInputError(f"{path.name}: graph names {got_in} -> {got_out} are not "
+                              f"{names.inputs} -> {names.outputs}")
     x = next(i for i in model.graph.input if i.name == "x")
     if not x.type.tensor_type.shape.dim[0].dim_param:
-        raise GenofedError(f"{path.name}: the batch dimension of x was not kept dynamic")
+        raise LocalInputError(f"{path.name}: the batch dimension of x was not kept dynamic")
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.panel import Panel, load_panel
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class Bundle:
         """The bundle's panel, checked against the manifest."""
         panel = load_panel(self.file("panel.tsv"))
         if panel.sha256() != self.panel_sha256 or len(panel) != self.n_sites:
-            raise GenofedError(f"{self.path}: panel.tsv does not match the manifest's panel")
+            raise LocalInputError(f"{self.path}: panel.tsv does not match the manifest's panel")
         return panel
 
 
@@ -190,7 +190,7 @@ def onnx_name(torch_name: str) -> str:
     """The graph input name of a torch parameter: dots become underscores."""
     name = torch_name.replace(".", "_")
     if not name.isidentifier():
-        raise GenofedError(f"parameter name {torch_name!r} does not map to an identifier")
+        raise LocalInputError(f"parameter name {torch_name!r} does not map to an identifier")
     return name
 
 
@@ -203,7 +203,7 @@ def state_names(specs: Sequence[ParamSpec], optimizer: str) -> tuple[str, ...]:
         return tuple(f"buf_{n}" for n in names)
     if optimizer == "adam":
         return (*(f"exp_avg_{n}" for n in names), *(f"exp_avg_sq_{n}" for n in names), "step")
-    raise GenofedError(f"unknown optimizer {optimizer!r} (want one of {', '.join(OPTIMIZERS)})")
+    raise LocalInputError(f"unknown optimizer {optimizer!r} (want one of {', '.join(OPTIMIZERS)})")
 
 
 def initial_state(specs: Sequence[ParamSpec], optimizer: str) -> dict[str, np.ndarray]:
@@ -248,14 +248,14 @@ def flatten(params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec]) -> np.
     missing = [p.name for p in specs if p.name not in params]
     extra = sorted(set(params) - {p.name for p in specs})
     if missing or extra:
-        raise GenofedError(f"parameters do not match the model: missing {missing}, "
-                           f"unexpected {extra}")
+        raise LocalInputError(f"parameters do not match the model: missing {missing}, "
+                              f"unexpected {extra}")
     parts = []
     for p in specs:
         a = np.asarray(params[p.name])
         if a.shape != p.shape:
-            raise GenofedError(f"parameter {p.name}: shape {list(a.shape)}, "
-                               f"want {list(p.shape)}")
+            raise LocalInputError(f"parameter {p.name}: shape {list(a.shape)}, "
+                                  f"want {list(p.shape)}")
         parts.append(a.astype(np.float32, copy=False).ravel())
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
@@ -265,7 +265,7 @@ def unflatten(vec: np.ndarray, specs: Sequence[ParamSpec]) -> dict[str, np.ndarr
     v = np.asarray(vec)
     want = sum(p.size for p in specs)
     if v.ndim != 1 or v.shape[0] != want:
-        raise GenofedError(f"parameter vector has shape {list(v.shape)}, want [{want}]")
+        raise LocalInputError(f"parameter vector has shape {list(v.shape)}, want [{want}]")
     out: dict[str, np.ndarray] = {}
     offset = 0
     for p in specs:
@@ -285,9 +285,9 @@ def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
     try:
         data = mpath.read_bytes()
     except FileNotFoundError:
-        raise GenofedError(f"bundle {root}: {MANIFEST} not found") from None
+        raise LocalInputError(f"bundle {root}: {MANIFEST} not found") from None
     except OSError as exc:
-        raise GenofedError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
+        raise LocalInputError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
     signed_by = None
     if trust is not None:
         from genofed.models.signing import verify_manifest
@@ -297,66 +297,66 @@ def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenofedError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
+        raise LocalInputError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
     try:
         bundle = _parse(root, raw, signed_by)
     except KeyError as exc:
-        raise GenofedError(f"bundle {root}: {MANIFEST}: missing key {exc}") from None
+        raise LocalInputError(f"bundle {root}: {MANIFEST}: missing key {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:
-        raise GenofedError(f"bundle {root}: {MANIFEST}: malformed: {exc}") from None
+        raise LocalInputError(f"bundle {root}: {MANIFEST}: malformed: {exc}") from None
     for name, want in bundle.files.items():
         fpath = root / name
         if not fpath.is_file():
-            raise GenofedError(f"bundle {root}: {name} is missing")
+            raise LocalInputError(f"bundle {root}: {name} is missing")
         got = sha256_file(fpath)
         if got != want:
-            raise GenofedError(f"bundle {root}: {name} has sha256 {got[:16]}..., manifest "
-                               f"says {want[:16]}... (corrupt or tampered)")
+            raise LocalInputError(f"bundle {root}: {name} has sha256 {got[:16]}..., manifest "
+                                  f"says {want[:16]}... (corrupt or tampered)")
     if bundle.files["panel.tsv"] != bundle.panel_sha256:
-        raise GenofedError(f"bundle {root}: panel.tsv is not the panel the manifest pins")
+        raise LocalInputError(f"bundle {root}: panel.tsv is not the panel the manifest pins")
     bundle.initial_params()  # shapes in the manifest must match the shipped weights
     mask = bundle.mask()
     if any(not np.isin(m, (0.0, 1.0)).all() for m in mask.values()):
-        raise GenofedError(f"bundle {root}: {bundle.mask_file}: mask values must be 0 or 1")
+        raise LocalInputError(f"bundle {root}: {bundle.mask_file}: mask values must be 0 or 1")
     return bundle
 
 
 def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
     where = f"bundle {root}: {MANIFEST}"
     if not isinstance(raw, dict):
-        raise GenofedError(f"{where}: top level must be an object")
+        raise LocalInputError(f"{where}: top level must be an object")
     if raw.get("format") != FORMAT:
-        raise GenofedError(f"{where}: format is {raw.get('format')!r}, want {FORMAT!r}")
+        raise LocalInputError(f"{where}: format is {raw.get('format')!r}, want {FORMAT!r}")
     params = tuple(_param(where, i, p) for i, p in enumerate(raw["parameters"]))
     if not params or len({p.name for p in params}) != len(params):
-        raise GenofedError(f"{where}: parameters must be a non-empty list of unique names")
+        raise LocalInputError(f"{where}: parameters must be a non-empty list of unique names")
     panel = raw["panel"]
     n_sites = int(panel["n_sites"])
     if n_sites < 1:
-        raise GenofedError(f"{where}: panel.n_sites must be >= 1")
+        raise LocalInputError(f"{where}: panel.n_sites must be >= 1")
     proximal = raw["proximal"]
     if not isinstance(proximal, bool):
-        raise GenofedError(f"{where}: proximal must be true or false")
+        raise LocalInputError(f"{where}: proximal must be true or false")
     graphs = raw["graphs"]
     forward = _graph(graphs["forward"])
     evalg = _graph(graphs["eval"])
     steps = {str(k): _graph(g) for k, g in dict(graphs["steps"]).items()}
     if not steps:
-        raise GenofedError(f"{where}: graphs.steps is empty")
+        raise LocalInputError(f"{where}: graphs.steps is empty")
     checks = [("forward", forward, forward_graph_names(params)),
               ("eval", evalg, eval_graph_names(params))]
     for opt, g in steps.items():
         if opt not in OPTIMIZERS or g.optimizer != opt:
-            raise GenofedError(f"{where}: graphs.steps.{opt}: unsupported optimizer "
-                               f"{g.optimizer!r}")
+            raise LocalInputError(f"{where}: graphs.steps.{opt}: unsupported optimizer "
+                                  f"{g.optimizer!r}")
         checks.append((f"steps.{opt}", g, step_graph_names(params, opt, proximal=proximal)))
     int8 = _graph(graphs["forward_int8"]) if "forward_int8" in graphs else None
     if int8 is not None:
         checks.append(("forward_int8", int8, int8_graph_names()))
     for kind, got, want in checks:
         if (got.inputs, got.outputs) != (want.inputs, want.outputs):
-            raise GenofedError(f"{where}: graphs.{kind} inputs/outputs do not match the "
-                               f"parameters (want {list(want.inputs)} -> {list(want.outputs)})")
+            raise LocalInputError(f"{where}: graphs.{kind} inputs/outputs do not match the "
+                                  f"parameters (want {list(want.inputs)} -> {list(want.outputs)})")
     ort = _ort(raw["ort_training"]) if raw.get("ort_training") else None
     files = {str(k): str(v) for k, v in dict(raw["files"]).items()}
     needed = {forward.file, evalg.file, *(g.file for g in steps.values()), str(raw["init"]),
@@ -366,10 +366,10 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
     if ort is not None:
         needed |= {ort.training_model, ort.eval_model, ort.checkpoint, *ort.optimizers.values()}
     if not needed <= set(files):
-        raise GenofedError(f"{where}: files lacks hashes for {sorted(needed - set(files))}")
+        raise LocalInputError(f"{where}: files lacks hashes for {sorted(needed - set(files))}")
     for name in files:
         if Path(name).name != name or name.startswith("manifest."):
-            raise GenofedError(f"{where}: files entry {name!r} is not a plain file name")
+            raise LocalInputError(f"{where}: files entry {name!r} is not a plain file name")
     return Bundle(path=root, model=str(raw["model"]), model_config=dict(raw["model_config"]),
                   panel_sha256=str(panel["sha256"]), n_sites=n_sites, build=str(panel["build"]),
                   input_encoding=dict(raw["input_encoding"]), loss=str(raw["loss"]),
@@ -383,8 +383,8 @@ def _param(where: str, i: int, p: Mapping[str, Any]) -> ParamSpec:
     spec = ParamSpec(name=str(p["name"]), torch_name=str(p.get("torch_name", p["name"])),
                      shape=shape, dtype=str(p["dtype"]))
     if not spec.name.isidentifier() or any(d < 1 for d in shape) or spec.dtype not in _DTYPES:
-        raise GenofedError(f"{where}: parameters[{i}] ({spec.name!r}, shape {list(shape)}, "
-                           f"{spec.dtype}) is invalid")
+        raise LocalInputError(f"{where}: parameters[{i}] ({spec.name!r}, shape {list(shape)}, "
+                              f"{spec.dtype}) is invalid")
     return spec
 
 
@@ -419,16 +419,16 @@ def read_arrays(root: Path, name: str, specs: Sequence[ParamSpec]) -> dict[str, 
         with np.load(root / name, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise GenofedError(f"bundle {root}: cannot read {name}: {exc}") from None
+        raise LocalInputError(f"bundle {root}: cannot read {name}: {exc}") from None
     out: dict[str, np.ndarray] = {}
     for p in specs:
         a = arrays.get(p.name)
         if a is None or a.shape != p.shape or a.dtype != np.dtype(p.dtype):
             got = "missing" if a is None else f"{a.dtype}{list(a.shape)}"
-            raise GenofedError(f"bundle {root}: {name}: parameter {p.name} is {got}, manifest "
-                               f"says {p.dtype}{list(p.shape)}")
+            raise LocalInputError(f"bundle {root}: {name}: parameter {p.name} is {got}, manifest "
+                                  f"says {p.dtype}{list(p.shape)}")
         out[p.name] = np.ascontiguousarray(a)
     if set(arrays) - set(out):
-        raise GenofedError(f"bundle {root}: {name}: unexpected arrays "
-                           f"{sorted(set(arrays) - set(out))}")
+        raise LocalInputError(f"bundle {root}: {name}: unexpected arrays "
+                              f"{sorted(set(arrays) - set(out))}")
     return out

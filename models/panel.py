@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genofed.errors import GenofedError, read_user_text
+from genofed.errors import LocalInputError, read_user_text
 
 COLUMNS = ("chrom", "pos", "ref", "alt", "id", "af")
 KNOWN_BUILDS = ("GRCh37", "GRCh38")
@@ -50,10 +50,10 @@ class Panel:
 
     def __post_init__(self) -> None:
         if self.build not in KNOWN_BUILDS:
-            raise GenofedError(f"panel: unknown genome build {self.build!r} (want one of "
-                               f"{', '.join(KNOWN_BUILDS)})")
+            raise LocalInputError(f"panel: unknown genome build {self.build!r} (want one of "
+                                  f"{', '.join(KNOWN_BUILDS)})")
         if not self.sites:
-            raise GenofedError("panel: no sites")
+            raise LocalInputError("panel: no sites")
 
     def __len__(self) -> int:
         return len(self.sites)
@@ -83,11 +83,11 @@ def load_panel(path: str | Path) -> Panel:
     text = read_user_text(p, "panel file")
     lines = text.splitlines()
     if not lines or not lines[0].startswith("#genome_build="):
-        raise GenofedError(f"{p}:1: panel must start with '#genome_build=GRCh38' (or GRCh37)")
+        raise LocalInputError(f"{p}:1: panel must start with '#genome_build=GRCh38' (or GRCh37)")
     build = lines[0].split("=", 1)[1].strip()
     if len(lines) < 2 or tuple(lines[1].split("\t")) != COLUMNS:
-        raise GenofedError(f"{p}:2: panel header must be the tab-separated columns "
-                           f"{' '.join(COLUMNS)}")
+        raise LocalInputError(f"{p}:2: panel header must be the tab-separated columns "
+                              f"{' '.join(COLUMNS)}")
     sites: list[Site] = []
     seen: dict[tuple[str, int, str, str], int] = {}
     for lineno, line in enumerate(lines[2:], start=3):
@@ -96,36 +96,36 @@ def load_panel(path: str | Path) -> Panel:
         sites.append(_parse_site(p, lineno, line))
         key = (sites[-1].chrom, sites[-1].pos, sites[-1].ref, sites[-1].alt)
         if key in seen:
-            raise GenofedError(f"{p}:{lineno}: duplicate site {key[0]}:{key[1]} {key[2]}>{key[3]}"
-                               f" (first at line {seen[key]})")
+            raise LocalInputError(f"{p}:{lineno}: duplicate site {key[0]}:{key[1]} "
+                                  f"{key[2]}>{key[3]} (first at line {seen[key]})")
         seen[key] = lineno
     if not sites:
-        raise GenofedError(f"{p}: panel has no sites")
+        raise LocalInputError(f"{p}: panel has no sites")
     try:
         return Panel(build=build, sites=tuple(sites))
-    except GenofedError as exc:
-        raise GenofedError(f"{p}:1: {exc}") from None
+    except LocalInputError as exc:
+        raise LocalInputError(f"{p}:1: {exc}") from None
 
 
 def _parse_site(path: Path, lineno: int, line: str) -> Site:
     fields = line.split("\t")
     where = f"{path}:{lineno}"
     if len(fields) != len(COLUMNS):
-        raise GenofedError(f"{where}: expected {len(COLUMNS)} tab-separated fields, "
-                           f"got {len(fields)}")
+        raise LocalInputError(f"{where}: expected {len(COLUMNS)} tab-separated fields, "
+                              f"got {len(fields)}")
     chrom, pos_s, ref, alt, sid, af_s = fields
     try:
         pos = int(pos_s)
         af = float(af_s)
     except ValueError:
-        raise GenofedError(f"{where}: pos must be an integer and af a number") from None
+        raise LocalInputError(f"{where}: pos must be an integer and af a number") from None
     if pos < 1:
-        raise GenofedError(f"{where}: pos must be >= 1 (1-based), got {pos}")
+        raise LocalInputError(f"{where}: pos must be >= 1 (1-based), got {pos}")
     if not 0.0 < af < 1.0:
-        raise GenofedError(f"{where}: af must lie strictly between 0 and 1, got {af}")
+        raise LocalInputError(f"{where}: af must lie strictly between 0 and 1, got {af}")
     for name, allele in (("ref", ref), ("alt", alt)):
         if not allele or not set(allele.upper()) <= _BASES:
-            raise GenofedError(f"{where}: {name} allele {allele!r} is not a sequence of ACGTN")
+            raise LocalInputError(f"{where}: {name} allele {allele!r} is not a sequence of ACGTN")
     if ref.upper() == alt.upper():
-        raise GenofedError(f"{where}: ref and alt are the same allele {ref!r}")
+        raise LocalInputError(f"{where}: ref and alt are the same allele {ref!r}")
     return Site(chrom=chrom, pos=pos, ref=ref.upper(), alt=alt.upper(), id=sid, af=af)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genofed.errors import GenofedError, read_user_text
+from genofed.errors import LocalInputError, read_user_text
 from genofed.models.panel import KNOWN_BUILDS, Panel, Site, load_panel
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def is_pgs_file(path: Path) -> bool:
                 return True
             if not line.startswith("#"):
                 return "effect_allele" in line.split("\t")
-    except GenofedError:
+    except LocalInputError:
         return False
     return False
 
@@ -71,8 +71,8 @@ def load_panel_file(path: str | Path, *, af_file: str | Path | None = None) -> P
     if p.exists() and is_pgs_file(p):
         return load_pgs(p, af_file=af_file).panel
     if af_file is not None:
-        raise GenofedError(f"{p}: --af-file is for PGS Catalog scoring files; this panel "
-                           f"carries its own af column")
+        raise LocalInputError(f"{p}: --af-file is for PGS Catalog scoring files; this panel "
+                              f"carries its own af column")
     return load_panel(p)
 
 
@@ -96,25 +96,25 @@ def load_pgs(path: str | Path, *, af_file: str | Path | None = None) -> Score:
         if line.strip():
             rows.append((lineno, line.split("\t")))
     if columns is None:
-        raise GenofedError(f"{p}: no column header line; not a PGS Catalog scoring file")
+        raise LocalInputError(f"{p}: no column header line; not a PGS Catalog scoring file")
     col = {name: i for i, name in enumerate(columns)}
     harmonized = "hm_pos" in col and "hm_chr" in col
     chrom_c, pos_c = ("hm_chr", "hm_pos") if harmonized else ("chr_name", "chr_position")
     build_key = "HmPOS_build" if harmonized else "genome_build"
     for needed in (chrom_c, pos_c, "effect_allele", "effect_weight"):
         if needed not in col:
-            raise GenofedError(f"{p}: scoring file has no {needed} column (needs chr_name, "
-                               f"chr_position or hm_chr, hm_pos; effect_allele; effect_weight)")
+            raise LocalInputError(f"{p}: scoring file has no {needed} column (needs chr_name, "
+                                  f"chr_position or hm_chr, hm_pos; effect_allele; effect_weight)")
     raw_build = meta.get(build_key, "NR")
     build = BUILD_ALIASES.get(raw_build)
     if build is None:
-        raise GenofedError(f"{p}: #{build_key}={raw_build}: need a genome build of "
-                           f"{', '.join(KNOWN_BUILDS)} (or hg19/hg38) to check VCFs against")
+        raise LocalInputError(f"{p}: #{build_key}={raw_build}: need a genome build of "
+                              f"{', '.join(KNOWN_BUILDS)} (or hg19/hg38) to check VCFs against")
     freqs = _read_af_file(Path(af_file)) if af_file is not None else None
     if "allelefrequency_effect" not in col and freqs is None:
-        raise GenofedError(f"{p}: no allelefrequency_effect column; give the effect allele "
-                           f"frequencies with --af-file (columns chrom pos ref alt af; a "
-                           f"genofed panel TSV works)")
+        raise LocalInputError(f"{p}: no allelefrequency_effect column; give the effect allele "
+                              f"frequencies with --af-file (columns chrom pos ref alt af; a "
+                              f"genofed panel TSV works)")
     sites: list[Site] = []
     weights: list[float] = []
     skipped = {"not_harmonized": 0, "no_other_allele": 0, "not_a_site": 0,
@@ -123,8 +123,8 @@ def load_pgs(path: str | Path, *, af_file: str | Path | None = None) -> Score:
     for lineno, f in rows:
         where = f"{p}:{lineno}"
         if len(f) != len(columns):
-            raise GenofedError(f"{where}: expected {len(columns)} tab-separated fields, "
-                               f"got {len(f)}")
+            raise LocalInputError(f"{where}: expected {len(columns)} tab-separated fields, "
+                                  f"got {len(f)}")
         if any(f[col[k]].strip().lower() == "true" for k in _FLAGS if k in col):
             skipped["not_a_site"] += 1
             continue
@@ -145,15 +145,15 @@ def load_pgs(path: str | Path, *, af_file: str | Path | None = None) -> Score:
             pos = int(pos_s)
             weight = float(f[col["effect_weight"]])
         except ValueError:
-            raise GenofedError(f"{where}: {pos_c} must be an integer and effect_weight a "
-                               f"number") from None
+            raise LocalInputError(f"{where}: {pos_c} must be an integer and effect_weight a "
+                                  f"number") from None
         if pos < 1 or not math.isfinite(weight):
-            raise GenofedError(f"{where}: bad {pos_c} {pos} or effect_weight {weight}")
+            raise LocalInputError(f"{where}: bad {pos_c} {pos} or effect_weight {weight}")
         af = _effect_af(where, f, col, freqs, chrom, pos, other, effect)
         site_key = (chrom, pos, other, effect)
         if site_key in seen:
-            raise GenofedError(f"{where}: duplicate site {chrom}:{pos} {other}>{effect} "
-                               f"(first at line {seen[site_key]})")
+            raise LocalInputError(f"{where}: duplicate site {chrom}:{pos} {other}>{effect} "
+                                  f"(first at line {seen[site_key]})")
         seen[site_key] = lineno
         rsid = f[col["rsID"]].strip() if "rsID" in col else ""
         if not rsid and "hm_rsID" in col:
@@ -164,7 +164,7 @@ def load_pgs(path: str | Path, *, af_file: str | Path | None = None) -> Score:
     if any(skipped.values()):
         log.warning("%s: left out %s", p, ", ".join(f"{v} {k}" for k, v in skipped.items() if v))
     if not sites:
-        raise GenofedError(f"{p}: scoring file has no usable sites")
+        raise LocalInputError(f"{p}: scoring file has no usable sites")
     panel = Panel(build=build, sites=tuple(sites), ref_is_reference=False)
     return Score(panel=panel, weights=np.array(weights, dtype=np.float64),
                  pgs_id=meta.get("pgs_id", p.name), skipped=skipped)
@@ -193,16 +193,16 @@ def _effect_af(where: str, f: list[str], col: dict[str, int],
         if 0.0 < af < 1.0:
             return af
         if freqs is None:
-            raise GenofedError(f"{where}: allelefrequency_effect {text!r} must lie strictly "
-                               f"between 0 and 1 (or give --af-file)")
+            raise LocalInputError(f"{where}: allelefrequency_effect {text!r} must lie strictly "
+                                  f"between 0 and 1 (or give --af-file)")
     assert freqs is not None
     norm = _norm(chrom)
     if (norm, pos, other, effect) in freqs:
         return freqs[(norm, pos, other, effect)]
     if (norm, pos, effect, other) in freqs:
         return 1.0 - freqs[(norm, pos, effect, other)]
-    raise GenofedError(f"{where}: no frequency for {chrom}:{pos} {other}>{effect} in the "
-                       f"--af-file")
+    raise LocalInputError(f"{where}: no frequency for {chrom}:{pos} {other}>{effect} in the "
+                          f"--af-file")
 
 
 def _read_af_file(path: Path) -> dict[tuple[str, int, str, str], float]:
@@ -210,12 +210,12 @@ def _read_af_file(path: Path) -> dict[tuple[str, int, str, str], float]:
     lines = [ln for ln in read_user_text(path, "frequency file").splitlines()
              if ln.strip() and not ln.startswith("#")]
     if not lines:
-        raise GenofedError(f"{path}: frequency file is empty")
+        raise LocalInputError(f"{path}: frequency file is empty")
     col = {name: i for i, name in enumerate(lines[0].split("\t"))}
     missing = [c for c in ("chrom", "pos", "ref", "alt", "af") if c not in col]
     if missing:
-        raise GenofedError(f"{path}: frequency file needs the columns chrom pos ref alt af "
-                           f"(missing {' '.join(missing)})")
+        raise LocalInputError(f"{path}: frequency file needs the columns chrom pos ref alt af "
+                              f"(missing {' '.join(missing)})")
     out: dict[tuple[str, int, str, str], float] = {}
     for i, line in enumerate(lines[1:], start=2):
         f = line.split("\t")
@@ -224,9 +224,9 @@ def _read_af_file(path: Path) -> dict[tuple[str, int, str, str], float]:
             key = (_norm(f[col["chrom"]]), int(f[col["pos"]]),
                    f[col["ref"]].upper(), f[col["alt"]].upper())
         except (ValueError, IndexError):
-            raise GenofedError(f"{path}: data line {i}: bad pos or af") from None
+            raise LocalInputError(f"{path}: data line {i}: bad pos or af") from None
         if not 0.0 < af < 1.0:
-            raise GenofedError(f"{path}: data line {i}: af must lie strictly between 0 and 1")
+            raise LocalInputError(f"{path}: data line {i}: af must lie strictly between 0 and 1")
         out[key] = af
     return out
 
@@ -248,7 +248,7 @@ def _lines(path: Path) -> Iterator[str]:
         else:
             text = read_user_text(path, "scoring file")
     except FileNotFoundError:
-        raise GenofedError(f"{path}: scoring file not found") from None
+        raise LocalInputError(f"{path}: scoring file not found") from None
     except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise GenofedError(f"{path}: cannot read scoring file: {exc}") from None
+        raise LocalInputError(f"{path}: cannot read scoring file: {exc}") from None
     yield from (ln.rstrip("\r") for ln in text.splitlines())

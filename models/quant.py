@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import ParamSpec
 
 QMAX = 127
@@ -36,7 +36,7 @@ def quantize(a: np.ndarray) -> QuantizedTensor:
     """Per-channel symmetric INT8 quantization along axis 0."""
     w = np.asarray(a, dtype=np.float32)
     if w.ndim == 0 or not np.isfinite(w).all():
-        raise GenofedError("quantize: need a finite tensor with at least one axis")
+        raise LocalInputError("quantize: need a finite tensor with at least one axis")
     rows = w.reshape(w.shape[0], -1)
     scale = (np.abs(rows).max(axis=1) / QMAX).astype(np.float32)
     safe = np.where(scale > 0, scale, 1.0).astype(np.float32)
@@ -57,8 +57,8 @@ def quantize_params(params: Mapping[str, np.ndarray],
     for p in specs:
         a = np.asarray(params[p.name])
         if a.shape != p.shape:
-            raise GenofedError(f"quantize: {p.name} has shape {list(a.shape)}, "
-                               f"want {list(p.shape)}")
+            raise LocalInputError(f"quantize: {p.name} has shape {list(a.shape)}, "
+                                  f"want {list(p.shape)}")
         out[p.name] = quantize(a)
     return out
 
@@ -88,8 +88,8 @@ def dequantize_flat(values: np.ndarray, scales: np.ndarray,
     v, s = np.asarray(values), np.asarray(scales, np.float32)
     n, c = sum(p.size for p in specs), n_channels(specs)
     if v.shape != (n,) or s.shape != (c,) or v.dtype != np.int8:
-        raise GenofedError(f"quantized model has {v.size} {v.dtype} values and {s.size} scales, "
-                           f"the model wants {n} int8 values and {c} scales")
+        raise LocalInputError(f"quantized model has {v.size} {v.dtype} values and {s.size} scales, "
+                              f"the model wants {n} int8 values and {c} scales")
     out: dict[str, np.ndarray] = {}
     vo = so = 0
     for p in specs:

@@ -15,7 +15,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from genofed import atomic
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 SIGNATURE = "manifest.sig"
 
@@ -32,15 +32,15 @@ def verify_manifest(root: Path, data: bytes, key: VerifyKey) -> None:
     try:
         sig = sig_path.read_bytes()
     except FileNotFoundError:
-        raise GenofedError(f"bundle {root}: unsigned ({SIGNATURE} not found); "
-                           "refusing it") from None
+        raise LocalInputError(f"bundle {root}: unsigned ({SIGNATURE} not found); "
+                              "refusing it") from None
     except OSError as exc:
-        raise GenofedError(f"bundle {root}: cannot read {SIGNATURE}: {exc}") from None
+        raise LocalInputError(f"bundle {root}: cannot read {SIGNATURE}: {exc}") from None
     try:
         key.verify(data, sig)
     except (BadSignatureError, ValueError, TypeError):
-        raise GenofedError(f"bundle {root}: {SIGNATURE} does not verify under the trusted "
-                           f"coordinator key {bytes(key).hex()[:16]}...; refusing it") from None
+        raise LocalInputError(f"bundle {root}: {SIGNATURE} does not verify under the trusted "
+                              f"coordinator key {bytes(key).hex()[:16]}...; refusing it") from None
 
 
 def generate_signing_key() -> SigningKey:
@@ -62,7 +62,7 @@ def load_signing_key(path: Path) -> SigningKey:
     """Read a hex signing key file; refuses one others can read."""
     raw = _read_hex(path, "signing key")
     if os.stat(path).st_mode & 0o077:
-        raise GenofedError(f"{path}: signing key is readable by others; chmod 600 it")
+        raise LocalInputError(f"{path}: signing key is readable by others; chmod 600 it")
     return SigningKey(raw)
 
 
@@ -83,13 +83,13 @@ def _read_hex(path: Path, what: str) -> bytes:
     try:
         text = Path(path).read_text().strip()
     except FileNotFoundError:
-        raise GenofedError(f"{path}: {what} file not found") from None
+        raise LocalInputError(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise GenofedError(f"{path}: cannot read {what}: {exc}") from None
+        raise LocalInputError(f"{path}: cannot read {what}: {exc}") from None
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise GenofedError(f"{path}: {what} must be 64 hex digits") from None
+        raise LocalInputError(f"{path}: {what} must be 64 hex digits") from None
     if len(raw) != 32:
-        raise GenofedError(f"{path}: {what} must be 64 hex digits, got {len(text)}")
+        raise LocalInputError(f"{path}: {what} must be 64 hex digits, got {len(text)}")
     return raw

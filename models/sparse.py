@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.manifest import ParamSpec, flatten, unflatten
 
 
@@ -25,8 +25,8 @@ def pack(vec: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The entries of a full flat vector at the unpruned coordinates (float32 copy)."""
     v = np.asarray(vec)
     if v.ndim != 1 or keep.dtype != np.bool_ or v.shape != keep.shape:
-        raise GenofedError(f"vector of shape {list(v.shape)} does not match the mask's "
-                           f"[{keep.size}]")
+        raise LocalInputError(f"vector of shape {list(v.shape)} does not match the mask's "
+                              f"[{keep.size}]")
     return v[keep].astype(np.float32)
 
 
@@ -35,8 +35,8 @@ def unpack(packed: np.ndarray, keep: np.ndarray, dtype: type = np.float32) -> np
     p = np.asarray(packed)
     n = int(keep.sum())
     if p.ndim != 1 or p.shape[0] != n:
-        raise GenofedError(f"packed vector has shape {list(p.shape)}, want [{n}] "
-                           "(one value per unpruned coordinate)")
+        raise LocalInputError(f"packed vector has shape {list(p.shape)}, want [{n}] "
+                              "(one value per unpruned coordinate)")
     out: np.ndarray = np.zeros(keep.shape, dtype)
     out[keep] = p
     return out

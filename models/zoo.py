@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 MODEL_NAMES = ("logreg", "mlp", "cnn")
 
@@ -71,9 +71,9 @@ def build_model(name: str, n_sites: int, *, hidden: int = 32, seed: int = 0,
                 channels: int = 4, kernel: int = 8, stride: int = 4) -> nn.Module:
     """A zoo model with deterministic initial weights (a function of name, sizes and seed)."""
     if name not in MODEL_NAMES:
-        raise GenofedError(f"unknown model {name!r} (want one of {', '.join(MODEL_NAMES)})")
+        raise LocalInputError(f"unknown model {name!r} (want one of {', '.join(MODEL_NAMES)})")
     if n_sites < 1:
-        raise GenofedError(f"model {name}: n_sites must be >= 1, got {n_sites}")
+        raise LocalInputError(f"model {name}: n_sites must be >= 1, got {n_sites}")
     model: nn.Module
     with torch.no_grad():
         if name == "logreg":
@@ -82,13 +82,13 @@ def build_model(name: str, n_sites: int, *, hidden: int = 32, seed: int = 0,
             nn.init.zeros_(model.linear.bias)
         elif name == "cnn":
             if min(channels, kernel, stride) < 1:
-                raise GenofedError(f"model cnn: channels, kernel and stride must be >= 1, got "
-                                   f"{channels}, {kernel}, {stride}")
+                raise LocalInputError(f"model cnn: channels, kernel and stride must be >= 1, got "
+                                      f"{channels}, {kernel}, {stride}")
             model = Conv1D(n_sites, channels, kernel, stride)
             _uniform_init(model, (model.conv, model.fc), seed)
         else:
             if hidden < 1:
-                raise GenofedError(f"model mlp: hidden must be >= 1, got {hidden}")
+                raise LocalInputError(f"model mlp: hidden must be >= 1, got {hidden}")
             model = MLP(n_sites, hidden)
             _uniform_init(model, (model.fc1, model.fc2), seed)
     return model.float()

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -27,7 +27,7 @@ MAX_BITS = 64
 MAX_SCALED = 2.0**50
 
 
-class CodecError(GenofedError, ValueError):
+class CodecError(LocalInputError):
     """A codec parameter or an encoded vector that cannot be right; the text names the value."""
 
 

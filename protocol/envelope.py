@@ -15,9 +15,13 @@ import json
 import struct
 from typing import Any
 
-from genofed.protocol.messages import MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MessageError
+from genofed.errors import MessageError
 from genofed.protocol.secagg.keys import IdentityKey, Signature, SigningIdentity
 
+# Sizes are checked before anything is parsed, so a hostile payload costs at most a length
+# comparison. No message of the protocol (a model release included) comes near the limit.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAGIC = b"GFS1"
 _DOMAIN = b"genofed/envelope/v1\x00"
 _LEN = struct.Struct(">I")

@@ -12,13 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import WeightedPipeline, build_pipeline
-from genofed.protocol.messages import MessageError
 from genofed.protocol.secagg import (
     GraphSeed,
     IdentityKey,
-    ParameterError,
     Participant,
     Ring,
     RoundConfig,
@@ -38,9 +37,9 @@ class TrainingSpec:
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("training needs local_epochs >= 1, batch_size >= 1 and lr > 0")
+            raise LocalInputError("training needs local_epochs >= 1, batch_size >= 1 and lr > 0")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"training optimizer must be one of {', '.join(OPTIMIZERS)}, "
+            raise LocalInputError(f"training optimizer must be one of {', '.join(OPTIMIZERS)}, "
                              f"got {self.optimizer!r}")
 
 
@@ -56,7 +55,7 @@ class CodecSpec:
 
     def __post_init__(self) -> None:
         if len(self.rotation_seed) != 32:
-            raise ValueError("rotation_seed must be 32 bytes")
+            raise LocalInputError("rotation_seed must be 32 bytes")
 
     def pipeline(self, dim: int) -> WeightedPipeline:
         """The weighted pipeline for `dim` model coordinates (`dim` + 1 ring values)."""
@@ -73,7 +72,7 @@ class CodecSpec:
             return cls(clip=float(d["clip"]), scale=float(d["scale"]), bits=int(d["bits"]),
                        weight_max=int(d["weight_max"]),
                        rotation_seed=bytes.fromhex(d["rotation_seed"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, LocalInputError) as exc:
             raise MessageError(f"bad codec spec: {exc}") from None
 
 
@@ -97,5 +96,5 @@ def config_from_json(d: Any) -> RoundConfig:
             params=SecAggParams(int(d["n"]), int(d["k"]), int(d["t"])),
             ring=Ring(int(d["bits"])), length=int(d["length"]),
             graph_seed=GraphSeed(bytes.fromhex(d["graph_seed"])))
-    except (KeyError, TypeError, ValueError, ParameterError) as exc:
+    except (KeyError, TypeError, ValueError, LocalInputError) as exc:  # ParameterError too
         raise MessageError(f"bad round configuration: {exc}") from None

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from genofed.errors import LocalInputError, MessageError
 from genofed.protocol.envelope import open_envelope, seal
-from genofed.protocol.messages import MessageError
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
 from genofed.protocol.secagg import IdentityKey, RoundConfig, SigningIdentity
 
@@ -77,7 +77,7 @@ class SecureTask:
                        training=TrainingSpec(**h["training"]),
                        codec=CodecSpec.from_json(h["codec"]) if h["codec"] else None,
                        secagg=config_from_json(h["secagg"]) if h["secagg"] else None)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, LocalInputError) as exc:
             raise MessageError(f"bad task: {exc}") from None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from genofed.errors import LocalInputError
+
 PREFIX = "genofed/v1"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Identities that are never devices (the broker's ACL treats every other identity as one).
@@ -12,9 +14,9 @@ RESERVED_IDS = (AGGREGATOR, ADMIN, "server")
 
 
 def check_name(kind: str, value: str) -> str:
-    """Return `value` if it is a safe topic level (no '/', '+', '#'), else raise ValueError."""
+    """Return `value` if it is a safe topic level (no '/', '+', '#'), else raise LocalInputError."""
     if not _NAME.match(value):
-        raise ValueError(f"{kind} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        raise LocalInputError(f"{kind} {value!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
     return value
 
 

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 
 log = logging.getLogger(__name__)
 QOS = 1
@@ -38,10 +38,10 @@ class BrokerAddress:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
-            raise ValueError(f"[broker] port must be 1-65535, got {self.port}")
+            raise LocalInputError(f"[broker] port must be 1-65535, got {self.port}")
         given = [f for f in (self.ca, self.cert, self.key) if f is not None]
         if given and len(given) != 3:
-            raise ValueError("[broker] TLS needs all of ca, cert and key, or none of them")
+            raise LocalInputError("[broker] TLS needs all of ca, cert and key, or none of them")
 
     @property
     def tls(self) -> bool:
@@ -105,13 +105,13 @@ class MqttLink:
     def _set_tls(self, b: BrokerAddress) -> None:
         for f in (b.ca, b.cert, b.key):
             if f is not None and not f.is_file():
-                raise GenofedError(f"{f}: TLS file not found")
+                raise LocalInputError(f"{f}: TLS file not found")
         try:
             self._client.tls_set(ca_certs=str(b.ca), certfile=str(b.cert), keyfile=str(b.key),
                                  cert_reqs=ssl.CERT_REQUIRED,
                                  tls_version=ssl.PROTOCOL_TLS_CLIENT)
         except (ssl.SSLError, ValueError, OSError) as exc:
-            raise GenofedError(f"{b.cert}: cannot use this TLS identity: {exc}") from None
+            raise LocalInputError(f"{b.cert}: cannot use this TLS identity: {exc}") from None
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Connect (retrying in the background) and wait until the first connection is up."""
@@ -119,11 +119,12 @@ class MqttLink:
             self._client.connect_async(self.broker.host, self.broker.port, keepalive=30,
                                        clean_start=False, properties=self._connect_props)
         except (OSError, ValueError) as exc:
-            raise GenofedError(f"MQTT broker {self.broker}: {exc}") from None
+            raise LocalInputError(f"MQTT broker {self.broker}: {exc}") from None
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             self._client.loop_stop()
-            raise GenofedError(f"MQTT broker {self.broker}: no connection within {timeout_s:.0f} s")
+            raise LocalInputError(f"MQTT broker {self.broker}: no connection within "
+                                  f"{timeout_s:.0f} s")
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False,
                 timeout_s: float = 60.0) -> None:
@@ -132,8 +133,8 @@ class MqttLink:
         deadline = time.monotonic() + timeout_s
         while not info.is_published():
             if time.monotonic() > deadline:
-                raise GenofedError(f"MQTT broker {self.broker}: publish to {topic} not "
-                                   f"acknowledged within {timeout_s:.0f} s")
+                raise LocalInputError(f"MQTT broker {self.broker}: publish to {topic} not "
+                                      f"acknowledged within {timeout_s:.0f} s")
             time.sleep(0.01)
         with self._lock:
             self.bytes_out += len(payload)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pysam
 
-from genofed.errors import GenofedError
+from genofed.errors import LocalInputError
 from genofed.models.panel import Panel, Site
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class SimParams:
                   "test_samples", "reference_samples"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise GenofedError(f"simulate: {k} must be a non-negative integer, got {v!r}")
+                raise LocalInputError(f"simulate: {k} must be a non-negative integer, got {v!r}")
         checks = (
             (self.devices >= 1, f"devices must be >= 1, got {self.devices}"),
             (self.samples_per_device >= 1,
@@ -143,7 +143,7 @@ class SimParams:
         )
         for ok, what in checks:
             if not ok:
-                raise GenofedError(f"simulate: {what}")
+                raise LocalInputError(f"simulate: {what}")
 
 
 def simulate(out: Path, *, devices: int, samples_per_device: int, variants: int, panel_size: int,
@@ -222,7 +222,7 @@ def write_cohort(cohort: Cohort, out: Path) -> CohortInfo:
             reference_samples=p.reference_samples, seed=p.seed)
         info.manifest.write_text(json.dumps(_manifest(cohort, info), indent=2) + "\n")
     except OSError as exc:
-        raise GenofedError(f"{out}: cannot write cohort: {exc}") from None
+        raise LocalInputError(f"{out}: cannot write cohort: {exc}") from None
     log.info("simulated cohort in %s: %d devices, %d variants, panel of %d", out,
              len(cohort.devices), info.variants, info.panel_size)
     return info
@@ -261,7 +261,7 @@ def _simulate_variants(pop: np.ndarray, variants: int, panel_size: int, n_refere
     length = int(1.3 * variants / per_bp) + 1000
     for _attempt in range(8):
         if OFFSET + length > CONTIG_LENGTH:
-            raise GenofedError(f"simulate: {variants} variants do not fit on {CONTIG}")
+            raise LocalInputError(f"simulate: {variants} variants do not fit on {CONTIG}")
         ts = msprime.sim_ancestry(
             samples={k: v for k, v in counts.items() if v}, demography=demography,
             sequence_length=length, recombination_rate=RECOMBINATION_RATE,
@@ -277,8 +277,8 @@ def _simulate_variants(pop: np.ndarray, variants: int, panel_size: int, n_refere
         log.debug("simulate: %d biallelic sites on %d bp, need %d; extending", len(keep),
                   length, variants)
         length = int(length * 1.6)
-    raise GenofedError(f"simulate: could not reach {variants} variants with "
-                       f"{panel_size} common panel candidates")
+    raise LocalInputError(f"simulate: could not reach {variants} variants with "
+                          f"{panel_size} common panel candidates")
 
 
 def _biallelic_sites(ts: Any) -> list[int]:
@@ -346,9 +346,9 @@ def _choose_panel(ref_af: np.ndarray, panel_size: int, rng: np.random.Generator)
     """Row indices of `panel_size` variants with reference MAF >= 0.05, sorted by position."""
     cand = np.flatnonzero(np.minimum(ref_af, 1 - ref_af) >= MIN_PANEL_MAF)
     if len(cand) < panel_size:
-        raise GenofedError(f"simulate: only {len(cand)} variants have reference MAF >= "
-                           f"{MIN_PANEL_MAF}, cannot build a panel of {panel_size}; "
-                           f"raise reference_samples or variants")
+        raise LocalInputError(f"simulate: only {len(cand)} variants have reference MAF >= "
+                              f"{MIN_PANEL_MAF}, cannot build a panel of {panel_size}; "
+                              f"raise reference_samples or variants")
     return np.sort(rng.choice(cand, size=panel_size, replace=False))
 
 

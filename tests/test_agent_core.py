@@ -6,7 +6,7 @@ from tasks import open_task
 
 from genofed.agent.core import AgentCore
 from genofed.agent.encode import encode_dosages
-from genofed.protocol.messages import MessageError
+from genofed.errors import MessageError
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
     SigningIdentity,

@@ -14,7 +14,7 @@ import pytest
 from genofed.broker.deploy import enroll, init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import PkiLayout
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError
 from genofed.protocol.topics import Topics
 from genofed.protocol.transport import BrokerAddress, MqttLink
 
@@ -148,7 +148,7 @@ def test_missing_tls_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(GenofedError, match="TLS file not found"):
         MqttLink("x", BrokerAddress(ca=tmp_path / "ca.crt", cert=tmp_path / "c",
                                     key=tmp_path / "k"), subscriptions=[])
-    with pytest.raises(ValueError, match="all of ca, cert and key"):
+    with pytest.raises(LocalInputError, match="all of ca, cert and key"):
         BrokerAddress(ca=tmp_path / "ca.crt")
 
 

@@ -12,7 +12,7 @@ from bundles import cohort
 pytest.importorskip("torch")
 
 from genofed.agent.ort_training import make_trainer
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError
 from genofed.export.prune import (
     GradualSchedule,
     export_structured,
@@ -89,7 +89,7 @@ def test_gradual_schedule_is_cubic_and_monotone() -> None:
     assert got[:3] == [0.0, 0.0, 0.0] and got[10:] == [0.9] * 4
     assert all(a <= b for a, b in itertools.pairwise(got))
     assert abs(s.sparsity(6) - 0.9 * (1 - 0.5 ** 3)) < 1e-12
-    with pytest.raises(ValueError):
+    with pytest.raises(LocalInputError):
         GradualSchedule(final=1.0, end=3)
 
 

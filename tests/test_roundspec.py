@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from genofed.errors import LocalInputError, MessageError
 from genofed.protocol.envelope import open_envelope, seal
-from genofed.protocol.messages import MessageError
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import (
@@ -86,7 +86,7 @@ def test_local_optimizer_travels_in_the_signed_task() -> None:
     back = SecureTask.open(_task(spec).seal(agg), agg.public, "fed")
     assert back.training == spec and back.training.optimizer == "adam"
     assert TrainingSpec().optimizer == "sgd"
-    with pytest.raises(ValueError, match="optimizer must be one of sgd, sgd_momentum, adam"):
+    with pytest.raises(LocalInputError, match="optimizer must be one of sgd, sgd_momentum, adam"):
         TrainingSpec(optimizer="adagrad")
 
 

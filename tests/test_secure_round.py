@@ -9,7 +9,7 @@ from tasks import open_task
 
 from genofed.agent.secure import Participation
 from genofed.broker.secure_round import Aborted, Done, Route, SecureRound
-from genofed.protocol.messages import MessageError
+from genofed.errors import MessageError
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (

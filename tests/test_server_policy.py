@@ -5,6 +5,7 @@ import pytest
 
 from genofed.broker.cohort import MAX_REST_S, CohortPolicy, Sidelined, select
 from genofed.broker.optimizers import OptimizerState, ServerOptimizer, apply
+from genofed.errors import LocalInputError
 
 
 def test_cohort_bounds_and_membership() -> None:
@@ -19,7 +20,7 @@ def test_cohort_bounds_and_membership() -> None:
     assert select(pol, enrolled, online[:3], rng) is None  # too few online
     everyone = select(CohortPolicy(3, 100, 1.0), enrolled, online, rng)
     assert everyone == tuple(sorted(enrolled[:12]))
-    with pytest.raises(ValueError, match="three"):
+    with pytest.raises(LocalInputError, match="three"):
         CohortPolicy(min_participants=2)
 
 
@@ -43,7 +44,7 @@ def test_silent_devices_rest_with_doubling_rests_until_they_answer_or_reconnect(
     for n in range(5):
         assert never.round_closed(["x"], set(), now=float(n)) == {}
     assert never.resting(5.0) == set()
-    with pytest.raises(ValueError, match="sideline"):
+    with pytest.raises(LocalInputError, match="sideline"):
         CohortPolicy(sideline_s=0)
 
 
@@ -60,5 +61,5 @@ def test_fedavg_and_fedadam() -> None:
     w2 = apply(opt, w1, d, st)  # moments carry over between rounds
     m2, v2 = 0.9 * m + 0.1 * d, 0.99 * v + 0.01 * d * d
     np.testing.assert_allclose(w2, w1 + 0.1 * m2 / (np.sqrt(v2) + 1e-3), rtol=1e-5)
-    with pytest.raises(ValueError, match="fedavg or fedadam"):
+    with pytest.raises(LocalInputError, match="fedavg or fedadam"):
         ServerOptimizer("sgd")

@@ -1,15 +1,20 @@
-"""What can go wrong in a secure-aggregation round, one exception type per kind of failure."""
+"""What can go wrong in a secure-aggregation round, one exception type per kind of failure.
+
+Each is also one of the two kinds of bad input (`genofed.errors`): a message that breaks the
+protocol is a `MessageError` (dropped and counted), round parameters that cannot be safe are a
+`LocalInputError`. `RoundAborted` is neither: it is how a round ends below threshold.
+"""
 
 from __future__ import annotations
 
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError, MessageError
 
 
 class SecAggError(GenofedError):
     """Any failure of a secure-aggregation round."""
 
 
-class ParameterError(SecAggError, ValueError):
+class ParameterError(SecAggError, LocalInputError):
     """Round parameters that are malformed or cannot be safe; the message names the value."""
 
 
@@ -17,7 +22,7 @@ class RoundAborted(SecAggError):
     """Too few participants remain for the threshold: the round ends and reveals nothing."""
 
 
-class ProtocolViolation(SecAggError):
+class ProtocolViolation(SecAggError, MessageError):
     """A message that breaks the protocol; it is rejected and changes no state."""
 
 
