@@ -21,8 +21,8 @@ TORCH_SPEC ?= torch==2.13.0
 APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-MYPY_TARGETS := -p genofed.agent -p genofed.broker -p genofed.cli -p genofed.export \
-  -p genofed.models -p genofed.protocol -p genofed.sim \
+MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \
+  -p genofed.models -p genofed.protocol -p genofed.sim -p genofed.transport \
   -m genofed.config -m genofed.errors -m genofed.atomic
 
 .PHONY: all demo test test-device test-aarch64 lint bench system-deps venv clean
@@ -69,7 +69,7 @@ demo: $(STAMP)
 test: $(STAMP) $(DEVICE_STAMP)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) system-deps
 	rm -rf $(DEVICE_BUNDLES)
-	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	$(BIN)/python tests/support/bundles.py $(DEVICE_BUNDLES)
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" $(BIN)/pytest -q
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
 	  $(DEVICE_VENV)/bin/pytest -q tests/device
@@ -77,7 +77,7 @@ test: $(STAMP) $(DEVICE_STAMP)
 # The device profile alone, on freshly exported bundles.
 test-device: $(STAMP) $(DEVICE_STAMP)
 	rm -rf $(DEVICE_BUNDLES)
-	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	$(BIN)/python tests/support/bundles.py $(DEVICE_BUNDLES)
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
 	  $(DEVICE_VENV)/bin/pytest -q tests/device
 
@@ -87,7 +87,7 @@ test-device: $(STAMP) $(DEVICE_STAMP)
 # `make test`.
 test-aarch64: $(STAMP)
 	rm -rf $(DEVICE_BUNDLES)
-	$(BIN)/python tests/bundles.py $(DEVICE_BUNDLES)
+	$(BIN)/python tests/support/bundles.py $(DEVICE_BUNDLES)
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" bash tests/aarch64.sh
 
 lint: $(STAMP)

@@ -32,7 +32,7 @@ from genofed import config
 from genofed.agent.trainer import BACKENDS
 from genofed.errors import LocalInputError
 from genofed.protocol.topics import check_name
-from genofed.protocol.transport import BrokerAddress
+from genofed.transport.mqtt import BrokerAddress
 
 
 @dataclass(frozen=True)

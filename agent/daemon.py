@@ -47,7 +47,7 @@ from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import IdentityKey, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
-from genofed.protocol.transport import MqttLink, Will
+from genofed.transport.mqtt import MqttLink, Will
 
 log = logging.getLogger(__name__)
 

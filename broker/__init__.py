@@ -1,1 +1,1 @@
-"""genofed.broker."""
+"""genofed.broker: the MQTT broker of a deployment (PKI, Mosquitto configuration, ACL)."""

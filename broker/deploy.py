@@ -46,7 +46,6 @@ def render_acl(federation: str) -> str:
         f"topic read {base}/device/+/outbox",
         f"topic read {base}/device/+/status",
         f"topic write {base}/server/#",
-        f"topic write {base}/round/#",
         f"topic write {base}/device/+/inbox",
         "",
         f"user {ADMIN}",
@@ -57,7 +56,6 @@ def render_acl(federation: str) -> str:
         f"pattern write {base}/device/%u/status",
         f"pattern read {base}/device/%u/inbox",
         f"pattern read {base}/server/#",
-        f"pattern read {base}/round/#",
         "",
     ])
 

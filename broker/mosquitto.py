@@ -1,4 +1,4 @@
-"""Run a real Mosquitto on a free loopback port (for `genofed demo` and the tests)."""
+"""Run a real Mosquitto on a free loopback port: the broker `genofed demo` starts (and tests)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class LocalMosquitto:
     Plain and anonymous by default; with `secured` (a directory made by `genofed broker init`)
     it runs that deployment's TLS-only configuration, certificates and ACL on `port`.
 
-    Persistence is on and saved after every change, so a restart (`restart()`, even after a
-    crash) keeps retained messages, sessions and queued messages, as a deployment's would.
+    Persistence is on and saved after every change, so a restart (even after a crash) keeps
+    retained messages, sessions and queued messages, as a deployment's would.
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
@@ -83,21 +83,16 @@ class LocalMosquitto:
         self.stop()
         raise LocalInputError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
 
-    def stop(self, *, crash: bool = False) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file;
-        `crash` kills it outright (SIGKILL), as a power cut would."""
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file."""
         if self.proc and self.proc.poll() is None:
-            (self.proc.kill if crash else self.proc.terminate)()
+            self.proc.terminate()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
-
-    def restart(self, *, crash: bool = False) -> None:
-        self.stop(crash=crash)
-        self.start()
 
     def __enter__(self) -> LocalMosquitto:
         return self.start()

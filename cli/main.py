@@ -297,16 +297,16 @@ def _agent_enroll(args: argparse.Namespace) -> int:
 
 
 def _aggregator_identity(args: argparse.Namespace) -> int:
-    from genofed.broker.config import load_aggregator_config
-    from genofed.broker.service import load_identity
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.service import load_identity
 
     print(load_identity(load_aggregator_config(args.config).state_dir).public.raw.hex())
     return 0
 
 
 def _aggregator_enroll(args: argparse.Namespace) -> int:
-    from genofed.broker.config import load_aggregator_config
-    from genofed.broker.service import enroll_device
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.service import enroll_device
     from genofed.protocol.topics import check_name
 
     try:
@@ -319,8 +319,8 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
 
 
 def _aggregator_run(args: argparse.Namespace) -> int:
-    from genofed.broker.config import load_aggregator_config
-    from genofed.broker.service import Aggregator
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.service import Aggregator
 
     Aggregator(load_aggregator_config(args.config)).run(_stop_on_signals())
     return 0

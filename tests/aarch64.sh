@@ -137,7 +137,7 @@ fi
 if [ ! -e "$BUNDLES/reference.json" ]; then
   log "no bundles in $BUNDLES: exporting them in the coordinator profile (.venv)"
   make -C "$REPO" .venv/.genofed-installed
-  "$REPO/.venv/bin/python" "$REPO/tests/bundles.py" "$BUNDLES"
+  "$REPO/.venv/bin/python" "$REPO/tests/support/bundles.py" "$BUNDLES"
 fi
 # A copy of the repository without its environments, caches and build output (the repository
 # root is the package `genofed`), and of the bundles: nothing of the host is bind-mounted.

@@ -65,6 +65,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if given:
         return Path(given)
     pytest.importorskip("torch")
-    from bundles import export_all
+    from support.bundles import export_all
 
     return export_all(tmp_path_factory.mktemp("exported"))

@@ -1,0 +1,131 @@
+"""The aggregator's configuration file (TOML), validated when it is loaded.
+
+    federation = "demo"
+    bundle = "bundle"
+    state_dir = "state/aggregator"   # aggregator.db and identity.key (made on first start)
+    metrics_port = 9464              # Prometheus metrics on 127.0.0.1; 0 or absent = off
+
+    [broker]
+    host = "127.0.0.1"
+    port = 8883
+    ca = "broker/ca.crt"
+    cert = "broker/clients/aggregator.crt"
+    key = "broker/clients/aggregator.key"
+
+    [rounds]
+    rounds = 10            # completed rounds to run
+    stage_timeout_s = 60   # deadline of each SecAgg+ stage (the first includes training)
+    retry_s = 2            # wait before retrying when too few devices are online
+    local_epochs = 2
+    batch_size = 32
+    lr = 0.05
+    optimizer = "sgd"      # devices' local optimizer: sgd, sgd_momentum or adam (in the bundle)
+
+    [cohort]
+    min_participants = 3
+    max_participants = 100
+    sampling_rate = 1.0
+    sideline_after = 2     # rest a device picked in this many rounds in a row that sent nothing
+    sideline_s = 60        # for this long (doubling with each further silent round, <= 1 h)
+
+    [secagg]
+    corrupt_fraction = 0.1
+    dropout_fraction = 0.3
+
+    [codec]
+    clip = 10.0
+    scale = 1e6
+    weight_max = 1000
+
+    [server]
+    optimizer = "fedavg"   # or "fedadam"
+    lr = 1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genofed import config
+from genofed.aggregator.cohort import CohortPolicy
+from genofed.aggregator.optimizers import ServerOptimizer
+from genofed.errors import LocalInputError
+from genofed.protocol.roundspec import TrainingSpec
+from genofed.protocol.topics import check_name
+from genofed.transport.mqtt import BrokerAddress
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    rounds: int = 5
+    stage_timeout_s: float = 60.0
+    retry_s: float = 2.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.1
+    optimizer: str = "sgd"
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise LocalInputError(f"[rounds] rounds must be >= 1, got {self.rounds}")
+        if not self.stage_timeout_s > 0 or not self.retry_s > 0:
+            raise LocalInputError("[rounds] stage_timeout_s and retry_s must be > 0")
+        self.training()  # validates local_epochs, batch_size, lr, optimizer
+
+    def training(self) -> TrainingSpec:
+        return TrainingSpec(self.local_epochs, self.batch_size, self.lr, self.optimizer)
+
+
+@dataclass(frozen=True)
+class SecAggSection:
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.3
+
+
+@dataclass(frozen=True)
+class CodecSection:
+    clip: float = 10.0
+    scale: float = 1e6
+    weight_max: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.clip > 0 or not self.scale > 0 or self.weight_max < 1:
+            raise LocalInputError("[codec] clip and scale must be > 0 and weight_max >= 1")
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    optimizer: str = "fedavg"
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.optimizer_spec()
+
+    def optimizer_spec(self) -> ServerOptimizer:
+        return ServerOptimizer(name=self.optimizer, lr=self.lr)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    federation: str
+    bundle: Path
+    state_dir: Path
+    broker: BrokerAddress = field(default_factory=BrokerAddress)
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+    cohort: CohortPolicy = field(default_factory=CohortPolicy)
+    secagg: SecAggSection = field(default_factory=SecAggSection)
+    codec: CodecSection = field(default_factory=CodecSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
+
+    def __post_init__(self) -> None:
+        check_name("federation", self.federation)
+        if not 0 <= self.metrics_port < 65536:
+            raise LocalInputError(f"metrics_port must be 0 (off) or 1-65535, got "
+                                  f"{self.metrics_port}")
+
+
+def load_aggregator_config(path: str | Path) -> AggregatorConfig:
+    """Load and validate an aggregator config; errors name the file and the key."""
+    return config.load(AggregatorConfig, path)

@@ -1,0 +1,116 @@
+"""A device daemon with faults, for integration tests: `genofed agent run` plus two test-only
+behaviours, none of which the production daemon has.
+
+    python tests/faulty_agent.py --config DEVICE.toml [--dump-deltas] [--die-after STAGE]
+                                 [--hang-after STAGE]
+
+--dump-deltas writes each round's plain delta into the device's own state folder
+(`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
+against the plain weighted average. --die-after STAGE (a SecAgg+ stage name, e.g. SHARE_KEYS)
+exits abruptly with status 137 right after the broker has acknowledged the device's answer
+to that stage, as a device that loses power would: no clean disconnect, so the broker sends
+its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
+and online, as a device whose process froze would: the next stage waits for it until its
+deadline. Tests start it with `spawn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from genofed.agent.config import AgentConfig, load_agent_config
+from genofed.agent.core import Job
+from genofed.agent.daemon import Agent
+from genofed.cli.logs import setup_logging
+from genofed.cli.main import _stop_on_signals
+from genofed.errors import GenofedError
+from genofed.protocol.secagg import Stage
+from genofed.transport.mqtt import MqttLink
+
+log = logging.getLogger("genofed.tests.faulty_agent")
+SCRIPT = Path(__file__).resolve()
+
+
+class FaultyAgent(Agent):
+    """`Agent` that may dump its plain deltas and may die after answering one stage."""
+
+    def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
+                 die_after: str | None = None, hang_after: str | None = None) -> None:
+        super().__init__(cfg)
+        self.dump_deltas = dump_deltas
+        self.die_after, self.hang_after = die_after, hang_after
+        self.hung = False
+
+    def train(self, job: Job) -> tuple[np.ndarray, int]:
+        delta, n = super().train(job)
+        if self.dump_deltas:
+            np.savez(self.cfg.state_dir / f"delta-{job.task.round}.npz", delta=delta,
+                     n_examples=n)
+        return delta, n
+
+    def send(self, link: MqttLink, payload: bytes) -> None:
+        super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
+        p = self.participation
+        answered = None if p is None else Stage(p.client.stage - 1).name
+        if self.die_after and answered == self.die_after:
+            log.warning("test fault: exiting abruptly after %s", self.die_after)
+            logging.shutdown()
+            os._exit(137)
+        if self.hang_after and answered == self.hang_after:
+            log.warning("test fault: answering nothing more after %s", self.hang_after)
+            self.hung = True
+
+    def handle(self, topic: str, payload: bytes) -> bytes | None:
+        return None if self.hung else super().handle(topic, payload)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--dump-deltas", action="store_true")
+    # Not UNMASKING: the daemon ends its participation with that answer, before sending it.
+    stages = [s.name for s in Stage if s < Stage.UNMASKING]
+    p.add_argument("--die-after", choices=stages)
+    p.add_argument("--hang-after", choices=stages)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    args = p.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
+                            die_after=args.die_after, hang_after=args.hang_after)
+        agent.run(_stop_on_signals())
+    except GenofedError as exc:
+        print(f"faulty_agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
+          die_after: str | None = None, hang_after: str | None = None
+          ) -> subprocess.Popen[bytes]:
+    """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
+    argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
+    if dump_deltas:
+        argv.append("--dump-deltas")
+    if die_after is not None:
+        argv += ["--die-after", die_after]
+    if hang_after is not None:
+        argv += ["--hang-after", hang_after]
+    with log_file.open("wb") as fh:
+        return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Helpers for tests that run a federation on a real Mosquitto (TLS, client certificates)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from genofed.aggregator.service import enroll_device
+from genofed.broker.pki import PkiLayout
+from genofed.protocol.secagg import SigningIdentity
+from genofed.protocol.topics import Topics
+
+
+def client(root: Path, identity: str) -> mqtt.Client:
+    """A paho client with `identity`'s certificate from the demo layout under `root/broker`."""
+    pki = PkiLayout(root / "broker")
+    ident = pki.client(identity)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                    client_id=f"test-{identity}-{time.time_ns()}", protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(pki.ca_cert), certfile=str(ident.cert), keyfile=str(ident.key),
+              cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return c
+
+
+def wait_retained(root: Path, port: int, topic: str, timeout_s: float = 120) -> bytes:
+    """Block until `topic` holds a retained message; return it (read as the admin)."""
+    got: queue.Queue[bytes] = queue.Queue()
+    c = client(root, "admin")
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+    c.on_message = lambda cl, u, msg: got.put(bytes(msg.payload))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        return got.get(timeout=timeout_s)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def mosquitto_pub(root: Path, port: int, identity: str, topic: str, payload: bytes, *,
+                  retain: bool = False) -> None:
+    """Publish one raw payload with the `mosquitto_pub` command, as `identity`."""
+    pki = PkiLayout(root / "broker")
+    ident = pki.client(identity)
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "--cafile",
+                    str(pki.ca_cert), "--cert", str(ident.cert), "--key", str(ident.key),
+                    "-q", "1", *(["-r"] if retain else []), "-t", topic,
+                    *(["-s"] if payload else ["-n"])], input=payload, check=True, timeout=30)
+
+
+class Recorder:
+    """A subscriber on `#` as the admin: keeps every payload it sees, by topic."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.payloads: list[tuple[str, bytes]] = []
+        self.c = client(root, "admin")
+        self.c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("#", qos=1)
+        self.c.on_message = lambda cl, u, msg: self.payloads.append(
+            (msg.topic, bytes(msg.payload)))
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def stop(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def ghost(root: Path, port: int, state: str = "online") -> None:
+    """The enrolled device `ghost` says it is `state` and never answers a round: a round that
+    picks it waits for it until the stage deadline (a window the tests act in)."""
+    mosquitto_pub(root, port, "ghost", Topics("demo").status("ghost"),
+                  json.dumps({"device": "ghost", "state": state}).encode(), retain=True)
+
+
+def enroll_ghost(root: Path) -> None:
+    enroll_device(root / "state" / "aggregator", "ghost",
+                  SigningIdentity.generate().public.raw.hex())
+
+
+def wait_until(what: str, pred: Callable[[], bool], timeout_s: float = 180) -> None:
+    """Poll `pred` until it holds; fail naming `what` (a safety net, not a timing claim)."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def stored_messages(db: Path, round_: int, stage: str) -> int:
+    """How many messages of `stage` the aggregator has stored for `round_` (read-only)."""
+    if not db.exists():
+        return 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        try:
+            row = con.execute("SELECT COUNT(*) FROM messages WHERE round=? AND stage=?",
+                              (round_, stage)).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(row[0])
+
+
+def logs(root: Path) -> str:
+    """The tail of every process log under `root/logs`, for assertion messages."""
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
+                     for p in sorted((root / "logs").glob("*.log")))

@@ -1,0 +1,128 @@
+"""A whole secure round in memory: aggregator state machine, device participations, the task
+as it travels, and devices dropping out mid-round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support.tasks import open_task
+
+from genofed.agent.secure import Participation
+from genofed.aggregator.secure_round import Aborted, Done, Route, SecureRound
+from genofed.errors import MessageError
+from genofed.protocol.roundspec import CodecSpec, TrainingSpec
+from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.secagg import (
+    SigningIdentity,
+    Stage,
+    choose_parameters,
+)
+
+DIM, N = 40, 10
+
+
+def _setup(n: int = N, dropout: float = 0.3) -> tuple[SecureTask, SigningIdentity,
+                                                       dict[str, SigningIdentity]]:
+    agg = SigningIdentity.generate()
+    ids = {f"dev{i:02d}": SigningIdentity.generate() for i in range(n)}
+    codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, weight_max=1000,
+                      rotation_seed=bytes(range(32)))
+    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM + 1,
+                     model_version=2, codec=codec, training=TrainingSpec(2, 16, 0.05),
+                     params=choose_parameters(n, 0.1, dropout))
+    # Devices read the task as it travels: signed by the aggregator, checked on arrival.
+    travelled = SecureTask.open(task.seal(agg), agg.public, "fed")
+    assert travelled == task
+    return travelled, agg, ids
+
+
+def _run(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentity],
+         deltas: dict[str, np.ndarray], examples: dict[str, int],
+         drop: dict[Stage, set[str]]) -> Done | Aborted:
+    assert task.codec is not None and task.secagg is not None
+    pipe = task.codec.pipeline(DIM)
+    rng = np.random.default_rng(0)
+    devices = {d: Participation(task, d, ids[d], pipe.encode(deltas[d], examples[d], rng))
+               for d in ids}
+    rnd = SecureRound(task.secagg, agg, pipe, stage_timeout_s=10.0, now=0.0)
+    silent = set(drop.get(Stage.ADVERTISE_KEYS, set()))
+    for d, p in devices.items():
+        if d not in silent:
+            assert rnd.receive(d, p.advertise()) is None
+    now = 0.0
+    while True:
+        ev = rnd.poll(now)
+        if ev is None:  # someone is silent: let the stage deadline pass
+            now += 10.0
+            continue
+        if not isinstance(ev, Route):
+            return ev
+        silent |= drop.get(ev.stage, set())
+        for d, payload in ev.payloads.items():
+            if d not in silent:
+                assert rnd.receive(d, devices[d].answer(payload)) is None
+
+
+def _weighted_mean(deltas: dict[str, np.ndarray], examples: dict[str, int],
+                   who: tuple[str, ...]) -> np.ndarray:
+    w = np.array([min(examples[d], 1000) for d in who], dtype=np.float64)
+    return np.sum([wi * deltas[d] for wi, d in zip(w, who, strict=True)], axis=0) / w.sum()
+
+
+@pytest.mark.parametrize("drop", [
+    {},
+    # one device dies after ShareKeys, another after MaskedInputCollection
+    {Stage.SHARE_KEYS: {"dev03"}, Stage.CONSISTENCY_CHECK: {"dev07"}},
+    {Stage.MASKED_INPUT: {"dev01", "dev05"}},
+])
+def test_secure_round_equals_weighted_average_of_survivors(drop: dict[Stage, set[str]]) -> None:
+    task, agg, ids = _setup()
+    rng = np.random.default_rng(1)
+    deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
+    examples = {d: int(rng.integers(20, 300)) for d in ids}
+    ev = _run(task, agg, ids, deltas, examples, drop)
+    assert isinstance(ev, Done), ev
+    gone = {d for s, ds in drop.items() if s <= Stage.MASKED_INPUT for d in ds}
+    assert set(ev.survivors) == set(ids) - gone
+    expect = _weighted_mean(deltas, examples, ev.survivors)
+    assert ev.weight == sum(min(examples[d], 1000) for d in ev.survivors)
+    # Codec precision: stochastic rounding at scale 2000 over at most N devices.
+    np.testing.assert_allclose(ev.mean_delta, expect, atol=N / 2000)
+
+
+def test_too_many_dropouts_abort() -> None:
+    task, agg, ids = _setup()
+    rng = np.random.default_rng(2)
+    deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
+    examples = dict.fromkeys(ids, 50)
+    ev = _run(task, agg, ids, deltas, examples,
+              {Stage.MASKED_INPUT: {f"dev{i:02d}" for i in range(7)}})
+    assert isinstance(ev, Aborted)
+
+
+def test_a_device_cannot_speak_for_another() -> None:
+    task, agg, ids = _setup(n=4, dropout=0.0)
+    assert task.codec is not None and task.secagg is not None
+    pipe = task.codec.pipeline(DIM)
+    rnd = SecureRound(task.secagg, agg, pipe, stage_timeout_s=10.0, now=0.0)
+    p0 = Participation(task, "dev00", ids["dev00"], pipe.encode(np.zeros(DIM), 1,
+                                                                np.random.default_rng(0)))
+    advert = p0.advertise()
+    assert "came on dev01's outbox" in str(rnd.receive("dev01", advert))
+    assert "not in round" in str(rnd.receive("stranger", advert))
+    assert rnd.receive("dev00", advert) is None
+    assert "ReplayedMessage" in str(rnd.receive("dev00", advert))
+    assert "Malformed" in str(rnd.receive("dev00", b"garbage"))
+
+
+def test_task_and_model_refuse_forgery() -> None:
+    task, agg, _ = _setup(n=4)
+    other = SigningIdentity.generate()
+    with pytest.raises(MessageError, match="bad signature"):
+        SecureTask.open(task.seal(other), agg.public, "fed")
+    rel = ModelRelease("fed", 2, "ab" * 32, np.arange(-3, 4, dtype=np.int8),
+                       np.array([0.5, 0.25], dtype=np.float32))
+    back = ModelRelease.open(rel.seal(agg), agg.public, "fed")
+    assert back.version == 2 and back.values.tolist() == list(range(-3, 4))
+    with pytest.raises(MessageError, match="bad signature"):
+        ModelRelease.open(rel.seal(other), agg.public, "fed")

@@ -1,0 +1,106 @@
+"""The aggregator's SQLite state: atomic round closes, verified models, clear errors."""
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genofed.aggregator.store import OpenRound, Store
+from genofed.errors import GenofedError
+
+
+def test_round_life_cycle_survives_reopen(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.arange(3, dtype=np.float32))
+    s.open_round(0, 0, opened=100.0)
+    assert s.put_message(0, "update", "dev00", b"x")
+    assert not s.put_message(0, "update", "dev00", b"again")  # one per device and stage
+    s.close()
+    s = Store(tmp_path / "a.db")
+    flight = s.open_round_in_flight()
+    assert flight is not None and (flight.round, flight.model_version) == (0, 0)
+    assert s.messages(0, "update") == [("dev00", b"x")]
+    s.close_round(0, "completed", {"round": 0}, new_model=(1, np.ones(3, dtype=np.float32)))
+    assert s.open_round_in_flight() is None and s.messages(0, "update") == []
+    version, w = s.latest_model()  # type: ignore[misc]
+    assert version == 1 and w.tolist() == [1, 1, 1]
+    assert s.journal() == [{"round": 0}] and s.next_round() == 1
+
+
+def test_failed_close_changes_nothing(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.zeros(2, dtype=np.float32))
+    s.open_round(0, 0, opened=1.0)
+    with pytest.raises(Exception, match="UNIQUE"):
+        s.close_round(0, "completed", {}, new_model=(0, np.ones(2, dtype=np.float32)))
+    assert s.open_round_in_flight() is not None  # the round is still open, model 0 intact
+    assert s.latest_model()[1].tolist() == [0, 0]  # type: ignore[index]
+
+
+def test_tampered_model_and_bad_file(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.zeros(2, dtype=np.float32))
+    s.db.execute("UPDATE models SET weights=? WHERE version=0",
+                 (np.ones(2, dtype="<f4").tobytes(),))
+    with pytest.raises(GenofedError, match="hash check"):
+        s.latest_model()
+    bad = tmp_path / "junk.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GenofedError, match=r"junk\.db"):
+        Store(bad)
+
+
+def test_round_in_flight_keeps_its_task_and_stage(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.zeros(2, dtype=np.float32))
+    s.open_round(0, 0, opened=5.0, task=b"sealed task")
+    s.put_message(0, "ADVERTISE_KEYS", "dev01", b"b")
+    s.put_message(0, "ADVERTISE_KEYS", "dev00", b"a")
+    s.set_stage(0, "SHARE_KEYS")
+    s.close()
+    s = Store(tmp_path / "a.db")
+    assert s.open_round_in_flight() == OpenRound(0, 0, 5.0, b"sealed task", "SHARE_KEYS")
+    # Replayed in the order they were accepted, which the round's messages depend on.
+    assert s.messages(0, "ADVERTISE_KEYS") == [("dev01", b"b"), ("dev00", b"a")]
+    assert s.message(0, "ADVERTISE_KEYS", "dev00") == b"a"
+    assert s.message(0, "SHARE_KEYS", "dev00") is None
+
+
+def test_optimizer_moments_are_stored_with_their_model(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.zeros(3, dtype=np.float32))
+    assert s.moments(0) is None  # FedAvg, or before the first FedAdam step
+    s.open_round(0, 0, opened=1.0)
+    m, v = np.array([0.1, -0.2, 0.3]), np.array([1e-4, 2e-4, 3e-4])
+    s.close_round(0, "completed", {}, new_model=(1, np.ones(3, dtype=np.float32)),
+                  moments=(m, v))
+    s.close()
+    got = Store(tmp_path / "a.db").moments(1)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], m)
+    np.testing.assert_array_equal(got[1], v)
+
+
+def test_schema_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the tables as the first release wrote them
+        db.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema', '1');
+            CREATE TABLE models (version INTEGER PRIMARY KEY, weights BLOB NOT NULL,
+                sha256 TEXT NOT NULL, created REAL NOT NULL);
+            CREATE TABLE rounds (round INTEGER PRIMARY KEY, model_version INTEGER NOT NULL,
+                status TEXT NOT NULL, opened REAL NOT NULL, closed REAL, record TEXT);
+            INSERT INTO rounds VALUES (0, 0, 'open', 2.0, NULL, NULL);""")
+    s = Store(path)
+    s.put_model(0, np.zeros(2, dtype=np.float32))
+    assert s.open_round_in_flight() == OpenRound(0, 0, 2.0, None, None)
+    assert s.moments(0) is None
+    s.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='9' WHERE key='schema'")
+    with pytest.raises(GenofedError, match="state schema 9"):
+        Store(path)
