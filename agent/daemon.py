@@ -18,7 +18,6 @@ advertisement goes out, so an agent restarted mid-round sits that round out (`Ag
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import secrets
@@ -43,7 +42,7 @@ from genofed.errors import GenofedError, LocalInputError, MessageError
 from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
 from genofed.models.quant import dequantize_flat
 from genofed.models.signing import load_signing_key, load_verify_key
-from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import IdentityKey, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
@@ -122,8 +121,8 @@ class Agent:
         link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
                         subscriptions=[self.topics.task, self.topics.model,
                                        self.topics.inbox(me)],
-                        will=Will(status, _status_payload(me, "offline")),
-                        birth=Will(status, _status_payload(me, "online")))
+                        will=Will(status, DeviceStatus(me, "offline").encode()),
+                        birth=Will(status, DeviceStatus(me, "online").encode()))
         link.start()
         try:
             while not stop.is_set():
@@ -147,7 +146,7 @@ class Agent:
                         atomic.write_bytes(joined_path(self.cfg),
                                            job.task.secagg.digest.raw.hex().encode())
                         self.send(link, advert)
-            link.publish(status, _status_payload(me, "offline"), retain=True)
+            link.publish(status, DeviceStatus(me, "offline").encode(), retain=True)
         finally:
             link.stop()
 
@@ -248,10 +247,6 @@ def _read_joined(path: Path) -> str | None:
         log.warning("%s: not a round digest, ignored", path)
         return None
     return text
-
-
-def _status_payload(device: str, state: str) -> bytes:
-    return json.dumps({"device": device, "state": state}).encode()
 
 
 def _trusted_key(cfg: AgentConfig) -> VerifyKey | None:

@@ -19,7 +19,6 @@ aborted and a fresh one opens on the last stored model.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -52,7 +51,7 @@ from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.envelope import MAX_MESSAGE_BYTES
 from genofed.protocol.roundspec import CodecSpec
-from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import (
     GraphSeed,
     IdentityKey,
@@ -198,9 +197,9 @@ class Aggregator:
 
     def _status(self, device: str, payload: bytes) -> None:
         try:
-            state = json.loads(payload)["state"] if payload else "offline"
-        except (ValueError, KeyError, TypeError):
-            self._reject("malformed", f"dropped a bad status message of {device}")
+            state = DeviceStatus.decode(payload, device).state
+        except MessageError as exc:
+            self._reject("malformed", f"dropped a bad status message of {device}: {exc}")
             return
         (self.online.add if state == "online" else self.online.discard)(device)
         if state == "online":

@@ -6,7 +6,7 @@
 | `server/model` (retained)   | `ModelRelease` (INT8)        | envelope signed by aggregator   |
 | `device/<id>/inbox`         | SecAgg+ server messages      | `protocol/secagg/messages.py`   |
 | `device/<id>/outbox`        | SecAgg+ client messages      | `protocol/secagg/messages.py`   |
-| `device/<id>/status` (ret.) | `{"device", "state"}` JSON   | plain; the broker's ACL vouches |
+| `device/<id>/status` (ret.) | `DeviceStatus` (JSON)        | plain; the broker's ACL vouches |
 
 Envelope: `protocol/envelope.py` (b"GFS1", version 1). SecAgg+ messages: b"GSA1". Every
 payload is size-checked before it is parsed and signature-checked before it is trusted; a
@@ -15,6 +15,7 @@ change to any format is a new magic.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -117,3 +118,43 @@ class ModelRelease:
                        panel_sha256=str(h["panel_sha256"]), values=values, scales=scales)
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"bad model release: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """What a device says of itself on its retained status topic: `online` when it connects,
+    `offline` when it leaves (its will says so when it vanishes). An empty payload clears the
+    retained message and reads as `offline`. Unsigned: the broker's ACL lets only the device
+    write its own status topic, and a status decides no more than whether the device may be
+    asked to join a round."""
+
+    device: str
+    state: str
+
+    MAX_BYTES: ClassVar[int] = 1024  # a status is ~50 bytes; checked before json parses it
+    STATES: ClassVar[tuple[str, ...]] = ("online", "offline")
+
+    def __post_init__(self) -> None:
+        if self.state not in self.STATES:
+            raise MessageError(f"device status {self.state!r} is not one of {self.STATES}")
+
+    def encode(self) -> bytes:
+        return json.dumps({"device": self.device, "state": self.state}).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes, device: str) -> DeviceStatus:
+        """The status `device` published on its own topic; MessageError if it is not one (too
+        large, not a JSON object, another device's name, an unknown state)."""
+        if not payload:
+            return cls(device, "offline")
+        if len(payload) > cls.MAX_BYTES:
+            raise MessageError(f"status of {len(payload)} bytes, more than {cls.MAX_BYTES}")
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            raise MessageError(f"status is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
+            raise MessageError("status is not an object with a state")
+        if doc.get("device", device) != device:
+            raise MessageError(f"status names device {doc.get('device')!r}, not {device!r}")
+        return cls(device, doc["state"])
