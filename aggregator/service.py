@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import nacl.utils
 import numpy as np
@@ -42,11 +41,11 @@ from genofed.aggregator.secure_round import (
     SecureRound,
     resume,
 )
+from genofed.aggregator.state import load_identity, state_path
 from genofed.aggregator.store import OpenRound, Store
 from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import flatten, load_bundle, unflatten
 from genofed.models.quant import quantize_flat
-from genofed.models.signing import ensure_signing_key
 from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.envelope import MAX_MESSAGE_BYTES
@@ -60,11 +59,9 @@ from genofed.protocol.secagg import (
     Ring,
     RoundConfig,
     SecAggError,
-    SigningIdentity,
     Stage,
     choose_parameters,
 )
-from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.transport.mqtt import MqttLink
 
@@ -363,51 +360,3 @@ class Aggregator:
         self.model_bytes = len(payload)
         self.metrics.bytes.labels("down").inc(len(payload))
         self.metrics.model_version.set(self.version)
-
-
-def state_path(state_dir: Path) -> Path:
-    """The aggregator's database under its state directory."""
-    return state_dir / "aggregator.db"
-
-
-def identity_path(state_dir: Path) -> Path:
-    """The aggregator's Ed25519 identity key file (made on first start)."""
-    return state_dir / "identity.key"
-
-
-def load_identity(state_dir: Path) -> SigningIdentity:
-    """The aggregator's signing identity, created on first use."""
-    return SigningIdentity(IdentitySeed(ensure_signing_key(identity_path(state_dir)).encode()))
-
-
-def enroll_device(state_dir: Path, device: str, public_hex: str) -> None:
-    """Store a device's Ed25519 public key: it may then be picked for rounds."""
-    try:
-        key = IdentityKey(bytes.fromhex(public_hex.strip()))
-    except (ValueError, ParameterError) as exc:
-        raise LocalInputError(f"device key {public_hex!r}: not a 32-byte hex key: {exc}") from None
-    store = Store(state_path(state_dir))
-    try:
-        store.enroll(device, key.raw)
-    finally:
-        store.close()
-
-
-def read_journal(state_dir: Path) -> list[dict[str, object]]:
-    """The records of the rounds closed so far (read-only; safe while the service runs)."""
-    if not state_path(state_dir).exists():
-        return []
-    store = Store(state_path(state_dir))
-    try:
-        return store.journal()
-    finally:
-        store.close()
-
-
-def read_model(state_dir: Path, version: int) -> np.ndarray:
-    """Model `version` as the aggregator stored it."""
-    store = Store(state_path(state_dir))
-    try:
-        return store.model(version)
-    finally:
-        store.close()

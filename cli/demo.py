@@ -24,7 +24,7 @@ from genofed.agent.encode import encode_dosages
 from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
-from genofed.aggregator.service import enroll_device, load_identity, read_journal, read_model
+from genofed.aggregator.state import enroll_device, load_identity, read_journal, read_model
 from genofed.broker.deploy import init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import AGGREGATOR, PkiLayout

@@ -298,7 +298,7 @@ def _agent_enroll(args: argparse.Namespace) -> int:
 
 def _aggregator_identity(args: argparse.Namespace) -> int:
     from genofed.aggregator.config import load_aggregator_config
-    from genofed.aggregator.service import load_identity
+    from genofed.aggregator.state import load_identity
 
     print(load_identity(load_aggregator_config(args.config).state_dir).public.raw.hex())
     return 0
@@ -306,7 +306,7 @@ def _aggregator_identity(args: argparse.Namespace) -> int:
 
 def _aggregator_enroll(args: argparse.Namespace) -> int:
     from genofed.aggregator.config import load_aggregator_config
-    from genofed.aggregator.service import enroll_device
+    from genofed.aggregator.state import enroll_device
     from genofed.protocol.topics import check_name
 
     try:

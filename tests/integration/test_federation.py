@@ -12,7 +12,7 @@ import pytest
 from support.fedtools import logs, mosquitto_pub, wait_retained
 
 from genofed.agent.trainer import StepTrainer
-from genofed.aggregator.service import read_journal, read_model
+from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import load_labeled, spawn, start_broker, write_configs
 from genofed.models.manifest import load_bundle, unflatten
 from genofed.protocol.topics import Topics

@@ -23,7 +23,7 @@ from support.fedtools import enroll_ghost, ghost, logs, stored_messages, wait_un
 from support.mosquitto import restart
 
 from genofed.aggregator.optimizers import ServerOptimizer
-from genofed.aggregator.service import read_journal, read_model, state_path
+from genofed.aggregator.state import read_journal, read_model, state_path
 from genofed.aggregator.store import Store
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.cli.demo import spawn, start_broker, write_configs

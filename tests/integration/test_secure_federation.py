@@ -31,7 +31,7 @@ from support.fedtools import (
 )
 
 from genofed.agent.vcf import read_dosages
-from genofed.aggregator.service import read_journal, read_model, state_path
+from genofed.aggregator.state import read_journal, read_model, state_path
 from genofed.cli.demo import spawn, start_broker, write_configs
 from genofed.models.manifest import load_bundle
 from genofed.protocol.topics import Topics

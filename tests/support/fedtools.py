@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from genofed.aggregator.service import enroll_device
+from genofed.aggregator.state import enroll_device
 from genofed.broker.pki import PkiLayout
 from genofed.protocol.secagg import SigningIdentity
 from genofed.protocol.topics import Topics

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genofed.aggregator.service import state_path
+from genofed.aggregator.state import state_path
 from genofed.aggregator.store import Store
 from genofed.cli.main import main
 

@@ -1,0 +1,66 @@
+"""The aggregator's state folder: its database, its identity, and what other commands read.
+
+`state_dir/aggregator.db` (`store.py`) and `state_dir/identity.key` (Ed25519, made on first
+use). `enroll_device` is `genofed aggregator enroll`; `read_journal` and `read_model` read a
+running service's database without disturbing it (the demo and the tests follow rounds so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from genofed.aggregator.store import Store
+from genofed.errors import LocalInputError
+from genofed.models.signing import ensure_signing_key
+from genofed.protocol.secagg import IdentityKey, ParameterError, SigningIdentity
+from genofed.protocol.secagg.keys import IdentitySeed
+
+
+def state_path(state_dir: Path) -> Path:
+    """The aggregator's database under its state directory."""
+    return state_dir / "aggregator.db"
+
+
+def identity_path(state_dir: Path) -> Path:
+    """The aggregator's Ed25519 identity key file (made on first start)."""
+    return state_dir / "identity.key"
+
+
+def load_identity(state_dir: Path) -> SigningIdentity:
+    """The aggregator's signing identity, created on first use."""
+    return SigningIdentity(IdentitySeed(ensure_signing_key(identity_path(state_dir)).encode()))
+
+
+def enroll_device(state_dir: Path, device: str, public_hex: str) -> None:
+    """Store a device's Ed25519 public key: it may then be picked for rounds."""
+    try:
+        key = IdentityKey(bytes.fromhex(public_hex.strip()))
+    except (ValueError, ParameterError) as exc:
+        raise LocalInputError(f"device key {public_hex!r}: not a 32-byte hex key: {exc}") from None
+    store = Store(state_path(state_dir))
+    try:
+        store.enroll(device, key.raw)
+    finally:
+        store.close()
+
+
+def read_journal(state_dir: Path) -> list[dict[str, object]]:
+    """The records of the rounds closed so far (read-only; safe while the service runs)."""
+    if not state_path(state_dir).exists():
+        return []
+    store = Store(state_path(state_dir))
+    try:
+        return store.journal()
+    finally:
+        store.close()
+
+
+def read_model(state_dir: Path, version: int) -> np.ndarray:
+    """Model `version` as the aggregator stored it."""
+    store = Store(state_path(state_dir))
+    try:
+        return store.model(version)
+    finally:
+        store.close()
