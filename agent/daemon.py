@@ -35,7 +35,7 @@ from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
 from genofed.agent.ort_training import make_trainer
 from genofed.agent.phenotypes import read_phenotypes
-from genofed.agent.secure import Participation
+from genofed.agent.secure import Participation, join
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
@@ -192,12 +192,10 @@ class Agent:
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
         delta, n = self.train(job)
-        trained = delta[self.keep]
-        pipe = task.codec.pipeline(trained.size)
         rng = np.random.default_rng(secrets.randbits(128))
         try:
-            ring = pipe.encode(trained, n, rng)
-            self.participation = Participation(task, self.cfg.device_id, self.identity, ring)
+            self.participation = join(task, self.cfg.device_id, self.identity,
+                                      delta[self.keep], n, rng)
         except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None

@@ -6,16 +6,18 @@ import numpy as np
 
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import SecAggClient, SigningIdentity, Stage
+from genofed.protocol.secagg.keys import SYSTEM_ENTROPY, Entropy
 
 
 class Participation:
     """The client state machine of one round, keyed to this device's roster entry."""
 
     def __init__(self, task: SecureTask, device: str, identity: SigningIdentity,
-                 ring_input: np.ndarray) -> None:
+                 ring_input: np.ndarray, *, entropy: Entropy = SYSTEM_ENTROPY) -> None:
         assert task.secagg is not None
         self.round = task.round
-        self.client = SecAggClient(task.secagg, task.members().index(device), identity)
+        self.client = SecAggClient(task.secagg, task.members().index(device), identity,
+                                   entropy=entropy)
         self.client.set_input(ring_input)
 
     def advertise(self) -> bytes:
@@ -27,6 +29,22 @@ class Participation:
         return self.client.handle_bytes(payload)
 
     @property
+    def stage(self) -> Stage:
+        """The stage this device answers next (DONE once its unmasking answer went out)."""
+        return self.client.stage
+
+    @property
     def done(self) -> bool:
         """True once the unmasking answer has gone out."""
         return self.client.stage >= Stage.DONE
+
+
+def join(task: SecureTask, device: str, identity: SigningIdentity, trained: np.ndarray,
+         n_examples: int, rng: np.random.Generator, *,
+         entropy: Entropy = SYSTEM_ENTROPY) -> Participation:
+    """Encode this device's update (its trained coordinates, in flatten order) with the
+    round's codec and join its SecAgg+ round. Raises CodecError or a SecAggError when the
+    update does not fit the task (a LocalInputError either way)."""
+    assert task.codec is not None
+    ring = task.codec.pipeline(trained.size).encode(trained, n_examples, rng)
+    return Participation(task, device, identity, ring, entropy=entropy)

@@ -1,7 +1,10 @@
 """Prometheus metrics of the aggregator, served on a local port when configured.
 
-Each service instance owns its own registry (no process-global state), so tests and several
-aggregators in one process do not mix their counts.
+The core says what to count (`effects.Count`); this module only keeps the counts. Each count
+is made once, where its event happens: uploaded bytes when a message is accepted, downloaded
+bytes when a payload is published, never again from the round's record. Each service
+instance owns its own registry (no process-global state), so tests and several aggregators in
+one process do not mix their counts.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from genofed.aggregator.record import RoundRecord
+from genofed.aggregator.effects import Count
 from genofed.errors import LocalInputError
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,11 @@ class Metrics:
                                        ["stage"], buckets=_STAGE_BUCKETS, registry=r)
         self.model_version = Gauge("genofed_model_version", "Current global model version",
                                    registry=r)
+        self._by_name: dict[str, Counter | Gauge | Histogram] = {
+            "rounds": self.rounds, "resumed": self.resumed, "participants": self.participants,
+            "dropouts": self.dropouts, "accepted": self.accepted, "rejected": self.rejected,
+            "bytes": self.bytes, "stage_seconds": self.stage_seconds,
+            "model_version": self.model_version}
         self._server: Any = None
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
@@ -60,12 +68,13 @@ class Metrics:
             self._server.shutdown()
             self._server = None
 
-    def round_closed(self, record: RoundRecord, expected: int) -> None:
-        """Count one closed round."""
-        self.rounds.labels(record.status).inc()
-        self.participants.set(record.participants)
-        self.dropouts.inc(max(0, expected - record.participants))
-        self.bytes.labels("up").inc(record.bytes_up)
-        self.stage_seconds.labels("round").observe(record.seconds)
-        for stage, seconds in record.stage_seconds.items():
-            self.stage_seconds.labels(stage).observe(seconds)
+    def apply(self, count: Count) -> None:
+        """Move one metric as the core said: a counter adds, a gauge is set, a histogram
+        observes."""
+        metric = self._by_name[count.metric]
+        if isinstance(metric, Counter):
+            (metric.labels(count.label) if count.label else metric).inc(count.value)
+        elif isinstance(metric, Gauge):
+            (metric.labels(count.label) if count.label else metric).set(count.value)
+        else:
+            (metric.labels(count.label) if count.label else metric).observe(count.value)

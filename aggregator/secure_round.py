@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genofed.protocol.codec import WeightedPipeline
+from genofed.errors import LocalInputError
+from genofed.protocol.codec import CodecError, WeightedPipeline
 from genofed.protocol.secagg import RoundAborted, RoundConfig, SecAggError, SecAggServer, Stage
 from genofed.protocol.secagg.keys import SigningIdentity
 from genofed.protocol.secagg.messages import decode
@@ -65,8 +66,8 @@ class SecureRound:
     def __init__(self, config: RoundConfig, identity: SigningIdentity,
                  pipeline: WeightedPipeline, *, stage_timeout_s: float, now: float) -> None:
         if pipeline.dim != config.length:
-            raise ValueError(f"pipeline makes {pipeline.dim} ring values, the round takes "
-                             f"{config.length}")
+            raise ResumeError(f"pipeline makes {pipeline.dim} ring values, the round takes "
+                              f"{config.length}")
         self.config = config
         self.pipeline = pipeline
         self.server = SecAggServer(config, identity)
@@ -92,10 +93,10 @@ class SecureRound:
         if i is None:
             return f"{device} is not in round {self.config.round}'s roster"
         try:
-            sender = decode(payload).header.sender
-            if sender != i:
-                return f"message signed as client {sender} came on {device}'s outbox"
-            self.server.receive_bytes(payload)
+            msg = decode(payload)
+            if msg.header.sender != i:
+                return f"message signed as client {msg.header.sender} came on {device}'s outbox"
+            self.server.receive(msg)
         except SecAggError as exc:  # forged, replayed, wrong round or stage, malformed
             return f"{type(exc).__name__}: {exc}"
         self.received.add(device)
@@ -132,7 +133,10 @@ class SecureRound:
         if self.stage == Stage.DONE:
             self.finished = True
             survivors = tuple(self.devices[i] for i in self.server.survivors)
-            mean, weight = self.pipeline.decode_mean(self.server.result, len(survivors))
+            try:
+                mean, weight = self.pipeline.decode_mean(self.server.result, len(survivors))
+            except CodecError as exc:  # a survivor's input was malformed: nothing to keep
+                return Aborted(f"the survivors' sum does not decode: {exc}")
             return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=weight,
                         survivors=survivors)
         self.expected = {self.devices[i] for i in out}
@@ -174,5 +178,5 @@ def resume(config: RoundConfig, identity: SigningIdentity, pipeline: WeightedPip
     return rnd, routes
 
 
-class ResumeError(Exception):
-    """A round in flight cannot be rebuilt from the stored state."""
+class ResumeError(LocalInputError):
+    """A round cannot be set up from its configuration, or rebuilt from the stored state."""

@@ -18,12 +18,23 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from genofed.aggregator.effects import (
+    Durable,
+    Journal,
+    Moments,
+    OpenRound,
+    Snapshot,
+    StoreMessage,
+    StoreModel,
+    StoreRound,
+    StoreStage,
+)
 from genofed.errors import LocalInputError
 
 SCHEMA_VERSION = 2
@@ -47,20 +58,6 @@ ALTER TABLE models ADD COLUMN moments BLOB;
 ALTER TABLE rounds ADD COLUMN task BLOB;
 ALTER TABLE rounds ADD COLUMN stage TEXT;
 """
-Moments = tuple[np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class OpenRound:
-    """A round that was open when the state was last written: its sealed task (None for a
-    round opened by schema 1) and the last stage whose messages were sent (None before any)."""
-
-    round: int
-    model_version: int
-    opened: float
-    task: bytes | None = None
-    stage: str | None = None
-
 
 class Store:
     """Durable aggregator state. Not thread-safe: one service loop owns it."""
@@ -156,13 +153,17 @@ class Store:
                         (stage, round_))
 
     def open_round_in_flight(self) -> OpenRound | None:
-        """The round left open by a previous run, if any."""
+        """The round left open by a previous run, if any, with its stored messages."""
         row = self.db.execute("SELECT round, model_version, opened, task, stage FROM rounds "
                               "WHERE status='open' ORDER BY round DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        return OpenRound(int(row[0]), int(row[1]), float(row[2]),
-                         None if row[3] is None else bytes(row[3]), row[4])
+        round_ = int(row[0])
+        stages = [str(r[0]) for r in self.db.execute(
+            "SELECT DISTINCT stage FROM messages WHERE round=?", (round_,))]
+        return OpenRound(round_, int(row[1]), max(0.0, time.time() - float(row[2])),
+                         None if row[3] is None else bytes(row[3]), row[4],
+                         {st: tuple(self.messages(round_, st)) for st in stages})
 
     def next_round(self) -> int:
         row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
@@ -193,16 +194,36 @@ class Store:
                               (round_, stage, device, payload, time.time()))
         return cur.rowcount == 1
 
-    def message(self, round_: int, stage: str, device: str) -> bytes | None:
-        """The message `device` sent for `stage` of `round_`, if one was accepted."""
-        row = self.db.execute("SELECT payload FROM messages WHERE round=? AND stage=? AND "
-                              "device=?", (round_, stage, device)).fetchone()
-        return None if row is None else bytes(row[0])
-
     def messages(self, round_: int, stage: str) -> list[tuple[str, bytes]]:
         return [(str(d), bytes(p)) for d, p in self.db.execute(
             "SELECT device, payload FROM messages WHERE round=? AND stage=? ORDER BY rowid",
             (round_, stage))]
+
+    # the core's view
+    def snapshot(self) -> Snapshot:
+        """What the aggregator's core reads back at start."""
+        latest = self.latest_model()
+        return Snapshot(model=latest,
+                        moments=None if latest is None else self.moments(latest[0]),
+                        next_round=self.next_round(), in_flight=self.open_round_in_flight(),
+                        enrolled=self.devices())
+
+    def apply(self, effect: Durable) -> None:
+        """Make one of the core's durable effects durable; returns once it is on disk."""
+        if isinstance(effect, StoreMessage):
+            self.put_message(effect.round, effect.stage, effect.device, effect.payload)
+        elif isinstance(effect, StoreStage):
+            self.set_stage(effect.round, effect.stage)
+        elif isinstance(effect, StoreRound):
+            self.open_round(effect.round, effect.model_version, time.time(), effect.task)
+        elif isinstance(effect, Journal):
+            rec = effect.record
+            self.close_round(rec.round, rec.status, asdict(rec), new_model=effect.model,
+                             moments=effect.moments)
+        elif isinstance(effect, StoreModel):
+            self.put_model(effect.version, effect.weights)
+        else:
+            raise TypeError(f"not a durable effect: {effect!r}")
 
     # devices
     def enroll(self, device: str, verify_key: bytes) -> None:

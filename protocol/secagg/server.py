@@ -43,13 +43,13 @@ from genofed.protocol.secagg.keys import (
 from genofed.protocol.secagg.messages import (
     SERVER,
     AdvertiseKeys,
-    ClientMessage,
     ConsistencySignature,
     EncryptedShares,
     Endorsement,
     Header,
     KeyList,
     MaskedInput,
+    Message,
     Sealed,
     ServerMessage,
     ShareDelivery,
@@ -102,14 +102,13 @@ class SecAggServer:
 
     def receive_bytes(self, data: bytes) -> None:
         """Take one client message off the wire."""
-        msg = decode(data)
+        self.receive(decode(data))
+
+    def receive(self, msg: Message) -> None:
+        """Check one decoded client message and keep it for the current stage."""
         if not isinstance(msg, AdvertiseKeys | EncryptedShares | MaskedInput |
                           ConsistencySignature | UnmaskShares):
             raise MalformedMessage(f"{type(msg).__name__} is not a message to the aggregator")
-        self.receive(msg)
-
-    def receive(self, msg: ClientMessage) -> None:
-        """Check one client message and keep it for the current stage."""
         h, ctx = msg.header, self._ctx
         if (h.federation, h.round, h.config) != (ctx.federation, ctx.round, ctx.config):
             raise WrongRound(f"message of {h.federation!r} round {h.round}, this is "

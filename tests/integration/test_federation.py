@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from support.fedtools import logs, mosquitto_pub, wait_retained
 
 from genofed.agent.trainer import StepTrainer
+from genofed.aggregator.config import load_aggregator_config
+from genofed.aggregator.service import Aggregator
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import load_labeled, spawn, start_broker, write_configs
 from genofed.models.manifest import load_bundle, unflatten
@@ -20,18 +23,22 @@ from genofed.protocol.topics import Topics
 pytestmark = pytest.mark.integration
 
 
-def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path,
-                                        logreg_bundle: Path) -> None:
+def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path, logreg_bundle: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    # The aggregator service runs in this process (its metrics are read after it finished),
+    # the agents in their own.
     devices = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
     assert len(devices) == 3
     procs: list[subprocess.Popen[bytes]] = []
     (tmp_path / "logs").mkdir()
     broker = start_broker(tmp_path, [d.name for d in devices])
+    stop = threading.Event()
     try:
         agg_cfg = write_configs(tmp_path, logreg_bundle, devices, broker.port, rounds=2,
                                 min_participants=3)
-        procs.append(spawn(["aggregator", "run", "--config", str(agg_cfg)],
-                           tmp_path / "logs" / "aggregator.log"))
+        agg = Aggregator(load_aggregator_config(agg_cfg))
+        service = threading.Thread(target=agg.run, args=(stop,))
+        service.start()
         wait_retained(tmp_path, broker.port, Topics("demo").model)  # it has subscribed
         for junk in (b"garbage", b"GSA1\x00\x00\x00\x02{}", b""):
             mosquitto_pub(tmp_path, broker.port, devices[0].name,
@@ -40,10 +47,12 @@ def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path,
             procs.append(spawn(["agent", "run", "--config",
                                 str(tmp_path / "config" / f"{d.name}.toml")],
                                tmp_path / "logs" / f"{d.name}.log"))
-        assert procs[0].wait(timeout=300) == 0, logs(tmp_path)
-        for p in procs[1:]:
+        service.join(timeout=300)
+        assert not service.is_alive(), logs(tmp_path)
+        for p in procs:
             assert p.wait(timeout=60) == 0, logs(tmp_path)
     finally:
+        stop.set()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -67,5 +76,11 @@ def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path,
         trainer.set_params(unflatten(read_model(state, v), bundle.params))
         losses.append(float(trainer.mean_loss(test.x, test.y)))
     assert losses[2] < losses[1] < losses[0], losses
-    agg_log = (tmp_path / "logs" / "aggregator.log").read_text()
-    assert agg_log.count("dropped a message") >= 3  # the injected garbage, counted and survived
+    assert caplog.text.count("dropped a message") >= 3  # the injected garbage, survived
+    # Each uploaded byte counted once: the metric is the journal's sum (it was counted again
+    # when each round closed, and came out twice the journal's).
+    value = agg.metrics.registry.get_sample_value
+    assert value("genofed_bytes_total", {"direction": "up"}) == \
+        sum(int(r["bytes_up"]) for r in journal)  # type: ignore[call-overload]
+    assert value("genofed_messages_rejected_total", {"reason": "no_round"}) == 3
+    assert value("genofed_rounds_total", {"status": "completed"}) == 2

@@ -59,7 +59,7 @@ class FaultyAgent(Agent):
     def send(self, link: MqttLink, payload: bytes) -> None:
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
         p = self.participation
-        answered = None if p is None else Stage(p.client.stage - 1).name
+        answered = None if p is None else Stage(p.stage - 1).name
         if self.die_after and answered == self.die_after:
             log.warning("test fault: exiting abruptly after %s", self.die_after)
             logging.shutdown()

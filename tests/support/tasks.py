@@ -1,5 +1,5 @@
-"""One builder for the signed task of an open secure round, for tests that drive rounds or
-devices in memory (the aggregator service makes real ones in `aggregator/service.py`)."""
+"""Builders for the signed task of an open secure round, for tests that drive rounds or
+devices in memory (the aggregator makes real ones with `aggregator/rounds.py`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from genofed.protocol.secagg import (
     Ring,
     RoundConfig,
     SecAggParams,
+    SigningIdentity,
     choose_parameters,
 )
 
@@ -33,3 +34,23 @@ def open_task(federation: str, round_: int, roster: Mapping[str, IdentityKey],
                          length, GraphSeed(b"g" * 32))
     return SecureTask(federation, round_, "open", model_version, codec=codec,
                       training=training or TrainingSpec(), secagg=config)
+
+
+DIM = 40  # model coordinates of `round_setup`'s round (its ring vectors hold DIM + 1)
+
+
+def round_setup(n: int = 10, dropout: float = 0.3) -> tuple[SecureTask, SigningIdentity,
+                                                            dict[str, SigningIdentity]]:
+    """Round 3 of federation "fed" over n fresh devices dev00, dev01, ...: the task as the
+    devices read it (sealed by a fresh aggregator identity, opened and checked), the
+    aggregator's identity and the devices'."""
+    agg = SigningIdentity.generate()
+    ids = {f"dev{i:02d}": SigningIdentity.generate() for i in range(n)}
+    codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, weight_max=1000,
+                      rotation_seed=bytes(range(32)))
+    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM + 1,
+                     model_version=2, codec=codec, training=TrainingSpec(2, 16, 0.05),
+                     params=choose_parameters(n, 0.1, dropout))
+    travelled = SecureTask.open(task.seal(agg), agg.public, "fed")
+    assert travelled == task
+    return travelled, agg, ids

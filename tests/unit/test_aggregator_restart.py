@@ -1,5 +1,6 @@
-"""What the aggregator does at start with a round a previous run left in flight: resume it from
-the stored task and messages, or journal it aborted with the reason, and never both."""
+"""What the aggregator's core does at start with a round a previous run left in flight in its
+SQLite store: resume it from the stored task and messages, or journal it aborted with the
+reason, and never both."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from support.tasks import open_task
 
 from genofed.agent.secure import Participation
 from genofed.aggregator.config import AggregatorConfig
-from genofed.aggregator.service import Aggregator
+from genofed.aggregator.core import AggregatorCore
+from genofed.aggregator.effects import Count, Effect, Journal, Publish, Restored
+from genofed.aggregator.rounds import ModelSpec
+from genofed.aggregator.state import load_identity, state_path
+from genofed.aggregator.store import Store
+from genofed.models.manifest import load_bundle
 from genofed.protocol.codec import choose_bits
 from genofed.protocol.roundspec import CodecSpec
-from genofed.protocol.schema import SecureTask
-from genofed.protocol.secagg import (
-    SigningIdentity,
-    Stage,
-)
+from genofed.protocol.secagg import SigningIdentity, Stage
+from genofed.protocol.topics import Topics
 
 DEVICES = [f"dev{i}" for i in range(5)]
 
@@ -28,42 +31,54 @@ def cfg(tmp_path: Path, logreg_bundle: Path) -> AggregatorConfig:
     return AggregatorConfig(federation="fed", bundle=logreg_bundle, state_dir=tmp_path / "agg")
 
 
-def _task(agg: Aggregator, ids: dict[str, SigningIdentity]) -> SecureTask:
-    bits = choose_bits(len(ids), 10.0, 1e6, weight_max=1000)
-    return open_task("fed", 0, {d: k.public for d, k in ids.items()}, agg.identity.public,
-                     agg.bundle.n_params + 1, model_version=agg.version,
-                     codec=CodecSpec(10.0, 1e6, bits, 1000, bytes(32)))
+def _restart(cfg: AggregatorConfig) -> tuple[AggregatorCore, Store, list[Effect]]:
+    """A new aggregator process: its core, its store, and what it does first (the durable
+    effects applied, as the service applies them)."""
+    core = AggregatorCore(cfg, load_identity(cfg.state_dir), ModelSpec.of(load_bundle(cfg.bundle)))
+    store = Store(state_path(cfg.state_dir))
+    effects = core.handle(Restored(store.snapshot(), now=100.0))
+    for e in effects:
+        if not isinstance(e, Count | Publish):
+            store.apply(e)
+    return core, store, effects
 
 
 def _left_in_flight(cfg: AggregatorConfig, *, advertised: int, stage: str | None = None,
-                    sealer: SigningIdentity | None = None, store_task: bool = True) -> None:
+                    sealer: SigningIdentity | None = None, store_task: bool = True) -> bytes:
     """A first run that opened round 0, stored `advertised` advertisements, and died."""
-    first = Aggregator(cfg)
+    core, store, _ = _restart(cfg)
     ids = {d: SigningIdentity.generate() for d in DEVICES}
-    task = _task(first, ids)
+    n = core.model.n_params
+    bits = choose_bits(len(ids), 10.0, 1e6, weight_max=1000)
+    task = open_task("fed", 0, {d: k.public for d, k in ids.items()}, core.identity.public,
+                     n + 1, model_version=0, codec=CodecSpec(10.0, 1e6, bits, 1000, bytes(32)))
     assert task.codec is not None
-    pipe = task.codec.pipeline(first.bundle.n_params)
-    first.store.open_round(0, 0, 1.0,
-                           task.seal(sealer or first.identity) if store_task else None)
+    sealed = task.seal(sealer or core.identity)
+    store.open_round(0, 0, 1.0, sealed if store_task else None)
     rng = np.random.default_rng(0)
     for d in DEVICES[:advertised]:
-        p = Participation(task, d, ids[d], pipe.encode(np.zeros(first.bundle.n_params), 9, rng))
-        first.store.put_message(0, "ADVERTISE_KEYS", d, p.advertise())
+        p = Participation(task, d, ids[d], task.codec.pipeline(n).encode(np.zeros(n), 9, rng))
+        store.put_message(0, "ADVERTISE_KEYS", d, p.advertise())
     if stage:
-        first.store.set_stage(0, stage)
-    first.store.close()
+        store.set_stage(0, stage)
+    store.close()
+    return sealed
 
 
 def test_round_in_flight_is_resumed_with_its_stored_messages(cfg: AggregatorConfig) -> None:
-    _left_in_flight(cfg, advertised=4)
-    agg = Aggregator(cfg)
-    agg.recover()
-    assert agg.flight is not None and agg.records == []
-    assert agg.flight.rnd.stage == Stage.ADVERTISE_KEYS and agg.flight.task.round == 0
-    assert agg.flight.rnd.received == set(DEVICES[:4])
-    assert agg.flight.rnd.pending == {DEVICES[4]}
-    assert agg.store.open_round_in_flight() is not None  # still open in the journal
-    assert agg.metrics.registry.get_sample_value("genofed_rounds_resumed_total") == 1
+    sealed = _left_in_flight(cfg, advertised=4)
+    core, store, effects = _restart(cfg)
+    f = core.flight
+    assert f is not None and f.task.round == 0 and f.rnd.stage == Stage.ADVERTISE_KEYS
+    assert f.rnd.received == set(DEVICES[:4]) and f.rnd.pending == {DEVICES[4]}
+    assert not any(isinstance(e, Journal) for e in effects) and core.records == []
+    assert store.open_round_in_flight() is not None  # still open in the journal
+    assert Count("resumed") in effects
+    # The model and the round's task go out again (a device that had them drops the copy).
+    topics = Topics("fed")
+    published = [(e.topic, e.payload) for e in effects if isinstance(e, Publish)]
+    assert [t for t, _ in published] == [topics.model, topics.task]
+    assert published[1][1] == sealed
 
 
 @pytest.mark.parametrize(("left", "why"), [
@@ -75,14 +90,11 @@ def test_round_in_flight_is_resumed_with_its_stored_messages(cfg: AggregatorConf
 def test_round_that_cannot_be_resumed_is_journaled_aborted(
         cfg: AggregatorConfig, left: dict[str, object], why: str) -> None:
     _left_in_flight(cfg, **{"advertised": 4, **left})  # type: ignore[arg-type]
-    agg = Aggregator(cfg)
-    agg.recover()
-    assert agg.flight is None and agg.store.open_round_in_flight() is None
-    [rec] = agg.store.journal()
+    core, store, effects = _restart(cfg)
+    assert core.flight is None and store.open_round_in_flight() is None
+    [rec] = store.journal()
     assert rec["status"] == "aborted" and rec["round"] == 0
     assert rec["reason"].startswith("aggregator restarted; the round could not be resumed")
     assert why in rec["reason"]
-    assert agg.store.next_round() == 1 and agg.version == 0  # the next round starts afresh
-    assert agg.metrics.registry.get_sample_value("genofed_rounds_resumed_total") == 0
-    assert agg.metrics.registry.get_sample_value("genofed_rounds_total",
-                                                 {"status": "aborted"}) == 1
+    assert store.next_round() == 1 and core.version == 0  # the next round starts afresh
+    assert Count("resumed") not in effects and Count("rounds", "aborted") in effects

@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 import pytest
-from test_secure_round import DIM, _setup
+from support.tasks import DIM, round_setup
 
 from genofed.agent.secure import Participation
 from genofed.aggregator.secure_round import (
@@ -98,7 +98,7 @@ def _drive(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentit
 
 @pytest.fixture(scope="module")
 def setup() -> tuple[SecureTask, SigningIdentity, dict[str, SigningIdentity]]:
-    return _setup()
+    return round_setup()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_stored_messages_that_do_not_replay_refuse_to_resume(
         setup: tuple[SecureTask, SigningIdentity, dict[str, SigningIdentity]]) -> None:
     task, agg, _ = setup
     assert task.codec is not None and task.secagg is not None
-    other, _, other_ids = _setup()  # another round's configuration and devices
+    other, _, other_ids = round_setup()  # another round's configuration and devices
     assert other.codec is not None and other.secagg is not None
     p = Participation(other, "dev00", other_ids["dev00"],
                       other.codec.pipeline(DIM).encode(np.zeros(DIM), 1,

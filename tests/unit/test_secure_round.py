@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.tasks import open_task
+from support.tasks import DIM, round_setup
 
 from genofed.agent.secure import Participation
 from genofed.aggregator.secure_round import Aborted, Done, Route, SecureRound
 from genofed.errors import MessageError
-from genofed.protocol.roundspec import CodecSpec, TrainingSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
     SigningIdentity,
     Stage,
-    choose_parameters,
 )
 
-DIM, N = 40, 10
-
-
-def _setup(n: int = N, dropout: float = 0.3) -> tuple[SecureTask, SigningIdentity,
-                                                       dict[str, SigningIdentity]]:
-    agg = SigningIdentity.generate()
-    ids = {f"dev{i:02d}": SigningIdentity.generate() for i in range(n)}
-    codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, weight_max=1000,
-                      rotation_seed=bytes(range(32)))
-    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM + 1,
-                     model_version=2, codec=codec, training=TrainingSpec(2, 16, 0.05),
-                     params=choose_parameters(n, 0.1, dropout))
-    # Devices read the task as it travels: signed by the aggregator, checked on arrival.
-    travelled = SecureTask.open(task.seal(agg), agg.public, "fed")
-    assert travelled == task
-    return travelled, agg, ids
+N = 10
 
 
 def _run(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentity],
@@ -76,7 +59,7 @@ def _weighted_mean(deltas: dict[str, np.ndarray], examples: dict[str, int],
     {Stage.MASKED_INPUT: {"dev01", "dev05"}},
 ])
 def test_secure_round_equals_weighted_average_of_survivors(drop: dict[Stage, set[str]]) -> None:
-    task, agg, ids = _setup()
+    task, agg, ids = round_setup()
     rng = np.random.default_rng(1)
     deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
     examples = {d: int(rng.integers(20, 300)) for d in ids}
@@ -91,7 +74,7 @@ def test_secure_round_equals_weighted_average_of_survivors(drop: dict[Stage, set
 
 
 def test_too_many_dropouts_abort() -> None:
-    task, agg, ids = _setup()
+    task, agg, ids = round_setup()
     rng = np.random.default_rng(2)
     deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
     examples = dict.fromkeys(ids, 50)
@@ -101,7 +84,7 @@ def test_too_many_dropouts_abort() -> None:
 
 
 def test_a_device_cannot_speak_for_another() -> None:
-    task, agg, ids = _setup(n=4, dropout=0.0)
+    task, agg, ids = round_setup(n=4, dropout=0.0)
     assert task.codec is not None and task.secagg is not None
     pipe = task.codec.pipeline(DIM)
     rnd = SecureRound(task.secagg, agg, pipe, stage_timeout_s=10.0, now=0.0)
@@ -116,7 +99,7 @@ def test_a_device_cannot_speak_for_another() -> None:
 
 
 def test_task_and_model_refuse_forgery() -> None:
-    task, agg, _ = _setup(n=4)
+    task, agg, _ = round_setup(n=4)
     other = SigningIdentity.generate()
     with pytest.raises(MessageError, match="bad signature"):
         SecureTask.open(task.seal(other), agg.public, "fed")

@@ -1,0 +1,305 @@
+"""The aggregator's decisions as a state machine with no I/O: events in, effects out.
+
+    core = AggregatorCore(cfg, identity, model)
+    effects = core.handle(Restored(snapshot, now))        # first, always
+    effects = core.handle(Delivered(topic, payload, token, now))
+    effects = core.handle(Ticked(now, enrolled))          # enrolled when core.cohort_due(now)
+
+Inside: which devices are online and which rest after silent rounds (`cohort.py`), when a
+round opens and on which cohort, its SecAgg+ parameters and ring bits, the signed task
+(`rounds.py`), each stage of the secure round (`secure_round.py`), the decoded mean and the
+server optimizer (`optimizers.py`), the journal record, the counts. Outside, in the shell:
+SQLite, MQTT, Prometheus, the clock. `effects.py` lists the effects and the order the core
+keeps between them (stored before acknowledged, stored before published).
+
+After a restart the core is rebuilt from what the store read back: the round in flight is
+replayed from its sealed task and stored messages (the aggregator holds no secret of a round;
+the SecAgg+ server is deterministic), its task and current requests are published again (a
+device drops a copy), and a round that cannot be replayed is journaled aborted with why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+
+import numpy as np
+
+from genofed.aggregator.cohort import Sidelined, select
+from genofed.aggregator.config import AggregatorConfig
+from genofed.aggregator.effects import (
+    Ack,
+    Count,
+    Delivered,
+    Effect,
+    Event,
+    Journal,
+    OpenRound,
+    Publish,
+    Restored,
+    Snapshot,
+    StoreMessage,
+    StoreModel,
+    StoreRound,
+    StoreStage,
+)
+from genofed.aggregator.flight import Flight, resume_flight
+from genofed.aggregator.optimizers import OptimizerState, apply
+from genofed.aggregator.record import RoundRecord
+from genofed.aggregator.rounds import ModelSpec, Randomness, plan_round, system_randomness
+from genofed.aggregator.secure_round import Aborted, Done, Route, SecureRound
+from genofed.errors import GenofedError, LocalInputError
+from genofed.protocol.envelope import MAX_MESSAGE_BYTES
+from genofed.protocol.schema import DeviceStatus, SecureTask
+from genofed.protocol.secagg import SigningIdentity
+from genofed.protocol.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class AggregatorCore:
+    """One federation's aggregator, driven by `handle`."""
+
+    def __init__(self, cfg: AggregatorConfig, identity: SigningIdentity, model: ModelSpec, *,
+                 randomness: Randomness = system_randomness) -> None:
+        self.cfg, self.identity, self.model = cfg, identity, model
+        self.randomness = randomness
+        self.topics = Topics(cfg.federation)
+        self.optimizer = cfg.server.optimizer_spec()
+        self.version, self.weights = 0, model.initial
+        self.opt_state = OptimizerState()
+        self.enrolled: dict[str, bytes] = {}
+        self.online: set[str] = set()
+        self.sidelined = Sidelined(cfg.cohort)
+        self.flight: Flight | None = None
+        self.next_round = 0
+        self.retry_at = math.inf  # no round before the store is read back
+        self.waiting = False
+        self.model_bytes = 0  # size of the release the next round trains on
+        self.records: list[RoundRecord] = []
+
+    @property
+    def finished(self) -> bool:
+        return self.version >= self.cfg.rounds.rounds
+
+    def cohort_due(self, now: float) -> bool:
+        """Whether the next Ticked(now) draws a cohort (and so wants the device table)."""
+        return self.flight is None and not self.finished and now >= self.retry_at
+
+    def handle(self, event: Event) -> list[Effect]:
+        """The effects of one event, in the order the shell must apply them."""
+        out: list[Effect] = []
+        if isinstance(event, Restored):
+            self._restore(event.snapshot, event.now, out)
+            return out
+        if math.isinf(self.retry_at) and self.flight is None and not self.finished:
+            raise RuntimeError("the aggregator core's first event must be Restored")
+        if isinstance(event, Delivered):
+            self._delivered(event, out)
+        else:
+            if event.enrolled is not None:
+                self.enrolled = dict(event.enrolled)
+            if self.cohort_due(event.now):
+                self._open_round(event.now, out)
+        if self.flight is not None:
+            self._poll(self.flight, event.now, out)
+        return out
+
+    # -- restart -----------------------------------------------------------------------------
+
+    def _restore(self, s: Snapshot, now: float, out: list[Effect]) -> None:
+        self.enrolled = dict(s.enrolled)
+        if s.model is None:
+            out.append(StoreModel(0, self.model.initial))
+        else:
+            self.version, self.weights = s.model
+            if self.weights.size != self.model.n_params:
+                raise LocalInputError(f"stored model version {self.version} has "
+                                      f"{self.weights.size} parameters, the bundle "
+                                      f"{self.model.n_params}")
+        if s.moments is not None:
+            self.opt_state = OptimizerState(*s.moments)
+        self.next_round = s.next_round
+        if s.in_flight is not None:
+            self._recover(s.in_flight, now, out)
+        self._publish_model(out)
+        f = self.flight
+        if f is not None:  # a device that had the task or a request drops the copy
+            self._publish(self.topics.task, f.sealed, out, retain=True)
+            self._route(f, {d: f.resend[d] for d in sorted(f.resend)}, out)
+        self.retry_at = now + self.cfg.rounds.retry_s  # let retained statuses arrive first
+        if self.finished:
+            self._publish_state("finished", out)
+
+    def _recover(self, left: OpenRound, now: float, out: list[Effect]) -> None:
+        try:
+            self.flight = resume_flight(left, self.cfg, self.identity, self.version,
+                                        self.model.n_trained, now)
+            out.append(Count("resumed"))
+        except GenofedError as exc:  # ResumeError, a forged task, a stored message refused
+            reason = f"aggregator restarted; the round could not be resumed: {exc}"
+            rec = RoundRecord(round=left.round, model_version=left.model_version,
+                              status="aborted", participants=0, devices=(), examples=0,
+                              mean_loss=float("nan"), bytes_up=0, bytes_down=0,
+                              seconds=left.age_s, reason=reason)
+            self._journal(Journal(rec), out)
+            log.warning("round %d was in flight when the aggregator stopped: %s", left.round,
+                        reason)
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    def _delivered(self, ev: Delivered, out: list[Effect]) -> None:
+        """A status or an outbox message; acknowledged once handled (and stored, if kept)."""
+        device = self.topics.device_of(ev.topic)
+        if device is not None and ev.topic == self.topics.status(device):
+            self._status(device, ev.payload, out)
+        elif device is None or ev.topic != self.topics.outbox(device):
+            self._reject("topic", f"dropped a message on {ev.topic}: not a device outbox", out)
+        else:
+            self._outbox(device, ev.payload, out)
+        out.append(Ack(ev.token))
+
+    def _status(self, device: str, payload: bytes, out: list[Effect]) -> None:
+        try:
+            state = DeviceStatus.decode(payload, device).state
+        except GenofedError as exc:
+            self._reject("malformed", f"dropped a bad status message of {device}: {exc}", out)
+            return
+        if state == "online":
+            self.online.add(device)
+            self.sidelined.forget(device)  # connected again: worth another try
+        else:
+            self.online.discard(device)
+        log.info("%s is %s", device, state)
+
+    def _outbox(self, device: str, payload: bytes, out: list[Effect]) -> None:
+        f = self.flight
+        limit = MAX_MESSAGE_BYTES if f is None else f.max_bytes
+        if len(payload) > limit:
+            self._reject("oversized", f"dropped a message from {device}: {len(payload)} bytes, "
+                         f"more than the {limit} this round's messages can take", out)
+            return
+        if f is None:
+            self._reject("no_round", f"dropped a message from {device}: no round is open", out)
+            return
+        stage = f.rnd.stage.name
+        why = f.rnd.receive(device, payload)
+        digest = hashlib.sha256(payload).digest()
+        if why and digest in f.seen:
+            self._reject("duplicate", f"dropped a message from {device}: a copy of its "
+                         f"{f.seen[digest]} message (redelivered after a restart, or replayed)",
+                         out)
+        elif why:
+            self._reject("refused", f"dropped a message from {device}: {why}", out)
+        else:
+            f.seen[digest] = stage
+            f.bytes_up += len(payload)
+            out += [StoreMessage(f.task.round, stage, device, payload),
+                    Count("accepted", stage), Count("bytes", "up", len(payload))]
+
+    def _reject(self, reason: str, text: str, out: list[Effect]) -> None:
+        out.append(Count("rejected", reason))
+        log.warning("%s", text)
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def _open_round(self, now: float, out: list[Effect]) -> None:
+        c, number = self.cfg, self.next_round
+        resting = self.sidelined.resting(now)
+        random = self.randomness(number)
+        cohort = select(c.cohort, self.enrolled, self.online - resting, random.rng)
+        if cohort is None:
+            if not self.waiting:
+                log.info("round %d waits: %d enrolled devices online (%d resting after silent "
+                         "rounds), %d needed", number, len(self.online & set(self.enrolled)),
+                         len(resting & set(self.enrolled)), c.cohort.min_participants)
+                self._publish_state("waiting", out)
+                self.waiting = True
+            self.retry_at = now + c.rounds.retry_s
+            return
+        task = plan_round(c, number, self.version, {d: self.enrolled[d] for d in cohort},
+                          self.identity.public, self.model.n_trained, random)
+        assert task.codec is not None and task.secagg is not None
+        rnd = SecureRound(task.secagg, self.identity, task.codec.pipeline(self.model.n_trained),
+                          stage_timeout_s=c.rounds.stage_timeout_s, now=now)
+        sealed = task.seal(self.identity)
+        self.flight = Flight(task, sealed, rnd, now, bytes_down=self.model_bytes)
+        self.next_round, self.waiting = number + 1, False
+        out.append(StoreRound(number, self.version, sealed))
+        self._publish(self.topics.task, sealed, out, retain=True)
+        p = task.secagg.params
+        log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits, "
+                 "%d of %d coordinates trained", number, self.version, p.n, p.k, p.t,
+                 task.codec.bits, self.model.n_trained, self.model.n_params)
+
+    def _poll(self, f: Flight, now: float, out: list[Effect]) -> None:
+        ev = f.rnd.poll(now)
+        if isinstance(ev, Route):
+            log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
+                     len(ev.payloads))
+            out.append(StoreStage(f.task.round, ev.stage.name))  # before anyone is asked
+            self._route(f, ev.payloads, out)
+        elif isinstance(ev, Done):
+            update = self.model.expand(ev.mean_delta)
+            new = apply(self.optimizer, self.weights, update, self.opt_state)
+            self._close(f, now, "completed", ev.survivors, ev.weight, "", new, update, out)
+        elif isinstance(ev, Aborted):
+            log.warning("%s", ev.reason)
+            self._close(f, now, "aborted", (), 0, ev.reason, None, None, out)
+
+    def _route(self, f: Flight, payloads: dict[str, bytes], out: list[Effect]) -> None:
+        for device, payload in payloads.items():
+            f.bytes_down += self._publish(self.topics.inbox(device), payload, out)
+
+    def _close(self, f: Flight, now: float, status: str, survivors: tuple[str, ...],
+               weight: int, reason: str, new: np.ndarray | None, update: np.ndarray | None,
+               out: list[Effect]) -> None:
+        rec = RoundRecord(round=f.task.round, model_version=self.version, status=status,
+                          participants=len(survivors), devices=tuple(sorted(survivors)),
+                          examples=weight, mean_loss=float("nan"), bytes_up=f.bytes_up,
+                          bytes_down=f.bytes_down, seconds=now - f.opened,
+                          cohort=len(f.task.members()), reason=reason,
+                          stage_seconds=dict(f.rnd.log.seconds))
+        self.flight = None
+        model = None if new is None else (self.version + 1, new)
+        moments = (self.opt_state.m, self.opt_state.v) if self.opt_state.m.size else None
+        self._journal(Journal(rec, model, moments, update), out)
+        out.append(Count("dropouts", value=rec.cohort - rec.participants))
+        for stage, seconds in rec.stage_seconds.items():
+            out.append(Count("stage_seconds", stage, seconds))
+        rests = self.sidelined.round_closed(f.task.members(), f.rnd.advertised, now)
+        for device, rest_s in sorted(rests.items()):
+            log.warning("%s was picked and sent nothing in %d rounds in a row: left out of "
+                        "rounds for %.0f s", device, self.sidelined.silent_rounds[device], rest_s)
+        log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
+                 rec.participants, rec.cohort, weight, rec.seconds)
+        if new is not None:
+            self.version, self.weights = self.version + 1, new
+            self._publish_model(out)
+            if self.finished:
+                self._publish_state("finished", out)
+
+    def _journal(self, j: Journal, out: list[Effect]) -> None:
+        self.records.append(j.record)
+        out += [j, Count("rounds", j.record.status),
+                Count("stage_seconds", "round", j.record.seconds),
+                Count("participants", value=j.record.participants)]
+
+    # -- publications ------------------------------------------------------------------------
+
+    def _publish_model(self, out: list[Effect]) -> None:
+        """The current model, INT8 and signed, retained (stored before: see effects.py)."""
+        payload = self.model.release(self.cfg.federation, self.version, self.weights,
+                                     self.identity)
+        self.model_bytes = self._publish(self.topics.model, payload, out, retain=True)
+        out.append(Count("model_version", value=self.version))
+
+    def _publish_state(self, state: str, out: list[Effect]) -> None:
+        task = SecureTask(self.cfg.federation, self.next_round, state, self.version)
+        self._publish(self.topics.task, task.seal(self.identity), out, retain=True)
+
+    def _publish(self, topic: str, payload: bytes, out: list[Effect], *,
+                 retain: bool = False) -> int:
+        out += [Publish(topic, payload, retain), Count("bytes", "down", len(payload))]
+        return len(payload)

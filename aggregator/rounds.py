@@ -1,0 +1,106 @@
+"""What a round is made of, decided from the configuration: its parameters and its task.
+
+`plan_round` is the one place that turns a cohort into a signed round: SecAgg+'s k and t for
+its size (`choose_parameters`, `[secagg]`), the ring's bits for it (`choose_bits`, `[codec]`),
+fresh rotation and graph seeds, the training spec. `ModelSpec` is what the aggregator needs
+of the bundle: sizes, the pruning mask, the initial weights and how a model is released.
+Randomness is passed in per round (`Randomness`): cryptographic in production, seeded in
+simulations so that a run can be replayed bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import nacl.utils
+import numpy as np
+
+from genofed.aggregator.config import AggregatorConfig
+from genofed.errors import LocalInputError
+from genofed.models.manifest import Bundle, ParamSpec, flatten, unflatten
+from genofed.models.quant import quantize_flat
+from genofed.models.sparse import unpack
+from genofed.protocol.codec import CodecError, choose_bits
+from genofed.protocol.roundspec import CodecSpec
+from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.secagg import (
+    GraphSeed,
+    IdentityKey,
+    ParameterError,
+    Participant,
+    Ring,
+    RoundConfig,
+    SigningIdentity,
+    choose_parameters,
+)
+
+
+@dataclass(frozen=True)
+class RoundRandom:
+    """One round's randomness: `rng` draws the cohort, `seed` makes 32-byte seeds."""
+
+    rng: np.random.Generator
+    seed: Callable[[], bytes]
+
+
+Randomness = Callable[[int], RoundRandom]
+
+
+def system_randomness(round_: int) -> RoundRandom:
+    """Production: the cohort from a freshly seeded generator, seeds from the OS CSPRNG."""
+    return RoundRandom(np.random.default_rng(), lambda: nacl.utils.random(32))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    """The model as the aggregator handles it: flat float32 weights in manifest order."""
+
+    specs: tuple[ParamSpec, ...]
+    keep: np.ndarray  # bool, flatten order: the coordinates that are trained and summed
+    panel_sha256: str
+    initial: np.ndarray
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> ModelSpec:
+        return cls(bundle.params, bundle.flat_mask(), bundle.panel_sha256,
+                   flatten(bundle.initial_params(), bundle.params))
+
+    @property
+    def n_params(self) -> int:
+        return int(self.keep.size)
+
+    @property
+    def n_trained(self) -> int:
+        return int(self.keep.sum())
+
+    def expand(self, trained: np.ndarray) -> np.ndarray:
+        """A decoded update over the trained coordinates -> every coordinate (pruned: 0)."""
+        return unpack(trained, self.keep, dtype=np.float64)
+
+    def release(self, federation: str, version: int, weights: np.ndarray,
+                identity: SigningIdentity) -> bytes:
+        """Model `version` as it travels: INT8 per channel, signed."""
+        values, scales = quantize_flat(unflatten(weights, self.specs), self.specs)
+        return ModelRelease(federation, version, self.panel_sha256, values,
+                            scales).seal(identity)
+
+
+def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
+               cohort: Mapping[str, bytes], aggregator: IdentityKey, n_trained: int,
+               random: RoundRandom) -> SecureTask:
+    """The open task of round `number` over `cohort` (device -> verify key, roster order)."""
+    n = len(cohort)
+    try:
+        params = choose_parameters(n, cfg.secagg.corrupt_fraction, cfg.secagg.dropout_fraction)
+        bits = choose_bits(n, cfg.codec.clip, cfg.codec.scale, weight_max=cfg.codec.weight_max)
+    except (ParameterError, CodecError) as exc:
+        raise LocalInputError(f"cannot set up a round of {n} devices: {exc}") from None
+    codec = CodecSpec(cfg.codec.clip, cfg.codec.scale, bits, cfg.codec.weight_max,
+                      random.seed())
+    secagg = RoundConfig(cfg.federation, number,
+                         tuple(Participant(d, IdentityKey(k)) for d, k in cohort.items()),
+                         aggregator, params, Ring(bits), n_trained + 1, GraphSeed(random.seed()))
+    return SecureTask(cfg.federation, number, "open", model_version,
+                      deadline_s=cfg.rounds.stage_timeout_s, training=cfg.rounds.training(),
+                      codec=codec, secagg=secagg)

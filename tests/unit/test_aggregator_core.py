@@ -1,0 +1,265 @@
+"""The aggregator's core in memory (`aggregator/simulate.py`): rounds of 10 to 50 devices
+running the real codec and SecAgg+ client, dropping out at every stage; killed between any two
+effects and restarted from what it stored; the order of its effects checked over every run.
+
+The expected outcome of each round is worked out here independently of the server's code:
+from the round's neighbour graph, its threshold t and the stage at which each device fell
+silent, the survivors U1 >= U2 >= ... and the first check of Bonawitz et al. that fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.effect_order import OrderViolation, check_effect_order
+
+from genofed.aggregator.cohort import CohortPolicy
+from genofed.aggregator.config import AggregatorConfig, CodecSection, RoundsSection
+from genofed.aggregator.effects import Ack, Count, Journal, Publish, StoreMessage, StoreStage
+from genofed.aggregator.rounds import ModelSpec
+from genofed.aggregator.simulate import Simulation, devices, seeded, weighted_mean
+from genofed.aggregator.store import Store
+from genofed.models.manifest import ParamSpec
+from genofed.protocol.schema import SecureTask
+from genofed.protocol.secagg import Stage
+
+SPECS = (ParamSpec("w", "w", (1, 24)), ParamSpec("b", "b", (1,)))
+KEEP = np.array([i % 3 != 2 for i in range(24)] + [True])  # a third of the weights pruned
+MODEL = ModelSpec(SPECS, KEEP, "ab" * 32, np.zeros(25, np.float32))
+CLIP, WEIGHT_MAX = 1.0, 1000
+STAGE_NAMES = {Stage.SHARE_KEYS: "ShareKeys", Stage.MASKED_INPUT: "MaskedInputCollection",
+               Stage.CONSISTENCY_CHECK: "ConsistencyCheck", Stage.UNMASKING: "Unmasking"}
+
+
+def config(rounds: int, *, min_participants: int = 3) -> AggregatorConfig:
+    return AggregatorConfig(
+        federation="sim", bundle=Path("unused"), state_dir=Path("unused"),
+        rounds=RoundsSection(rounds=rounds, stage_timeout_s=10.0, retry_s=1.0),
+        cohort=CohortPolicy(min_participants=min_participants, max_participants=100),
+        codec=CodecSection(clip=CLIP, scale=1e6, weight_max=WEIGHT_MAX))
+
+
+def update(device: str, round_: int, weights: np.ndarray) -> tuple[np.ndarray, int]:
+    """A device's delta: noise whose norm is sometimes above the clip, 1 to 2,000 examples."""
+    rng = np.random.default_rng([round_, int(device[3:])])
+    return rng.normal(0, 0.25, weights.size), int(rng.integers(1, 2000))
+
+
+def dropouts(seed: int) -> object:
+    """Each round a dropout rate of 2%, 10%, 25% or 50%; a device that drops falls silent at
+    a stage drawn uniformly, from advertising keys to unmasking."""
+    def silence(device: str, round_: int) -> Stage | None:
+        rng = np.random.default_rng([seed, round_, int(device[3:])])
+        rate = (0.02, 0.1, 0.25, 0.5)[round_ % 4]
+        return Stage(int(rng.integers(0, 5))) if rng.random() < rate else None
+    return silence
+
+
+def expected(task: SecureTask, silent: dict[str, Stage]) -> tuple[str, str | tuple[str, ...]]:
+    """("completed", survivors) or ("aborted", the server's reason), from the graph alone."""
+    assert task.secagg is not None
+    names, graph, t = task.members(), task.secagg.graph, task.secagg.params.t
+
+    def alive_at(stage: Stage) -> set[int]:
+        return {i for i, d in enumerate(names) if silent.get(d, Stage.DONE) > stage}
+
+    def why(text: str) -> tuple[str, str]:
+        return "aborted", f"round {task.round} aborted: {text}"
+
+    u1 = alive_at(Stage.ADVERTISE_KEYS)
+    if not u1:
+        return why("no client advertised keys")
+    for u in sorted(u1):
+        if len(graph.neighbours(u) & u1) < t:
+            return why(f"client {u} has {len(graph.neighbours(u) & u1)} neighbours with keys, "
+                       f"threshold {t}")
+    u2 = alive_at(Stage.SHARE_KEYS)
+    if not u2:
+        return why("no client shared its keys")
+    for stage, name in STAGE_NAMES.items():
+        alive = alive_at(stage)
+        for v in sorted(u2):
+            if len(graph.neighbours(v) & alive) < t:
+                return why(f"after {name}, client {v} has {len(graph.neighbours(v) & alive)} "
+                           f"live neighbours holding its shares, threshold {t}")
+    return "completed", tuple(sorted(names[i] for i in alive_at(Stage.MASKED_INPUT)))
+
+
+def check_run(sim: Simulation) -> list[str]:
+    """Every round of a finished simulation as expected; returns the outcomes."""
+    outcomes = []
+    weights = {0: MODEL.initial}
+    for j in sim.journal:
+        rec = j.record
+        status, detail = expected(sim.tasks[rec.round], sim.silent.get(rec.round, {}))
+        assert rec.status == status, (rec, detail)
+        outcomes.append(status)
+        if status == "aborted":
+            assert rec.reason == detail
+            continue
+        assert rec.devices == detail and j.update is not None and j.model is not None
+        ups = {d: sim.updates[rec.round][d] for d in rec.devices}
+        np.testing.assert_allclose(j.update, weighted_mean(ups, KEEP, CLIP, WEIGHT_MAX),
+                                   atol=1e-5)
+        assert rec.examples == sum(min(n, WEIGHT_MAX) for _, n in ups.values())
+        assert np.all(j.update[~KEEP] == 0) and np.all(j.model[1][~KEEP] == 0)
+        v = j.model[0]
+        np.testing.assert_array_equal(  # FedAvg, server lr 1, in float32
+            j.model[1], (weights[v - 1].astype(np.float64) + j.update).astype(np.float32))
+        weights[v] = j.model[1]
+    assert check_effect_order(sim.log, sim.identity.public, "sim", SPECS) > 0
+    counted = {name: sum(c.value for c in sim.log if isinstance(c, Count) and
+                         (c.metric, c.label) == name) for name in (("bytes", "up"),)}
+    assert counted[("bytes", "up")] == sum(j.record.bytes_up for j in sim.journal)
+    return outcomes
+
+
+@pytest.mark.parametrize(("n", "completed"), [(10, 70), (20, 50), (35, 30), (50, 15)])
+def test_rounds_with_dropouts_at_every_stage(n: int, completed: int) -> None:
+    # 165 completed rounds and, at these dropout rates, about 40 aborted: over 200 in all.
+    sim = Simulation(config(completed), MODEL, devices(n, update, dropouts(n), seed=n),  # type: ignore[arg-type]
+                     seeded(n))
+    sim.run()
+    outcomes = check_run(sim)
+    assert outcomes.count("completed") == completed
+    assert len(sim.journal) >= completed + (2 if n >= 20 else 0), "no round aborted"
+
+
+DROP = {("dev003", 0): Stage.SHARE_KEYS, ("dev005", 0): Stage.CONSISTENCY_CHECK,
+        ("dev001", 1): Stage.MASKED_INPUT}
+
+
+def crash_run(crash_before: set[int], rounds: int = 2) -> Simulation:
+    """Rounds of eight devices, three of which fall silent mid-round once."""
+    sim = Simulation(config(rounds), MODEL,
+                     devices(8, update, lambda d, r: DROP.get((d, r)), seed=8), seeded(8),
+                     crash_before=set(crash_before))
+    sim.run()
+    return sim
+
+
+@pytest.fixture(scope="module")
+def uninterrupted() -> Simulation:
+    sim = crash_run(set())
+    assert [j.record.status for j in sim.journal] == ["completed", "completed"]
+    assert sim.restarts == 0
+    return sim
+
+
+@pytest.fixture(scope="module")
+def one_round() -> Simulation:
+    sim = crash_run(set(), rounds=1)
+    assert [j.record.devices for j in sim.journal] == [  # dev005 dropped after its input
+        ("dev000", "dev001", "dev002", "dev004", "dev005", "dev006", "dev007")]
+    return sim
+
+
+def boundaries(sim: Simulation) -> list[int]:
+    """Every place a crash can fall between two effects that do something outside the
+    process (a count is memory only: a crash just before it is a crash before the next)."""
+    return [k + 1 for k, e in enumerate(sim.log) if not isinstance(e, Count)]
+
+
+def test_killed_before_any_effect_resumes_to_the_same_model(one_round: Simulation) -> None:
+    # Every boundary of a round in which one device drops after advertising and another
+    # after sending its input: the restarted aggregator ends it with the same model, bit for
+    # bit, and the same survivors, whatever it had stored, acknowledged and published.
+    [ref] = one_round.journal
+    assert ref.model is not None
+    points = boundaries(one_round)
+    assert len(points) > 100
+    for k in points:
+        sim = crash_run({k}, rounds=1)
+        assert sim.restarts == 1, k
+        [done] = [j for j in sim.journal if j.model is not None]
+        assert done.model is not None and done.model[1].tobytes() == ref.model[1].tobytes(), k
+        assert done.record.devices == ref.record.devices, k
+        check_effect_order(sim.log, sim.identity.public, "sim", SPECS)
+
+
+def test_killed_twice_over_two_rounds_even_while_recovering(uninterrupted: Simulation
+                                                            ) -> None:
+    ref = uninterrupted.store.models[2][0]
+    points = boundaries(uninterrupted)
+    rng = np.random.default_rng(0)
+    for _ in range(16):
+        first = int(rng.choice(points[:-1]))
+        second = first + int(rng.integers(1, 8))  # often among the recovery's own effects
+        sim = crash_run({first, second})
+        assert sim.restarts == 2
+        assert sim.store.models[2][0].tobytes() == ref.tobytes(), (first, second)
+        check_effect_order(sim.log, sim.identity.public, "sim", SPECS)
+
+
+def test_a_device_asked_again_after_a_restart_drops_the_copy(uninterrupted: Simulation
+                                                              ) -> None:
+    # Killed right after the first masked input was stored: the other devices of U2 had the
+    # request and are asked again; each drops the copy, and the round ends as it would have.
+    log = uninterrupted.log
+    first_masked = next(k for k, e in enumerate(log) if isinstance(e, StoreMessage)
+                        and e.stage == "MASKED_INPUT")
+    sim = crash_run({first_masked + 2})
+    assert sim.store.models[1][0].tobytes() == uninterrupted.store.models[1][0].tobytes()
+    # U2 has seven devices: dev000 had answered (its stored copy, redelivered, is dropped by
+    # the aggregator), dev005 falls silent after this stage, the five others drop the copy.
+    assert sum(d.rejected for d in sim.devices) == 5
+
+
+def test_the_store_keeps_what_the_memory_store_keeps(tmp_path: Path,
+                                                     uninterrupted: Simulation) -> None:
+    # The durable effects of a recorded run, applied to SQLite, read back as the simulator's
+    # store reads back at every point a round is in flight or closed.
+    from genofed.aggregator.memory import MemoryStore
+
+    db, mem = Store(tmp_path / "a.db"), MemoryStore()
+    compared = 0
+    for e in uninterrupted.log:
+        if isinstance(e, Count | Ack | Publish):
+            continue
+        db.apply(e)
+        mem.apply(e, 0.0)
+        if isinstance(e, StoreStage | Journal):
+            a, b = db.snapshot(), mem.snapshot(0.0)
+            assert a.next_round == b.next_round and a.model is not None and b.model is not None
+            assert a.model[0] == b.model[0] and a.model[1].tobytes() == b.model[1].tobytes()
+            assert (a.in_flight is None) == (b.in_flight is None)
+            if a.in_flight is not None and b.in_flight is not None:
+                assert (a.in_flight.round, a.in_flight.task, a.in_flight.stage) == \
+                    (b.in_flight.round, b.in_flight.task, b.in_flight.stage)
+                assert {s: sorted(m) for s, m in a.in_flight.messages.items()} == \
+                    {s: sorted(m) for s, m in b.in_flight.messages.items()}
+            compared += 1
+    assert compared >= 10
+    db.close()
+
+
+def test_the_order_check_catches_each_kind_of_early_effect(uninterrupted: Simulation) -> None:
+    log = list(uninterrupted.log)
+    key = uninterrupted.identity.public
+
+    def moved_before(pred_late: type, pred_early: type) -> list[object]:
+        """The log with the first `pred_late` effect moved just before the `pred_early`
+        effect it follows."""
+        out = list(log)
+        j = next(k for k, e in enumerate(out) if isinstance(e, pred_late))
+        i = max(k for k in range(j) if isinstance(out[k], pred_early))
+        out.insert(i, out.pop(j))
+        return out
+
+    def first_ack_after_store() -> list[object]:
+        out = list(log)
+        i = next(k for k, e in enumerate(out) if isinstance(e, StoreMessage))
+        j = next(k for k in range(i, len(out)) if isinstance(out[k], Ack))
+        out.insert(i, out.pop(j))
+        return out
+
+    for broken, why in ((first_ack_after_store(), "acknowledged before it was stored"),
+                        (moved_before(Publish, type(log[0])), "published before")):
+        with pytest.raises(OrderViolation, match=why):
+            check_effect_order(broken, key, "sim", SPECS)  # type: ignore[arg-type]
+    routes = [k for k, e in enumerate(log) if isinstance(e, StoreStage)]
+    no_stage = [e for k, e in enumerate(log) if k != routes[0]]
+    with pytest.raises(OrderViolation, match="before the round reached that stage"):
+        check_effect_order(no_stage, key, "sim", SPECS)
