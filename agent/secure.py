@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from genofed.protocol.ring import RingVector
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import SecAggClient, SigningIdentity, Stage
 
@@ -12,7 +11,7 @@ class Participation:
     """The client state machine of one round, keyed to this device's roster entry."""
 
     def __init__(self, task: SecureTask, device: str, identity: SigningIdentity,
-                 ring_input: np.ndarray) -> None:
+                 ring_input: RingVector) -> None:
         assert task.secagg is not None
         self.round = task.round
         self.client = SecAggClient(task.secagg, task.members().index(device), identity)

@@ -49,6 +49,7 @@ from genofed.models.quant import quantize_flat
 from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.envelope import MAX_MESSAGE_BYTES
+from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import (
@@ -56,7 +57,6 @@ from genofed.protocol.secagg import (
     IdentityKey,
     ParameterError,
     Participant,
-    Ring,
     RoundConfig,
     SecAggError,
     Stage,

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from genofed.protocol.ring import Ring, RingError
 from genofed.protocol.secagg import (
     ForgedMessage,
     GraphSeed,
@@ -24,7 +25,6 @@ from genofed.protocol.secagg import (
     ParameterError,
     Participant,
     ReplayedMessage,
-    Ring,
     RoundAborted,
     RoundConfig,
     SecAggParams,
@@ -152,6 +152,7 @@ def test_sum_of_survivors_is_exact_under_any_dropout(
         return
     assert res.aborted is None, res.aborted
     assert set(res.survivors) == u3
+    assert res.total is not None and res.total.dtype == f.config.ring.word
     np.testing.assert_array_equal(res.total, ring_sum([xs[i] for i in sorted(u3)], bits))
 
 
@@ -391,7 +392,45 @@ def test_masked_input_is_bit_packed(bits: int) -> None:
     assert core.endswith(pack_bits(values, bits)) and len(core) < 100 + (1001 * bits + 7) // 8
     back = m.decode(msg.encode())
     assert isinstance(back, m.MaskedInput) and back.verify(f.ids[0].public)
+    assert back.words.dtype == Ring(bits).word
     np.testing.assert_array_equal(np.asarray(back.words, dtype=np.uint64), values)
+
+
+def test_a_masked_input_outside_the_ring_is_malformed() -> None:
+    """Values of 2^b or more cannot come off the wire; changed in memory, they are refused as a
+    malformed message (dropped and counted), never as the server's own bad input."""
+    f = federation(5, 4, 3, bits=12, length=16, seed=16)
+    clients, server = f.clients(), f.server()
+    _run_until(f, clients, server, Stage.MASKED_INPUT)
+    d0 = server.advance()[0]
+    assert isinstance(d0, m.ShareDelivery)
+    sent = clients[0].masked_input(d0)
+    for bad in (np.full(16, 1 << 12, dtype=np.uint16), np.arange(16, dtype=np.int64),
+                np.zeros((4, 4), dtype=np.uint16)):
+        forged = dataclasses.replace(sent, words=bad)
+        with pytest.raises(MalformedMessage) as info:
+            server.receive(forged)
+        assert not isinstance(info.value, RingError)
+    server.receive(sent)  # the genuine one is still taken: the refusals changed nothing
+
+
+def test_input_must_be_a_ring_vector_and_is_the_clients_own() -> None:
+    f = federation(5, 4, 3, bits=12, length=16, seed=17)
+    client = f.clients()[0]
+    with pytest.raises(ParameterError, match="shape"):
+        client.set_input(np.zeros(15, dtype=np.uint16))
+    with pytest.raises(RingError, match="not below 2\\^12"):
+        client.set_input(np.full(16, 1 << 12, dtype=np.uint64))
+    with pytest.raises(RingError, match="unsigned"):
+        client.set_input(np.zeros(16, dtype=np.int64))
+    xs = inputs_for(f, 3)
+    words = {i: f.config.ring.check(x) for i, x in xs.items()}
+    kept = {i: w.copy() for i, w in words.items()}
+    res = run_round(f.config, f.server(), f.clients(), words)
+    for i in words:  # masking happened on the client's copy, not on the caller's vector
+        np.testing.assert_array_equal(words[i], kept[i])
+    assert res.total is not None and res.total.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(res.total, ring_sum(list(xs.values()), 12))
 
 
 def test_low_order_keys_are_refused() -> None:
