@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from genofed.protocol.ring import RingVector
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import SecAggClient, SigningIdentity, Stage
 from genofed.protocol.secagg.keys import SYSTEM_ENTROPY, Entropy
@@ -13,7 +14,7 @@ class Participation:
     """The client state machine of one round, keyed to this device's roster entry."""
 
     def __init__(self, task: SecureTask, device: str, identity: SigningIdentity,
-                 ring_input: np.ndarray, *, entropy: Entropy = SYSTEM_ENTROPY) -> None:
+                 ring_input: RingVector, *, entropy: Entropy = SYSTEM_ENTROPY) -> None:
         assert task.secagg is not None
         self.round = task.round
         self.client = SecAggClient(task.secagg, task.members().index(device), identity,

@@ -22,6 +22,7 @@ from genofed.models.manifest import Bundle, ParamSpec, flatten, unflatten
 from genofed.models.quant import quantize_flat
 from genofed.models.sparse import unpack
 from genofed.protocol.codec import CodecError, choose_bits
+from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import (
@@ -29,7 +30,6 @@ from genofed.protocol.secagg import (
     IdentityKey,
     ParameterError,
     Participant,
-    Ring,
     RoundConfig,
     SigningIdentity,
     choose_parameters,

@@ -4,6 +4,9 @@
                  --ModularWrap(b)--> ring vector --(SecAgg+ masks)--> --BitPacking(b)--> wire
     aggregator:  unpack, sum mod 2^b, unmask --> Pipeline.decode_sum(sum, n) --> sum of n updates
 
+A ring vector is a `RingVector` of `protocol/ring.py`, in the ring's word dtype, all the way from
+`encode` through the masks, the wire and the sum to `decode_sum`.
+
 `decode_sum` undoes the wrap, the noise slot, the scale and the rotation on the sum; clipping
 and rounding are not inverted (the rounding is unbiased, the clip is the contract).
 
@@ -47,28 +50,25 @@ import numpy as np
 
 from genofed.protocol.codec_packing import BitPacking, pack_bits, packed_size, unpack_bits
 from genofed.protocol.codec_stages import (
-    MAX_BITS,
     CodecError,
+    CodecStage,
     Floats,
     Ints,
     L2Clip,
     ModularWrap,
     Noise,
     NoNoise,
-    Ring,
-    Stage,
     StochasticRounding,
     check_int,
     check_positive,
-    check_ring,
-    ring_sum,
 )
+from genofed.protocol.ring import MAX_BITS, Ring, RingVector
 from genofed.protocol.rotation import Rotation, fwht
 
 __all__ = [
-    "BitPacking", "CodecError", "L2Clip", "ModularWrap", "NoNoise", "Noise", "Pipeline",
-    "Rotation", "Stage", "StochasticRounding", "WeightedPipeline", "build_pipeline",
-    "choose_bits", "fwht", "max_clients", "pack_bits", "packed_size", "ring_sum", "sum_bound",
+    "BitPacking", "CodecError", "CodecStage", "L2Clip", "ModularWrap", "NoNoise", "Noise",
+    "Pipeline", "Rotation", "StochasticRounding", "WeightedPipeline", "build_pipeline",
+    "choose_bits", "fwht", "max_clients", "pack_bits", "packed_size", "sum_bound",
     "unpack_bits",
 ]
 
@@ -138,7 +138,7 @@ class Pipeline:
     rule for b, and `decode_sum` refuses any larger n.
     """
 
-    stages: tuple[Stage, ...]
+    stages: tuple[CodecStage, ...]
     dim: int
     max_clients: int
 
@@ -150,14 +150,19 @@ class Pipeline:
         object.__setattr__(self, "max_clients", check_int("max_clients", self.max_clients, 1))
 
     @property
-    def bits(self) -> int:
-        """b: the ring is Z_(2^b)."""
+    def ring(self) -> Ring:
+        """Z_(2^b), where the last stage wraps to."""
         wrap = self.stages[-1]
         assert isinstance(wrap, ModularWrap)
-        return wrap.bits
+        return wrap.ring
 
-    def encode(self, x: np.ndarray, rng: np.random.Generator) -> Ring:
-        """One device's update -> its vector in Z_(2^b), `dim` uint64 values."""
+    @property
+    def bits(self) -> int:
+        """b: the ring is Z_(2^b)."""
+        return self.ring.bits
+
+    def encode(self, x: np.ndarray, rng: np.random.Generator) -> RingVector:
+        """One device's update -> its ring vector of `dim` values."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
         y = np.asarray(x)
@@ -167,12 +172,12 @@ class Pipeline:
             raise CodecError("update holds non-finite values")
         for stage in self.stages:
             y = stage.encode(y, rng)
-        return check_ring(y, self.bits)
+        return self.ring.check(y)
 
-    def decode_sum(self, total: np.ndarray, n: int) -> Floats:
+    def decode_sum(self, total: RingVector, n: int) -> Floats:
         """The sum mod 2^b of n encodings -> the (approximate) sum of the n clipped updates."""
         check_int("n", n, 1, self.max_clients)
-        y: np.ndarray = check_ring(total, self.bits, "sum")
+        y: np.ndarray = self.ring.check(total, "sum")
         if y.shape != (self.dim,):
             raise CodecError(f"sum of shape {y.shape}, the pipeline makes ({self.dim},)")
         for stage in reversed(self.stages):
@@ -184,7 +189,7 @@ def build_pipeline(dim: int, *, clip: float, scale: float, bits: int, rotation_s
                    noise: Noise | None = None, wrap_prob: float | None = None) -> Pipeline:
     """The standard pipeline: clip, rotate, scale and round, noise, wrap into Z_(2^bits)."""
     noise = noise or NoNoise()
-    stages: Sequence[Stage] = (
+    stages: Sequence[CodecStage] = (
         L2Clip(clip), Rotation(dim, rotation_seed), StochasticRounding(scale, clip), noise,
         ModularWrap(bits),
     )
@@ -232,24 +237,25 @@ class WeightedPipeline:
         """w = min(n_examples, weight_max)."""
         return min(check_int("n_examples", n_examples, 1), self.weight_max)
 
-    def encode(self, delta: np.ndarray, n_examples: int, rng: np.random.Generator) -> Ring:
-        """One device's update and example count -> `dim` + 1 ring values."""
+    def encode(self, delta: np.ndarray, n_examples: int, rng: np.random.Generator) -> RingVector:
+        """One device's update and example count -> its ring vector of `dim` values."""
         w = self.weight(n_examples)
         clip = self.pipeline.stages[0]
         assert isinstance(clip, L2Clip)
         delta = np.asarray(delta, dtype=np.float64)
         if not np.all(np.isfinite(delta)):
             raise CodecError("update holds non-finite values")
-        ring = self.pipeline.encode(clip.encode(delta) * (w / self.weight_max), rng)
-        return np.append(ring, np.uint64(w))
+        vector = self.pipeline.encode(clip.encode(delta) * (w / self.weight_max), rng)
+        return np.concatenate([vector, self.pipeline.ring.wrap([w])])
 
-    def decode_mean(self, total: np.ndarray, n: int) -> tuple[Floats, int]:
+    def decode_mean(self, total: RingVector, n: int) -> tuple[Floats, int]:
         """The ring sum of n weighted encodings -> (weighted mean update, total weight)."""
         check_int("n", n, 1, self.max_clients)
-        y = check_ring(total, self.pipeline.bits, "sum")
+        ring = self.pipeline.ring
+        y = ring.check(total, "sum")
         if y.shape != (self.dim,):
             raise CodecError(f"sum of shape {y.shape}, the weighted pipeline makes ({self.dim},)")
-        signed: Ints = ModularWrap(self.pipeline.bits).decode(y[-1:])
+        signed: Ints = ring.unwrap(y[-1:])
         weight = int(signed[0])
         if not n <= weight <= n * self.weight_max:
             raise CodecError(f"weight total {weight} is outside [{n}, {n * self.weight_max}] "

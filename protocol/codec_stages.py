@@ -1,28 +1,28 @@
 """The scalar stages of the update codec: L2 clip, stochastic rounding, the noise slot, ring wrap.
 
-Every stage has `encode(x, rng)` (device side, one vector) and `decode(y, n)` (aggregator side,
-applied to the SUM of n encodings), and checks its parameters when it is built. A decode is
-valid on a sum because each decode here is linear (or the identity) on the values the rule for
-b in `codec.py` lets through. Randomness comes only from the `np.random.Generator` passed in.
+Every stage (`CodecStage`) has `encode(x, rng)` (device side, one vector) and `decode(y, n)`
+(aggregator side, applied to the SUM of n encodings), and checks its parameters when it is
+built. A decode is valid on a sum because each decode here is linear (or the identity) on the
+values the rule for b in `codec.py` lets through. Randomness comes only from the
+`np.random.Generator` passed in. The last stage, `ModularWrap`, makes a ring vector
+(`protocol/ring.py`); a bad ring width or vector raises the ring's `RingError`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from genofed.errors import LocalInputError
+from genofed.protocol.ring import Ring, RingVector
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-Ring = npt.NDArray[np.uint64]
 
-MAX_BITS = 64
 # Above 2^50, float64 spacing approaches 1 and stochastic rounding stops meaning anything.
 MAX_SCALED = 2.0**50
 
@@ -31,7 +31,7 @@ class CodecError(LocalInputError):
     """A codec parameter or an encoded vector that cannot be right; the text names the value."""
 
 
-class Stage(Protocol):
+class CodecStage(Protocol):
     """One codec stage: `encode` one device's vector, `decode` the sum of n encodings."""
 
     def encode(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
@@ -39,7 +39,7 @@ class Stage(Protocol):
     def decode(self, y: np.ndarray, n: int) -> np.ndarray: ...
 
 
-class Noise(Stage, Protocol):
+class Noise(CodecStage, Protocol):
     """The noise slot: integers in, integers out, and the room its sum needs in the ring.
 
     `headroom(n)` bounds |sum of the n devices' noise| in any one coordinate and must not
@@ -68,22 +68,6 @@ def check_int(name: str, value: int, lo: int, hi: int | None = None) -> int:
         span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise CodecError(f"{name} must be {span}, got {value}")
     return int(value)
-
-
-def ring_mask(bits: int) -> np.uint64:
-    """2^bits - 1 as a uint64."""
-    return np.uint64((1 << bits) - 1)
-
-
-def check_ring(y: np.ndarray, bits: int, what: str = "ring vector") -> Ring:
-    """`y` as a uint64 vector if every value is in [0, 2^bits), else raise CodecError."""
-    arr = np.asarray(y)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.unsignedinteger):
-        raise CodecError(f"{what} must be a 1-D unsigned integer array, got {arr.dtype}{arr.shape}")
-    out = arr.astype(np.uint64, copy=False)
-    if bits < MAX_BITS and out.size and int(out.max()) >> bits:
-        raise CodecError(f"{what} holds {int(out.max())}, not below 2^{bits}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -161,43 +145,19 @@ class NoNoise:
 
 @dataclass(frozen=True)
 class ModularWrap:
-    """Signed integers to Z_(2^bits) as uint64 (two's complement), and the sum back to signed."""
+    """Signed integers to Z_(2^bits) (two's complement, `Ring.wrap`), and the sum back."""
 
     bits: int
+    ring: Ring = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bits", check_int("bits", self.bits, 1, MAX_BITS))
+        object.__setattr__(self, "ring", Ring(self.bits))
+        object.__setattr__(self, "bits", self.ring.bits)
 
-    def encode(self, x: np.ndarray, rng: np.random.Generator | None = None) -> Ring:
+    def encode(self, x: np.ndarray, rng: np.random.Generator | None = None) -> RingVector:
         """x mod 2^bits; refuses a value that does not fit the signed range on its own."""
-        v = np.ascontiguousarray(x, dtype=np.int64)
-        if self.bits < MAX_BITS and v.size:
-            half = 1 << (self.bits - 1)
-            lo, hi = int(v.min()), int(v.max())
-            if lo < -half or hi >= half:
-                bad = lo if lo < -half else hi
-                raise CodecError(f"value {bad} does not fit in {self.bits} signed bits")
-        return v.view(np.uint64) & ring_mask(self.bits)
+        return self.ring.wrap(x)
 
     def decode(self, y: np.ndarray, n: int = 1) -> Ints:
         """Map [0, 2^bits) to [-2^(bits-1), 2^(bits-1)): the sum, if it did not wrap."""
-        shift = MAX_BITS - self.bits  # sign-extend: move bit b-1 to bit 63, shift back
-        r = np.ascontiguousarray(check_ring(y, self.bits)) << np.uint64(shift)
-        return r.view(np.int64) >> np.int64(shift)
-
-
-def ring_sum(vectors: Iterable[np.ndarray], bits: int) -> Ring:
-    """The sum of ring vectors mod 2^bits (what the aggregator holds once masks cancel)."""
-    check_int("bits", bits, 1, MAX_BITS)
-    total: Ring | None = None
-    for i, v in enumerate(vectors):
-        r = check_ring(v, bits, f"vector {i}")
-        if total is None:
-            total = r.copy()
-        elif r.shape != total.shape:
-            raise CodecError(f"vector {i} has shape {r.shape}, the others {total.shape}")
-        else:
-            total += r  # uint64 arithmetic wraps mod 2^64, and 2^bits divides 2^64
-    if total is None:
-        raise CodecError("ring_sum needs at least one vector")
-    return total & ring_mask(bits)
+        return self.ring.unwrap(y)

@@ -15,11 +15,11 @@ from typing import Any
 from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import WeightedPipeline, build_pipeline
+from genofed.protocol.ring import Ring
 from genofed.protocol.secagg import (
     GraphSeed,
     IdentityKey,
     Participant,
-    Ring,
     RoundConfig,
     SecAggParams,
 )
@@ -96,5 +96,5 @@ def config_from_json(d: Any) -> RoundConfig:
             params=SecAggParams(int(d["n"]), int(d["k"]), int(d["t"])),
             ring=Ring(int(d["bits"])), length=int(d["length"]),
             graph_seed=GraphSeed(bytes.fromhex(d["graph_seed"])))
-    except (KeyError, TypeError, ValueError, LocalInputError) as exc:  # ParameterError too
+    except (KeyError, TypeError, ValueError, LocalInputError) as exc:  # Parameter/RingError too
         raise MessageError(f"bad round configuration: {exc}") from None

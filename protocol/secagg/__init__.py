@@ -4,8 +4,9 @@ The aggregator learns the sum of the surviving clients' vectors in Z_(2^b) and n
 any one of them, while clients drop out at any stage and the aggregator may lie about who did.
 Client and server are state machines with no I/O (`client`, `server`); `driver` runs a whole
 round in memory. Modules: `params` (k and t from n, corrupt and dropout fractions), `graph`
-(permuted Harary graph), `prg` (ring, seeds, ChaCha20 masks), `shamir` (t-of-k over
-GF(2^61 - 1)), `keys` (typed keys), `messages` (byte encodings), `errors`.
+(permuted Harary graph), `prg` (seeds, ChaCha20 masks), `shamir` (t-of-k over
+GF(2^61 - 1)), `keys` (typed keys), `messages` (byte encodings), `errors`. The ring and its
+vectors are the codec's too: `genofed.protocol.ring`.
 """
 
 from genofed.protocol.secagg.client import SecAggClient
@@ -25,12 +26,11 @@ from genofed.protocol.secagg.errors import (
 from genofed.protocol.secagg.keys import GraphSeed, IdentityKey, SigningIdentity
 from genofed.protocol.secagg.messages import Stage
 from genofed.protocol.secagg.params import SecAggParams, choose_parameters
-from genofed.protocol.secagg.prg import Ring
 from genofed.protocol.secagg.server import SecAggServer
 
 __all__ = [
     "ForgedMessage", "GraphSeed", "IdentityKey", "InconsistentRequest", "MalformedMessage",
-    "ParameterError", "Participant", "ProtocolViolation", "ReplayedMessage", "Ring",
+    "ParameterError", "Participant", "ProtocolViolation", "ReplayedMessage",
     "RoundAborted", "RoundConfig", "RoundResult", "SecAggClient", "SecAggError",
     "SecAggParams", "SecAggServer", "SigningIdentity", "Stage", "WrongRound",
     "choose_parameters", "make_clients", "run_round",

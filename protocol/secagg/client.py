@@ -1,7 +1,7 @@
 """A device's side of a round: a state machine with no I/O, server messages in, its messages out.
 
     client = SecAggClient(config, index, identity)
-    client.set_input(x)                    # uint64 ring elements, any time before stage 2
+    client.set_input(x)                    # a ring vector, any time before stage 2
     out = client.advertise()               # stage 0
     out = client.handle(server_message)    # stages 1-4, one reply each
 
@@ -23,6 +23,7 @@ import nacl.exceptions
 import nacl.secret
 import numpy as np
 
+from genofed.protocol.ring import RingVector
 from genofed.protocol.secagg import shamir
 from genofed.protocol.secagg.config import RoundConfig
 from genofed.protocol.secagg.encoding import Reader, Writer
@@ -95,7 +96,7 @@ class SecAggClient:
         self._identity, self._entropy = identity, entropy
         self._ctx = config.context
         self._neighbours = config.graph.neighbours(index)
-        self._input: np.ndarray | None = None
+        self._input: RingVector | None = None  # our own copy, masked in place at stage 2
         self._c = AgreementKeyPair.generate(entropy)
         self._s = AgreementKeyPair.generate(entropy)
         self._peers: dict[int, AdvertiseKeys] = {}  # neighbours whose keys we took (U1)
@@ -113,12 +114,14 @@ class SecAggClient:
         """Which kind of share this client has revealed, per peer."""
         return dict(self._revealed)
 
-    def set_input(self, x: np.ndarray) -> None:
-        """This round's input: `config.length` uint64 elements of the ring."""
-        if x.shape != (self.config.length,):
-            raise ParameterError(f"input has shape {x.shape}, the round wants "
+    def set_input(self, x: RingVector) -> None:
+        """This round's input: a ring vector of `config.length` values (RingError if not)."""
+        if np.shape(x) != (self.config.length,):
+            raise ParameterError(f"input has shape {np.shape(x)}, the round wants "
                                  f"({self.config.length},)")
-        self._input = self.config.ring.to_words(x)
+        v = self.config.ring.check(x, "input")
+        # the masks go on in place: on check's converted array, or on a copy of the caller's
+        self._input = v.copy() if np.may_share_memory(v, x) else v
 
     def advertise(self) -> AdvertiseKeys:
         """Stage 0: the round's two public keys, signed."""
@@ -200,15 +203,16 @@ class SecAggClient:
             held[j] = self._open(j, s.ciphertext)
         self._need(len(held), "neighbours shared their keys")
         y = self._mask(sorted(held))
-        self._held, self._pair = held, {}
+        self._held, self._pair, self._input = held, {}, None
         self.stage = Stage.CONSISTENCY_CHECK
         return MaskedInput.create(self._identity, self._header(), bits=self.config.ring.bits,
                                   words=y)
 
-    def _mask(self, partners: list[int]) -> np.ndarray:
-        """Input + self mask + sign(i, j) * pair mask for each partner j, reduced mod 2^b."""
+    def _mask(self, partners: list[int]) -> RingVector:
+        """Input + self mask + sign(i, j) * pair mask for each partner j, reduced mod 2^b; the
+        input is masked in place."""
         assert self._input is not None and self._b is not None
-        ring, y = self.config.ring, self._input.copy()
+        ring, y = self.config.ring, self._input
         apply_mask(y, self_seed(self._b, self._ctx, self.index), ring, +1)
         for j in partners:
             apply_mask(y, self._pair[j], ring, +1 if self.index < j else -1)

@@ -15,12 +15,13 @@ from functools import cached_property
 import nacl.encoding
 import nacl.hash
 
+from genofed.protocol.ring import Ring
 from genofed.protocol.secagg.encoding import Writer
 from genofed.protocol.secagg.errors import ParameterError
 from genofed.protocol.secagg.graph import NeighbourGraph
 from genofed.protocol.secagg.keys import Digest, GraphSeed, IdentityKey
 from genofed.protocol.secagg.params import SecAggParams
-from genofed.protocol.secagg.prg import Ring, RoundContext, graph_stream_key
+from genofed.protocol.secagg.prg import RoundContext, graph_stream_key
 
 MAX_LENGTH = 1 << 28
 

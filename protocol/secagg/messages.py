@@ -25,6 +25,7 @@ import numpy as np
 
 from genofed.protocol.codec_packing import pack_bits, packed_size, unpack_bits
 from genofed.protocol.codec_stages import CodecError
+from genofed.protocol.ring import Ring, RingError, RingVector
 from genofed.protocol.secagg.config import MAX_LENGTH
 from genofed.protocol.secagg.encoding import Reader, Writer
 from genofed.protocol.secagg.errors import MalformedMessage
@@ -36,7 +37,7 @@ from genofed.protocol.secagg.keys import (
     Signature,
     SigningIdentity,
 )
-from genofed.protocol.secagg.prg import Ring, RoundContext
+from genofed.protocol.secagg.prg import RoundContext
 from genofed.protocol.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"GSA1"
@@ -44,7 +45,6 @@ DOMAIN = b"genofed/secagg/v1\x00"
 SERVER = 0xFFFFFFFF
 MAX_CLIENTS = 1 << 16
 MAX_CIPHERTEXT = 512
-_WHOLE_BYTES = (8, 16, 32, 64)  # ring widths whose bit-packing is whole little-endian words
 _SIG = 64
 
 
@@ -253,14 +253,19 @@ class MaskedInput(Message):
     KIND: ClassVar[Kind] = Kind.MASKED_INPUT
     STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
     bits: int = field(kw_only=True)
-    words: np.ndarray = field(kw_only=True, repr=False)  # ring elements, any unsigned dtype
+    words: RingVector = field(kw_only=True, repr=False)  # a vector of Z_(2^bits)
 
     def _payload(self) -> bytes | memoryview:
-        """The values bit-packed at b bits each (the codec's packing)."""
-        words = np.asarray(self.words)
-        if self.bits in _WHOLE_BYTES:  # packing whole little-endian words is the words' bytes
-            return np.ascontiguousarray(words, dtype=Ring(self.bits).word).data.cast("B")
-        return pack_bits(words.astype(np.uint64, copy=False), self.bits)
+        """The values bit-packed at b bits each (the codec's packing); MalformedMessage if they
+        are not a vector of Z_(2^b) (a message changed in memory: the wire cannot carry one)."""
+        try:
+            ring = Ring(self.bits)
+            words = ring.check(self.words, "masked input")
+        except RingError as exc:
+            raise MalformedMessage(str(exc)) from None
+        if ring.fills_word:  # packing words of exactly b bits is their little-endian bytes
+            return np.ascontiguousarray(words).data.cast("B")
+        return pack_bits(words, ring.bits)
 
     def _write(self, w: Writer) -> None:
         w.u8(self.bits).u64(np.size(self.words)).fixed(bytes(self._payload()))
@@ -276,14 +281,15 @@ class MaskedInput(Message):
         bits, n = r.u8(), r.u64()
         if not 1 <= bits <= 64 or n > MAX_LENGTH:
             raise MalformedMessage(f"masked input of {n} values of {bits} bits is out of bounds")
-        word = Ring(bits).word
-        if bits in _WHOLE_BYTES:
-            return {"bits": bits, "words": np.frombuffer(r.view(n * word.itemsize), dtype=word)}
+        ring = Ring(bits)
+        if ring.fills_word:
+            words = np.frombuffer(r.view(n * ring.word.itemsize), dtype=ring.word)
+            return {"bits": bits, "words": words}
         try:
-            values = unpack_bits(r.fixed(packed_size(n, bits)), bits, n)
+            words = unpack_bits(r.fixed(packed_size(n, bits)), bits, n)
         except CodecError as exc:
             raise MalformedMessage(f"masked input: {exc}") from None
-        return {"bits": bits, "words": values.astype(word)}
+        return {"bits": bits, "words": words}
 
 
 @dataclass(frozen=True)

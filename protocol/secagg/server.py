@@ -4,7 +4,7 @@
     for each stage:
         server.receive(client_message)     # as they arrive; each is checked, then kept
         outbox = server.advance()          # at the stage's deadline: {client: message}
-    server.result                          # the sum of the survivors' inputs mod 2^b
+    server.result                          # the sum of the survivors' inputs, a ring vector
 
 U1..U5 are the clients heard from at each stage. After every stage the server checks that the
 round can still finish: each client that shared its keys (U2) keeps at least t live neighbours
@@ -21,6 +21,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from genofed.protocol.ring import RingError, RingVector
 from genofed.protocol.secagg import shamir
 from genofed.protocol.secagg.config import RoundConfig
 from genofed.protocol.secagg.errors import (
@@ -78,13 +79,13 @@ class SecAggServer:
         self._adverts: dict[int, AdvertiseKeys] = {}  # U1
         self._sealed: dict[int, EncryptedShares] = {}  # U2
         self._masked: set[int] = set()  # U3
-        self._sum = np.zeros(config.length, dtype=config.ring.word)
+        self._sum = config.ring.zeros(config.length)
         self._survivors: tuple[int, ...] = ()
         self._digest: Digest | None = None
         self._endorsements: dict[int, Signature] = {}  # U4
         self._asked: dict[int, UnmaskRequest] = {}
         self._answers: dict[int, UnmaskShares] = {}  # U5
-        self._result: np.ndarray | None = None
+        self._result: RingVector | None = None
         self._aborted: str | None = None
 
     @property
@@ -93,8 +94,8 @@ class SecAggServer:
         return self._survivors
 
     @property
-    def result(self) -> np.ndarray:
-        """The sum of the survivors' inputs mod 2^b, as uint64; only after Unmasking."""
+    def result(self) -> RingVector:
+        """The sum of the survivors' inputs, a ring vector; only after Unmasking."""
         if self._result is None:
             raise SecAggError(f"round {self.config.round} has no result (stage "
                               f"{self.stage.name}{', aborted' if self._aborted else ''})")
@@ -176,13 +177,16 @@ class SecAggServer:
         if j not in self._sealed:
             raise ProtocolViolation(f"client {j} did not share its keys; its masked input is "
                                     "not part of this round")
-        if msg.bits != ring.bits or msg.words.shape != (self.config.length,):
-            raise MalformedMessage(f"masked input of client {j}: {msg.words.size} values of "
+        if msg.bits != ring.bits or np.shape(msg.words) != (self.config.length,):
+            raise MalformedMessage(f"masked input of client {j}: {np.size(msg.words)} values of "
                                    f"{msg.bits} bits, the round wants {self.config.length} of "
                                    f"{ring.bits}")
-        if ring.bits < 8 * ring.word.itemsize and np.any(msg.words > ring.word.type(ring.mask)):
-            raise MalformedMessage(f"masked input of client {j} holds values outside the ring")
-        np.add(self._sum, msg.words, out=self._sum)
+        try:
+            words = ring.check(msg.words, "masked input")
+        except RingError as exc:
+            raise MalformedMessage(f"masked input of client {j} is not a vector of the ring: "
+                                   f"{exc}") from None
+        np.add(self._sum, words, out=self._sum)
         self._masked.add(j)
 
     def _take_endorsement(self, msg: ConsistencySignature) -> None:
@@ -282,7 +286,7 @@ class SecAggServer:
                 # w added sign(w, v) * PRG(s_wv); take it out again.
                 seed = pair_seed(key, self._adverts[w].s_pk, self._ctx, v, w)
                 apply_mask(acc, seed, ring, -1 if w < v else +1)
-        self._result = ring.to_uint64(ring.reduce(acc))
+        self._result = ring.reduce(acc)
         log.info("round %d unmasked: %d survivors, %d dropped", self.config.round, len(u3),
                  len(dropped))
         return {}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import (
     GraphSeed,
     IdentityKey,
     Participant,
-    Ring,
     RoundConfig,
     SecAggParams,
     SigningIdentity,

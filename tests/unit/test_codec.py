@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from genofed.protocol import codec as c
 from genofed.protocol.codec_packing import CHUNK
+from genofed.protocol.ring import Ring, RingError
 from genofed.protocol.rotation import rotation_signs
 
 SEED = b"genofed-test-rotation-seed"
@@ -39,12 +40,8 @@ def _vectors(rng: np.random.Generator, n: int, dim: int, clip: float) -> list[np
     (lambda: c.L2Clip(float("nan")), "got nan"),
     (lambda: c.StochasticRounding(-1.0, 1.0), "scale must be finite and > 0, got -1.0"),
     (lambda: c.StochasticRounding(2.0**40, 2.0**11), "exceeds 2^50"),
-    (lambda: c.ModularWrap(0), "bits must be in [1, 64], got 0"),
-    (lambda: c.ModularWrap(65), "got 65"),
-    (lambda: c.ModularWrap(True), "bits must be an integer, got True"),
     (lambda: c.Rotation(0, SEED), "dim must be >= 1, got 0"),
     (lambda: c.Rotation(8, b"short"), "rotation seed must be 16-64 bytes, got 5"),
-    (lambda: c.BitPacking(0, 4), "bits must be in [1, 64], got 0"),
     (lambda: c.choose_bits(0, 1.0, 1.0), "n must be >= 1, got 0"),
     (lambda: c.choose_bits(2**20, 1.0, 2.0**49), "need 71 bits; at most 64"),
     (lambda: c.max_clients(8, 1.0, 1000.0), "bits=8 cannot hold even one update"),
@@ -59,6 +56,19 @@ def _vectors(rng: np.random.Generator, n: int, dim: int, clip: float) -> list[np
 ])
 def test_bad_parameters_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
     with pytest.raises(c.CodecError) as info:
+        build()
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("build, needle", [
+    (lambda: c.ModularWrap(0), "bits must be in [1, 64], got 0"),
+    (lambda: c.ModularWrap(65), "got 65"),
+    (lambda: c.ModularWrap(True), "bits must be an integer, got True"),
+    (lambda: c.BitPacking(0, 4), "bits must be in [1, 64], got 0"),
+])
+def test_bad_ring_widths_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
+    """The ring checks its own width, for the codec's stages as for SecAgg+."""
+    with pytest.raises(RingError) as info:
         build()
     assert needle in str(info.value)
 
@@ -178,10 +188,10 @@ def test_wrap_round_trips_the_signed_range(data: st.DataObject, bits: int) -> No
     values = data.draw(st.lists(st.integers(lo, hi), min_size=1, max_size=50))
     wrap = c.ModularWrap(bits)
     ring = wrap.encode(np.array([*values, lo, hi], dtype=np.int64))
-    assert ring.dtype == np.uint64 and (bits == 64 or int(ring.max()) < (1 << bits))
+    assert ring.dtype == Ring(bits).word and (bits == 64 or int(ring.max()) < (1 << bits))
     assert wrap.decode(ring).tolist() == [*values, lo, hi]
     if bits < 64:
-        with pytest.raises(c.CodecError, match=f"does not fit in {bits} signed bits"):
+        with pytest.raises(RingError, match=f"does not fit in {bits} signed bits"):
             wrap.encode(np.array([hi + 1], dtype=np.int64))
 
 
@@ -194,7 +204,7 @@ def test_ring_sum_decodes_exactly_when_the_total_fits(data: st.DataObject, bits:
     if not -half <= total < half:
         return  # partial sums may wrap; only the total has to fit
     wrap = c.ModularWrap(bits)
-    ring = c.ring_sum([wrap.encode(np.array([p], dtype=np.int64)) for p in parts], bits)
+    ring = Ring(bits).sum([wrap.encode(np.array([p], dtype=np.int64)) for p in parts])
     assert wrap.decode(ring).tolist() == [total]
 
 
@@ -207,9 +217,12 @@ def test_bit_packing_round_trips_every_width(bits: int) -> None:
         v[: min(count, 2)] = [0, top][: min(count, 2)]
         data = c.pack_bits(v, bits)
         assert len(data) == c.packed_size(count, bits) == math.ceil(count * bits / 8)
-        np.testing.assert_array_equal(c.unpack_bits(data, bits, count), v)
+        assert c.pack_bits(v.astype(Ring(bits).word), bits) == data
+        back = c.unpack_bits(data, bits, count)
+        assert back.dtype == Ring(bits).word
+        np.testing.assert_array_equal(back, v)
     if bits < 64:
-        with pytest.raises(c.CodecError, match=f"not below 2\\^{bits}"):
+        with pytest.raises(RingError, match=f"not below 2\\^{bits}"):
             c.pack_bits(np.array([top + 1], dtype=np.uint64), bits)
 
 
@@ -268,15 +281,15 @@ def test_wrap_rule_holds_at_the_largest_n_and_not_one_beyond(sign: float) -> Non
     wrap = c.ModularWrap(bits)
     ints = np.array([wrap.decode(e) for e in encs])
     assert np.all(ints[:, j] == sign * 1000)  # every device at the per-device extreme
-    total = c.ring_sum(encs[:n], bits)
+    total = Ring(bits).sum(encs[:n])
     np.testing.assert_array_equal(wrap.decode(total), ints[:n].sum(axis=0))  # exact, no wrap
     assert abs(int(wrap.decode(total)[j])) == 32000 > (1 << (bits - 1)) - 1 - 1000  # at the edge
     np.testing.assert_allclose(pipe.decode_sum(total, n), n * x, atol=n * math.sqrt(dim) / scale)
     # one more device is refused, and would indeed have wrapped
     with pytest.raises(c.CodecError, match=f"n must be in \\[1, {n}\\], got {n + 1}"):
-        pipe.decode_sum(c.ring_sum(encs, bits), n + 1)
+        pipe.decode_sum(Ring(bits).sum(encs), n + 1)
     assert c.choose_bits(n + 1, clip, scale) == bits + 1
-    assert np.sign(wrap.decode(c.ring_sum(encs, bits))[j]) == -sign
+    assert np.sign(wrap.decode(Ring(bits).sum(encs))[j]) == -sign
 
 
 def test_weight_coordinate_limits_n_and_decodes_exactly_at_the_limit() -> None:
@@ -288,10 +301,10 @@ def test_weight_coordinate_limits_n_and_decodes_exactly_at_the_limit() -> None:
     assert c.choose_bits(n + 1, 1.0, 10.0, weight_max=w_max) == bits + 1
     rng = _rng(5)
     encs = [weighted.encode(rng.normal(size=8), 5000, rng) for _ in range(n + 1)]
-    _, total_weight = weighted.decode_mean(c.ring_sum(encs[:n], bits), n)
+    _, total_weight = weighted.decode_mean(Ring(bits).sum(encs[:n]), n)
     assert total_weight == n * w_max
     with pytest.raises(c.CodecError, match=f"got {n + 1}"):
-        weighted.decode_mean(c.ring_sum(encs, bits), n + 1)
+        weighted.decode_mean(Ring(bits).sum(encs), n + 1)
 
 
 def test_probabilistic_rule_holds_for_seed_independent_inputs_only() -> None:
@@ -309,7 +322,7 @@ def test_probabilistic_rule_holds_for_seed_independent_inputs_only() -> None:
         pipe = c.build_pipeline(dim, clip=clip, scale=scale, bits=bits,
                                 rotation_seed=k.to_bytes(16, "big"), wrap_prob=prob)
         assert pipe.max_clients >= n
-        total = c.ring_sum([pipe.encode(x, rng) for _ in range(n)], bits)
+        total = Ring(bits).sum([pipe.encode(x, rng) for _ in range(n)])
         worst = max(worst, int(np.abs(c.ModularWrap(bits).decode(total)).max()))
         np.testing.assert_allclose(pipe.decode_sum(total, n), n * x,
                                    atol=n * math.sqrt(dim) / scale)
@@ -318,7 +331,7 @@ def test_probabilistic_rule_holds_for_seed_independent_inputs_only() -> None:
     pipe = c.build_pipeline(dim, clip=clip, scale=scale, bits=bits, rotation_seed=SEED,
                             wrap_prob=prob)
     aimed = _worst_case(pipe, 1.0, 3, clip)
-    total = c.ring_sum([pipe.encode(aimed, rng) for _ in range(n)], bits)
+    total = Ring(bits).sum([pipe.encode(aimed, rng) for _ in range(n)])
     assert np.linalg.norm(pipe.decode_sum(total, n) - n * aimed) > 2**bits / scale / 2
 
 
@@ -333,7 +346,7 @@ def test_pipeline_decodes_the_sum_within_the_rounding_bound(
     pipe = c.build_pipeline(dim, clip=clip, scale=scale, bits=bits, rotation_seed=rng.bytes(16))
     xs = _vectors(rng, n, dim, clip)
     encs = [pipe.encode(x, rng) for x in xs]
-    got = pipe.decode_sum(c.ring_sum(encs, bits), n)
+    got = pipe.decode_sum(Ring(bits).sum(encs), n)
     want = sum(c.L2Clip(clip).encode(x) for x in xs)
     # each device's rounding error is < 1/s per rotated coordinate; R is orthogonal
     assert np.linalg.norm(got - want) <= n * math.sqrt(dim) / scale + 1e-9 * n * clip
@@ -347,7 +360,7 @@ def test_pipeline_sum_error_matches_its_statistical_size_and_is_unbiased() -> No
                             rotation_seed=SEED)
     xs = _vectors(rng, n, dim, clip)
     want = sum(c.L2Clip(clip).encode(x) for x in xs)
-    got = pipe.decode_sum(c.ring_sum([pipe.encode(x, rng) for x in xs], pipe.bits), n)
+    got = pipe.decode_sum(pipe.ring.sum([pipe.encode(x, rng) for x in xs]), n)
     # E ||error||^2 <= n * dim / 4 / s^2 (rounding variance <= 1/4 per coordinate)
     assert np.linalg.norm(got - want) <= 1.1 * math.sqrt(n * dim / 4) / scale
     # the mean over many encodings of one update converges to it: no bias after rotation
@@ -367,7 +380,7 @@ def test_pipeline_refuses_bad_inputs() -> None:
         pipe.encode(np.array([0.0, np.nan, 0.0, 0.0]), rng)
     with pytest.raises(TypeError, match="numpy Generator"):
         pipe.encode(np.zeros(4), np.random.RandomState(0))  # type: ignore[arg-type]
-    with pytest.raises(c.CodecError, match="not below 2\\^12"):
+    with pytest.raises(RingError, match="not below 2\\^12"):
         pipe.decode_sum(np.array([0, 0, 0, 1 << 12], dtype=np.uint64), 1)
     with pytest.raises(c.CodecError, match="n must be in"):
         pipe.decode_sum(np.zeros(4, dtype=np.uint64), 0)
@@ -392,7 +405,7 @@ def test_weighted_mean_through_the_ring_is_the_weighted_mean(
     counts = [int(k) for k in rng.integers(1, 2 * w_max + 1, size=n)]
     encs = [weighted.encode(x, k, rng) for x, k in zip(xs, counts, strict=True)]
     assert all(e.shape == (dim + 1,) for e in encs)
-    mean, total_weight = weighted.decode_mean(c.ring_sum(encs, bits), n)
+    mean, total_weight = weighted.decode_mean(Ring(bits).sum(encs), n)
     ws = [min(k, w_max) for k in counts]
     assert total_weight == sum(ws)
     want = sum(w * c.L2Clip(clip).encode(x) for w, x in zip(ws, xs, strict=True)) / sum(ws)
@@ -404,7 +417,7 @@ def test_weighted_mean_refuses_an_impossible_weight_total() -> None:
     weighted = c.WeightedPipeline(
         c.build_pipeline(4, clip=1.0, scale=10.0, bits=16, rotation_seed=SEED), 10)
     rng = _rng(1)
-    total = c.ring_sum([weighted.encode(np.ones(4), 3, rng) for _ in range(2)], 16)
+    total = Ring(16).sum([weighted.encode(np.ones(4), 3, rng) for _ in range(2)])
     total[-1] = np.uint64(50)  # two devices cannot weigh more than 2 * 10
     with pytest.raises(c.CodecError, match="weight total 50 is outside \\[2, 20\\]"):
         weighted.decode_mean(total, 2)

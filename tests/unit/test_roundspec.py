@@ -7,12 +7,12 @@ import pytest
 
 from genofed.errors import LocalInputError, MessageError
 from genofed.protocol.envelope import open_envelope, seal
+from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import (
     GraphSeed,
     Participant,
-    Ring,
     RoundConfig,
     SecAggParams,
     SigningIdentity,

@@ -5,6 +5,7 @@ vectors uniform, Shamir t-of-k, and the (k, t) rule against Google's published t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from genofed.protocol.ring import Ring, RingError
 from genofed.protocol.secagg import (
     ForgedMessage,
     GraphSeed,
@@ -23,7 +25,6 @@ from genofed.protocol.secagg import (
     ParameterError,
     Participant,
     ReplayedMessage,
-    Ring,
     RoundAborted,
     RoundConfig,
     SecAggParams,
@@ -39,7 +40,13 @@ from genofed.protocol.secagg import (
 from genofed.protocol.secagg import messages as m
 from genofed.protocol.secagg.client import KEY, SELF_MASK, SecAggClient
 from genofed.protocol.secagg.graph import NeighbourGraph
-from genofed.protocol.secagg.keys import MaskSeed, ShareValue, Signature
+from genofed.protocol.secagg.keys import (
+    Digest,
+    IdentitySeed,
+    MaskSeed,
+    ShareValue,
+    Signature,
+)
 from genofed.protocol.secagg.prg import pair_seed, self_seed
 
 BOUNDED = settings(max_examples=80, deadline=None,
@@ -145,6 +152,7 @@ def test_sum_of_survivors_is_exact_under_any_dropout(
         return
     assert res.aborted is None, res.aborted
     assert set(res.survivors) == u3
+    assert res.total is not None and res.total.dtype == f.config.ring.word
     np.testing.assert_array_equal(res.total, ring_sum([xs[i] for i in sorted(u3)], bits))
 
 
@@ -384,7 +392,45 @@ def test_masked_input_is_bit_packed(bits: int) -> None:
     assert core.endswith(pack_bits(values, bits)) and len(core) < 100 + (1001 * bits + 7) // 8
     back = m.decode(msg.encode())
     assert isinstance(back, m.MaskedInput) and back.verify(f.ids[0].public)
+    assert back.words.dtype == Ring(bits).word
     np.testing.assert_array_equal(np.asarray(back.words, dtype=np.uint64), values)
+
+
+def test_a_masked_input_outside_the_ring_is_malformed() -> None:
+    """Values of 2^b or more cannot come off the wire; changed in memory, they are refused as a
+    malformed message (dropped and counted), never as the server's own bad input."""
+    f = federation(5, 4, 3, bits=12, length=16, seed=16)
+    clients, server = f.clients(), f.server()
+    _run_until(f, clients, server, Stage.MASKED_INPUT)
+    d0 = server.advance()[0]
+    assert isinstance(d0, m.ShareDelivery)
+    sent = clients[0].masked_input(d0)
+    for bad in (np.full(16, 1 << 12, dtype=np.uint16), np.arange(16, dtype=np.int64),
+                np.zeros((4, 4), dtype=np.uint16)):
+        forged = dataclasses.replace(sent, words=bad)
+        with pytest.raises(MalformedMessage) as info:
+            server.receive(forged)
+        assert not isinstance(info.value, RingError)
+    server.receive(sent)  # the genuine one is still taken: the refusals changed nothing
+
+
+def test_input_must_be_a_ring_vector_and_is_the_clients_own() -> None:
+    f = federation(5, 4, 3, bits=12, length=16, seed=17)
+    client = f.clients()[0]
+    with pytest.raises(ParameterError, match="shape"):
+        client.set_input(np.zeros(15, dtype=np.uint16))
+    with pytest.raises(RingError, match="not below 2\\^12"):
+        client.set_input(np.full(16, 1 << 12, dtype=np.uint64))
+    with pytest.raises(RingError, match="unsigned"):
+        client.set_input(np.zeros(16, dtype=np.int64))
+    xs = inputs_for(f, 3)
+    words = {i: f.config.ring.check(x) for i, x in xs.items()}
+    kept = {i: w.copy() for i, w in words.items()}
+    res = run_round(f.config, f.server(), f.clients(), words)
+    for i in words:  # masking happened on the client's copy, not on the caller's vector
+        np.testing.assert_array_equal(words[i], kept[i])
+    assert res.total is not None and res.total.dtype == np.dtype("<u2")
+    np.testing.assert_array_equal(res.total, ring_sum(list(xs.values()), 12))
 
 
 def test_low_order_keys_are_refused() -> None:
@@ -439,6 +485,109 @@ def test_messages_round_trip() -> None:
             assert back == msg
         with pytest.raises(MalformedMessage):
             m.decode(msg.encode()[:-65])
+
+
+# -- the wire format, pinned --------------------------------------------------------------------
+# The sha256 of every pinned encoding was computed with the code of 5820ed9 (before the ring moved
+# to protocol/ring.py): a change here breaks every deployed device. The MaskedInput core is
+# also rebuilt from the documented layout (messages.py, codec_packing.py) with Python integers.
+
+_PIN_WIDTHS = (1, 7, 8, 12, 16, 31, 32, 33, 63, 64)
+_PIN_IDENTITY = SigningIdentity(IdentitySeed(bytes(range(32))))
+_PIN_HEADER = m.Header("fed", 7, Digest(bytes(range(32, 64))), 3)
+_PIN_LONG = 2 * (1 << 16) + 5  # crosses two packing chunks
+_PINNED_SHORT = {
+    1: '1b06b87dc49d754bae2a748da742a6ed685d817564277a9ed5f829bc377a7aad',
+    7: '27e2b96216f234f4c7d0208627402d860bf594a0701fe3750a914d6219d2981e',
+    8: '1c1455570421eeb7f5e91195dd5894fb4c3bd4d9d3d1259e9ec47becdb196a37',
+    12: '1df4d1f5635399dd356f03b5d7ccff5ddcb487799e851de9a07809d55e9460ca',
+    16: '82996b10780614278642d829a7405c0a340064884190db8f2bb23cb144be3989',
+    31: '18cee88f26ce34d4f67ce838ef0431baa340265265f7efd1c420862f89dd2399',
+    32: '4c4de77aa71ccd9f63dfd2b7405b8e2b0a75428a061b13b5e964477da49de6d0',
+    33: '8df89bf7275f846e433db692b8fc12bfba7e379fdb35fc6ca7fe86f8a8f92b35',
+    63: 'f4f9d771a8a3ff09ca9f05c1604fb2a16c0d1c180849fa96f65f515e17b15802',
+    64: '0d0c05d65f688cdf721076926f9b89c727aa4459d1c6400c8988624abf82d2bc',
+}
+_PINNED_LONG = {
+    1: 'eebc39f27922ee07427c4ae216f835e7efcc7645322979da97e99be4cf808bb0',
+    7: '3924eb20b16831e6d842ded1260534880d7b6d0abbd5d086d292f125c49ffca8',
+    8: '365d30fcba715fc5d0fd4872e977ab79b55f44a2983442ae11d2b993aaf9bde5',
+    12: '9199ec172daf51a23d01b876ff34eac83cba79b2c0190cfd0c0519fcc6e9ed5d',
+    16: '45bed89655c18720051d15261f358fe4d37fc064606316327943cd34fd659151',
+    31: '936cec73377f451a3af24960d665cbb471223effc0363cf23f78256dc49787c1',
+    32: '21a9a9d77530ffff83d743b24672fbd07adf93805c98fc7c5c23c7c605e640f4',
+    33: 'ed386d7a7dd8f4b3d76888ee947da5ed472765cc4f2548a72e600dca76b1c3e5',
+    63: 'a6b83c822e66542547c5fb1fc69767a3c3df26a5b41f18c22b7a481c6a23dfe5',
+    64: '96d09e651ab4ea6b2360914dcf21a5e655a32399f0d3345475b80bc384fe17bb',
+}
+_PINNED_ROUNDS = {  # bits: (messages in transit, sha256 of them all and of the sum)
+    1: (39, '1be08db7c56147e176e0c1a737695bf76974123505d9ec9c8362d381d2dc9e19'),
+    12: (39, '8e48424dc10b302800ca5ae9867618d5874d4cc7db0d7727e477a3ce184433f1'),
+    32: (39, '90ce10291c7db6ad6571b96e1e95736e1de3e8eef294384d6c815f37f90fe5cc'),
+    33: (39, '1d12cd10f5d1c776ad81f11a2ec039faf24ad935da6512d8db5d2465debbff0d'),
+    64: (39, '0048060a3cba464d9fa4bb139c2b1e502ab36568a6e9895a271559d89b7ec6f6'),
+}
+
+
+def _pin_values(bits: int, count: int) -> list[int]:
+    top = (1 << bits) - 1
+    values = [(i * 0x9E3779B97F4A7C15 + 0x0123456789ABCDEF) & top for i in range(count)]
+    values[0], values[1] = 0, top
+    return values
+
+
+def _documented_core(header: m.Header, bits: int, values: list[int]) -> bytes:
+    """Header, bits (u8), count (u64) and coordinate i at bits [i*b, (i+1)*b), LSB first."""
+    fed = header.federation.encode()
+    head = bytes([m.Kind.MASKED_INPUT, Stage.MASKED_INPUT]) + len(fed).to_bytes(4, "big") + fed \
+        + header.round.to_bytes(8, "big") + header.config.raw + header.sender.to_bytes(4, "big")
+    stream = sum(v << (i * bits) for i, v in enumerate(values))
+    packed = stream.to_bytes((len(values) * bits + 7) // 8, "little")
+    return head + bytes([bits]) + len(values).to_bytes(8, "big") + packed
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("bits", _PIN_WIDTHS)
+def test_masked_input_bytes_are_pinned(bits: int) -> None:
+    values = _pin_values(bits, 11)
+    for words in (np.array(values, dtype=np.uint64), np.array(values, dtype=Ring(bits).word)):
+        msg = m.MaskedInput.create(_PIN_IDENTITY, _PIN_HEADER, bits=bits, words=words)
+        assert msg.core() == _documented_core(_PIN_HEADER, bits, values)
+        assert _sha(msg.encode()) == _PINNED_SHORT[bits]
+        back = m.decode(msg.encode())
+        assert isinstance(back, m.MaskedInput) and back.verify(_PIN_IDENTITY.public)
+        assert [int(v) for v in back.words] == values and back.encode() == msg.encode()
+    i = np.arange(_PIN_LONG, dtype=np.uint64)
+    long = (i * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x0123456789ABCDEF)) \
+        & np.uint64(2**64 - 1 if bits == 64 else (1 << bits) - 1)
+    msg = m.MaskedInput.create(_PIN_IDENTITY, _PIN_HEADER, bits=bits, words=long)
+    assert _sha(msg.encode()) == _PINNED_LONG[bits]
+
+
+@pytest.mark.parametrize("bits", sorted(_PINNED_ROUNDS))
+def test_round_transcript_is_pinned(bits: int) -> None:
+    """Every message of a deterministic round with a dropout, byte for byte, and its sum."""
+    f = federation(5, 4, 3, bits=bits, length=9, seed=40 + bits)
+    wires: list[bytes] = []
+
+    def record(stage: Stage, src: int, dst: int, msg: m.Message) -> m.Message:
+        wires.append(msg.encode())
+        return msg
+
+    rng = np.random.default_rng(bits)
+    xs = {i: rng.integers(0, 1 << min(bits, 63), 9, dtype=np.uint64) for i in range(5)}
+    res = run_round(f.config, f.server(), f.clients(), xs, drop={Stage.MASKED_INPUT: {2}},
+                    intercept=record)
+    assert res.total is not None
+    np.testing.assert_array_equal(res.total, ring_sum([xs[i] for i in (0, 1, 3, 4)], bits))
+    digest = hashlib.sha256()
+    for w in wires:
+        digest.update(len(w).to_bytes(4, "big") + w)
+    digest.update(np.asarray(res.total, dtype="<u8").tobytes())
+    assert (len(wires), digest.hexdigest()) == _PINNED_ROUNDS[bits]
 
 
 # -- masks ----------------------------------------------------------------------------------------
