@@ -70,7 +70,7 @@ test: $(STAMP) $(DEVICE_STAMP)
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) system-deps
 	rm -rf $(DEVICE_BUNDLES)
 	$(BIN)/python tests/support/bundles.py $(DEVICE_BUNDLES)
-	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" $(BIN)/pytest -q
+	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" $(BIN)/pytest -q -n 2 --dist loadgroup
 	GENOFED_DEVICE_BUNDLES="$(CURDIR)/$(DEVICE_BUNDLES)" GENOFED_DEVICE_PROFILE=1 \
 	  $(DEVICE_VENV)/bin/pytest -q tests/device
 

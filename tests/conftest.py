@@ -68,3 +68,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.bundles import export_all
 
     return export_all(tmp_path_factory.mktemp("exported"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the integration
+    tests, which start Mosquitto and agent processes against stage deadlines, all go to one of
+    them, one after another, while the other takes the unit tests."""
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.xdist_group("broker"))
