@@ -56,12 +56,14 @@ import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genofed.errors import LocalInputError
+from genofed.models.layout import ParamLayout
 from genofed.models.panel import Panel, load_panel
 
 if TYPE_CHECKING:
@@ -159,6 +161,14 @@ class Bundle:
     def mask(self) -> dict[str, np.ndarray]:
         """The pruning mask (float32, 1 = trained, 0 = pruned), checked against the specs."""
         return read_arrays(self.path, self.mask_file, self.params)
+
+    @cached_property
+    def layout(self) -> ParamLayout:
+        """The flat layout of the parameters under the pruning mask (mask.npz, read once)."""
+        try:
+            return ParamLayout.of(self.params, self.mask())
+        except LocalInputError as exc:
+            raise LocalInputError(f"bundle {self.path}: {self.mask_file}: {exc}") from None
 
     def flat_mask(self) -> np.ndarray:
         """The mask as one bool vector in `flatten` order."""
@@ -315,9 +325,7 @@ def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
     if bundle.files["panel.tsv"] != bundle.panel_sha256:
         raise LocalInputError(f"bundle {root}: panel.tsv is not the panel the manifest pins")
     bundle.initial_params()  # shapes in the manifest must match the shipped weights
-    mask = bundle.mask()
-    if any(not np.isin(m, (0.0, 1.0)).all() for m in mask.values()):
-        raise LocalInputError(f"bundle {root}: {bundle.mask_file}: mask values must be 0 or 1")
+    _ = bundle.layout  # reads mask.npz once: it must fit the parameters and be 0 or 1
     return bundle
 
 

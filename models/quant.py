@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from genofed.errors import LocalInputError
-from genofed.models.manifest import ParamSpec
+
+if TYPE_CHECKING:
+    from genofed.models.manifest import ParamSpec
 
 QMAX = 127
 
