@@ -170,3 +170,10 @@ def test_step_writes_weights_in_place_through_io_binding(exported: Path) -> None
     assert {(i, k): a.ctypes.data for i, bufs in enumerate(t._bufs)
             for k, a in bufs.items()} == addresses
     assert np.array_equal(t._bufs[t._cur]["fc1_weight"], after["fc1_weight"])
+    # new weights (a round's) are written into those buffers too: nothing is bound anew
+    bindings = list(t._bindings)
+    t.set_weights(b.layout.flatten(before))
+    assert t._bindings == bindings and t._cur == 0
+    assert {(i, k): a.ctypes.data for i, bufs in enumerate(t._bufs)
+            for k, a in bufs.items()} == addresses
+    assert all(np.array_equal(t.params[k], v) for k, v in before.items())

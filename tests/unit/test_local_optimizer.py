@@ -1,7 +1,8 @@
 """The task's local optimizer, end to end on one device: the daemon (`Agent`) trains with the
 optimizer the signed task names, on the backend its config names, from the global weights with
 fresh optimizer state every round; a task whose optimizer the bundle lacks is skipped, and a
-backend or aggregator optimizer the bundle cannot serve is refused at startup."""
+backend or aggregator optimizer the bundle cannot serve is refused at startup. The model
+release it trains from must fit the bundle's layout, else it is dropped and counted."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from genofed.agent.ort_training import OrtTrainingTrainer, make_trainer, trainin
 from genofed.agent.trainer import StepTrainer
 from genofed.aggregator.config import load_aggregator_config
 from genofed.aggregator.service import Aggregator
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, MessageError
 from genofed.models.manifest import flatten
 from genofed.models.signing import ensure_signing_key, save_verify_key
 from genofed.protocol.roundspec import TrainingSpec
+from genofed.protocol.schema import ModelRelease
 from genofed.protocol.secagg import (
     SecAggParams,
     SigningIdentity,
 )
+from genofed.protocol.secagg.keys import IdentitySeed
 
 SEED = 5
 
@@ -75,7 +78,7 @@ def _job(agent: Agent, weights: np.ndarray, optimizer: str, round_: int = 1) -> 
     roster = {agent.cfg.device_id: agent.identity.public,
               **{f"dev{i}": SigningIdentity.generate().public for i in (1, 2, 3)}}
     task = open_task("demo", round_, roster, SigningIdentity.generate().public,
-                     int(agent.keep.sum()) + 1, params=SecAggParams(4, 3, 2),
+                     agent.layout.n_trained + 1, params=SecAggParams(4, 3, 2),
                      training=TrainingSpec(local_epochs=2, batch_size=16, lr=0.01,
                                            optimizer=optimizer))
     return Job(task=task, weights=weights)
@@ -160,3 +163,31 @@ def test_aggregator_refuses_an_optimizer_its_bundle_lacks(tmp_path: Path,
     assert str(err.value) == (f"{logreg_bundle}: no step graph for [rounds] optimizer 'adam' "
                               "(has sgd)")
     assert not (tmp_path / "state").exists()  # refused before it touched its state
+
+
+def test_model_release_must_fit_the_layout_and_the_update_is_the_trained_coordinates(
+        tmp_path: Path, cohort: Path, pruned_bundle: Path) -> None:
+    agent = Agent(load_agent_config(_agent_config(tmp_path, cohort, pruned_bundle, "step")))
+    aggregator = SigningIdentity(IdentitySeed(ensure_signing_key(tmp_path / "agg.key").encode()))
+    layout = agent.layout
+    assert 0 < layout.n_trained < layout.n_params
+    w = np.random.default_rng(2).normal(0, 0.1, layout.n_params).astype(np.float32)
+    values, scales = layout.quantize(w * layout.keep)
+
+    def release(version: int, v: np.ndarray, s: np.ndarray) -> ModelRelease:
+        return ModelRelease("demo", version, agent.bundle.panel_sha256, v, s)
+
+    for bad in (release(1, values[:-1], scales), release(1, values, scales[1:])):
+        with pytest.raises(MessageError, match="model version 1: quantized model has"):
+            agent.model_weights(bad)
+        assert agent.handle(agent.topics.model, bad.seal(aggregator)) is None
+    assert agent.rejected == 2 and agent.core.weights is None  # dropped, counted
+    agent.handle(agent.topics.model, release(1, values, scales).seal(aggregator))
+    assert agent.rejected == 2 and agent.core.model_version == 1
+    assert agent.core.weights is not None
+    assert agent.core.weights.tobytes() == layout.dequantize(values, scales).tobytes()
+
+    # The round's ring holds the trained coordinates and the weight slot, nothing else.
+    job = _job(agent, agent.core.weights, "sgd", round_=6)
+    assert job.task.secagg is not None and job.task.secagg.length == layout.n_trained + 1
+    assert isinstance(agent.start_round(job), bytes) and agent.participation is not None

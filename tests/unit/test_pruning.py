@@ -51,6 +51,32 @@ def test_pruned_weights_stay_exactly_zero(exported: Path, optimizer: str,
     assert np.array_equal(unpack(update, keep), np.where(keep, delta, 0.0))
 
 
+@pytest.mark.parametrize("backend", ["step", "ort-training"])
+def test_trainer_takes_and_gives_flat_weights_with_pruned_coordinates_zeroed(
+        exported: Path, backend: str) -> None:
+    b = load_bundle(exported / "mlp")
+    if backend == "ort-training" and b.ort is None:
+        pytest.skip("onnxruntime-training is not installed here")
+    layout = b.layout
+    t = make_trainer(b, backend=backend, optimizer="adam")
+    w = np.random.default_rng(0).normal(size=layout.n_params)  # float64, non-zero everywhere
+    t.set_weights(w)
+    got = t.weights()
+    assert got.dtype == np.float32 and got.shape == (layout.n_params,)
+    assert np.all(got[~layout.keep] == 0.0)
+    assert np.array_equal(got[layout.keep], w[layout.keep].astype(np.float32))
+    assert layout.flatten(t.params).tobytes() == got.tobytes()
+    t.set_params(layout.unflatten(w))
+    assert t.weights().tobytes() == got.tobytes()
+    bad = w.copy()
+    bad[-1] = np.nan  # the output bias
+    with pytest.raises(LocalInputError, match="parameter fc2_bias has non-finite values"):
+        t.set_weights(bad)
+    with pytest.raises(LocalInputError, match=rf"shape \[{layout.n_params - 1}\], want "):
+        t.set_weights(w[:-1])
+    assert t.weights().tobytes() == got.tobytes()  # a refused vector changed nothing
+
+
 def test_packing_helpers_round_trip_and_reject_bad_lengths() -> None:
     specs = (ParamSpec("w", "w", (2, 3)), ParamSpec("b", "b", (2,)))
     params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) + 1, "b": np.ones(2, np.float32)}
