@@ -44,9 +44,7 @@ from genofed.aggregator.secure_round import (
 from genofed.aggregator.state import load_identity, state_path
 from genofed.aggregator.store import OpenRound, Store
 from genofed.errors import LocalInputError, MessageError
-from genofed.models.manifest import flatten, load_bundle, unflatten
-from genofed.models.quant import quantize_flat
-from genofed.models.sparse import unpack
+from genofed.models.manifest import load_bundle
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.envelope import MAX_MESSAGE_BYTES
 from genofed.protocol.roundspec import CodecSpec
@@ -95,15 +93,15 @@ class Aggregator:
         self.store = Store(state_path(cfg.state_dir))
         latest = self.store.latest_model()
         if latest is None:
-            latest = (0, flatten(self.bundle.initial_params(), self.bundle.params))
+            latest = (0, self.bundle.layout.flatten(self.bundle.initial_params()))
             self.store.put_model(*latest)
         self.version, self.weights = latest
         if self.weights.size != self.bundle.n_params:
             raise LocalInputError(f"{self.store.path}: stored model has {self.weights.size} "
                                   f"parameters, the bundle {self.bundle.n_params}")
         # Only the coordinates the bundle's pruning mask trains travel and are summed.
-        self.keep = self.bundle.flat_mask()
-        self.n_trained = int(self.keep.sum())
+        self.layout = self.bundle.layout
+        self.n_trained = self.layout.n_trained
         self.optimizer = cfg.server.optimizer_spec()
         moments = self.store.moments(self.version)
         self.opt_state = OptimizerState() if moments is None else OptimizerState(*moments)
@@ -306,7 +304,7 @@ class Aggregator:
             self.store.set_stage(f.task.round, ev.stage.name)  # before anyone is asked
             self._route(link, f, ev.payloads)
         elif isinstance(ev, Done):
-            mean = unpack(ev.mean_delta, self.keep, dtype=np.float64)
+            mean = self.layout.expand(ev.mean_delta)  # float64, as decoded
             new = apply(self.optimizer, self.weights, mean, self.opt_state)
             self._close(f, "completed", ev.survivors, ev.weight, "", new)
             self._publish_model(link)
@@ -351,8 +349,7 @@ class Aggregator:
         return len(payload)
 
     def _publish_model(self, link: MqttLink) -> None:
-        specs = self.bundle.params
-        values, scales = quantize_flat(unflatten(self.weights, specs), specs)
+        values, scales = self.layout.quantize(self.weights)
         release = ModelRelease(self.cfg.federation, self.version, self.bundle.panel_sha256,
                                values, scales)
         payload = release.seal(self.identity)
