@@ -170,15 +170,6 @@ class Bundle:
         except LocalInputError as exc:
             raise LocalInputError(f"bundle {self.path}: {self.mask_file}: {exc}") from None
 
-    def flat_mask(self) -> np.ndarray:
-        """The mask as one bool vector in `flatten` order."""
-        return flatten(self.mask(), self.params) != 0
-
-    @property
-    def n_unpruned(self) -> int:
-        """Number of trained (unpruned) scalars: the length of an update."""
-        return int(self.flat_mask().sum())
-
     def panel(self) -> Panel:
         """The bundle's panel, checked against the manifest."""
         panel = load_panel(self.file("panel.tsv"))
@@ -251,37 +242,6 @@ def eval_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
 def int8_graph_names() -> GraphSpec:
     """Input and output names of the INT8 inference model (weights are baked in)."""
     return GraphSpec(file="forward_int8.onnx", inputs=("x",), outputs=("logits",))
-
-
-def flatten(params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec]) -> np.ndarray:
-    """Concatenate parameters into one float32 vector, in manifest order."""
-    missing = [p.name for p in specs if p.name not in params]
-    extra = sorted(set(params) - {p.name for p in specs})
-    if missing or extra:
-        raise LocalInputError(f"parameters do not match the model: missing {missing}, "
-                              f"unexpected {extra}")
-    parts = []
-    for p in specs:
-        a = np.asarray(params[p.name])
-        if a.shape != p.shape:
-            raise LocalInputError(f"parameter {p.name}: shape {list(a.shape)}, "
-                                  f"want {list(p.shape)}")
-        parts.append(a.astype(np.float32, copy=False).ravel())
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def unflatten(vec: np.ndarray, specs: Sequence[ParamSpec]) -> dict[str, np.ndarray]:
-    """Split a flat vector back into named float32 arrays (copies), in manifest order."""
-    v = np.asarray(vec)
-    want = sum(p.size for p in specs)
-    if v.ndim != 1 or v.shape[0] != want:
-        raise LocalInputError(f"parameter vector has shape {list(v.shape)}, want [{want}]")
-    out: dict[str, np.ndarray] = {}
-    offset = 0
-    for p in specs:
-        out[p.name] = v[offset:offset + p.size].astype(np.float32).reshape(p.shape)
-        offset += p.size
-    return out
 
 
 def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:

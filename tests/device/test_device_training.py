@@ -23,9 +23,8 @@ from genofed.agent.offline import train_epochs
 from genofed.agent.ortlib import ort
 from genofed.agent.trainer import StepTrainer
 from genofed.errors import GenofedError
-from genofed.models.manifest import flatten, load_bundle
+from genofed.models.manifest import load_bundle
 from genofed.models.signing import load_verify_key
-from genofed.models.sparse import pack
 
 pytestmark = pytest.mark.device
 DEVICE = os.environ.get("GENOFED_DEVICE_PROFILE") == "1"
@@ -58,11 +57,11 @@ def test_step_graph_follows_torch_losses_from_the_coordinator(exported: Path,
     for k in final.files:
         scale = max(float(np.abs(final[k]).max()), 1e-12)
         assert float(np.abs(t.params[k] - final[k]).max()) / scale <= 1e-3, k
-    keep = b.flat_mask()
-    w = flatten(t.params, b.params)
+    keep = b.layout.keep
+    w = b.layout.flatten(t.params)
     assert np.all(w[~keep] == 0.0)
-    update = pack(w - flatten(b.initial_params(), b.params), keep)
-    assert update.size == b.n_unpruned < b.n_params
+    update = b.layout.trained(w - b.layout.flatten(b.initial_params()))
+    assert update.size == b.layout.n_trained < b.n_params
 
 
 def test_tampered_bundle_is_refused_on_the_device(exported: Path, tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from genofed.agent.trainer import StepTrainer
 from genofed.aggregator.config import load_aggregator_config
 from genofed.aggregator.service import Aggregator
 from genofed.errors import GenofedError, MessageError
-from genofed.models.manifest import flatten
 from genofed.models.signing import ensure_signing_key, save_verify_key
 from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.schema import ModelRelease
@@ -93,7 +92,7 @@ def test_agent_trains_with_the_tasks_optimizer(tmp_path: Path, cohort: Path, ada
     rng = np.random.default_rng(11)
     init = {k: v + rng.normal(0, 0.1, v.shape).astype(np.float32) * b.mask()[k]
             for k, v in b.initial_params().items()}  # "global weights" other than the export's
-    weights = flatten(init, b.params).astype(np.float64)
+    weights = b.layout.flatten(init).astype(np.float64)
 
     adam, n = agent.train(_job(agent, weights, "adam"))
     assert n == agent.data.x.shape[0]
@@ -106,7 +105,7 @@ def test_agent_trains_with_the_tasks_optimizer(tmp_path: Path, cohort: Path, ada
     direct.set_params(init)
     direct.train(agent.data.x, agent.data.y, epochs=2, batch_size=16, lr=0.01,
                  rng=np.random.default_rng(SEED))
-    want = flatten(direct.params, b.params).astype(np.float64) - weights
+    want = b.layout.flatten(direct.params).astype(np.float64) - weights
     np.testing.assert_allclose(adam, want, rtol=0, atol=1e-6)
     assert np.abs(adam).max() > 1e-3
 
@@ -125,7 +124,7 @@ def test_agent_trains_with_the_tasks_optimizer(tmp_path: Path, cohort: Path, ada
     plain.set_params(init)
     plain.train(agent.data.x, agent.data.y, epochs=2, batch_size=16, lr=0.01,
                 rng=np.random.default_rng(SEED))
-    np.testing.assert_allclose(sgd, flatten(plain.params, b.params) - weights, rtol=0,
+    np.testing.assert_allclose(sgd, b.layout.flatten(plain.params) - weights, rtol=0,
                                atol=1e-5)
 
 
@@ -133,7 +132,7 @@ def test_round_with_an_optimizer_the_bundle_lacks_is_skipped(
         tmp_path: Path, cohort: Path, logreg_bundle: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     agent = Agent(load_agent_config(_agent_config(tmp_path, cohort, logreg_bundle, "step")))
-    weights = flatten(agent.bundle.initial_params(), agent.bundle.params).astype(np.float64)
+    weights = agent.layout.flatten(agent.bundle.initial_params()).astype(np.float64)
     with caplog.at_level(logging.WARNING, logger="genofed.agent.daemon"):
         assert agent.start_round(_job(agent, weights, "adam", round_=4)) is None
     assert "round 4: cannot take part: " in caplog.text and "'adam'" in caplog.text
