@@ -220,7 +220,8 @@ class Agent:
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         """Local epochs with the task's optimizer from the global weights, its state fresh at
-        zero (set_params restarts it); returns the weight delta and example count."""
+        zero (set_weights restarts it); returns the weight delta (float64, every coordinate)
+        and example count."""
         t0 = time.monotonic()
         spec = job.task.training
         trainer = self.trainer(spec.optimizer)
