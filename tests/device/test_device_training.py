@@ -95,6 +95,11 @@ def test_checkpoint_resume_ends_where_an_uninterrupted_run_ends(exported: Path,
     assert got == want
     for k, v in straight.params.items():
         assert np.array_equal(resumed.params[k], v)
+    state = resumed.state_dict()
+    state["exp_avg_fc1_weight"] = state["exp_avg_fc1_weight"][:, :-1]
+    with pytest.raises(GenofedError, match=r"checkpoint array exp_avg_fc1_weight has shape"):
+        resumed.load_state_dict(state)  # refused before anything is written
+    assert resumed.weights().tobytes() == straight.weights().tobytes()
     with pytest.raises(GenofedError, match="optimizer adam"):
         train_epochs(StepTrainer(b, optimizer="sgd"), d["x"], d["y"], epochs=4, batch_size=32,
                      lr=0.01, seed=5, checkpoint=ck)
