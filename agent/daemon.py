@@ -39,8 +39,7 @@ from genofed.agent.secure import Participation, join
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
-from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten
-from genofed.models.quant import dequantize_flat
+from genofed.models.manifest import Bundle, load_bundle
 from genofed.models.signing import load_signing_key, load_verify_key
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import IdentityKey, SigningIdentity
@@ -102,10 +101,10 @@ class Agent:
             raise LocalInputError(f"{cfg.bundle}: exported without onnxruntime-training artifacts;"
                                   " [training] backend = \"ort-training\" needs them")
         self.trainers: dict[str, Trainer] = {}  # by optimizer, made when a task first names it
-        self.keep = self.bundle.flat_mask()  # pruned coordinates never change: not sent
+        self.layout = self.bundle.layout  # pruned coordinates never change: they are not sent
         self.topics = Topics(cfg.federation)
         self.core = AgentCore(cfg.device_id, cfg.federation, self.bundle.panel_sha256,
-                              self.bundle.n_params, joined=_read_joined(joined_path(cfg)))
+                              self.layout.n_params, joined=_read_joined(joined_path(cfg)))
         self.rng = np.random.default_rng(cfg.training.seed)
         self.participation: Participation | None = None
         self.rejected = 0
@@ -164,8 +163,7 @@ class Agent:
                 self.core.on_task(SecureTask.open(payload, self.aggregator, fed))
             elif topic == self.topics.model:
                 release = ModelRelease.open(payload, self.aggregator, fed)
-                params = dequantize_flat(release.values, release.scales, self.bundle.params)
-                self.core.on_model(release, flatten(params, self.bundle.params))
+                self.core.on_model(release, self.model_weights(release))
             elif topic == self.topics.inbox(self.cfg.device_id):
                 if self.participation is None:
                     raise MessageError("no round in progress")
@@ -181,6 +179,14 @@ class Agent:
             log.warning("dropped a message on %s: %s", topic, exc)
         return None
 
+    def model_weights(self, release: ModelRelease) -> np.ndarray:
+        """A verified release as the flat float32 weights the trainer takes; a MessageError if
+        it does not fit this bundle's layout."""
+        try:
+            return self.layout.dequantize(release.values, release.scales)
+        except LocalInputError as exc:
+            raise MessageError(f"model version {release.version}: {exc}") from None
+
     def start_round(self, job: Job) -> bytes | None:
         """Train, encode the delta's unpruned coordinates into the ring, and join the round:
         its advertisement."""
@@ -195,7 +201,7 @@ class Agent:
         rng = np.random.default_rng(secrets.randbits(128))
         try:
             self.participation = join(task, self.cfg.device_id, self.identity,
-                                      delta[self.keep], n, rng)
+                                      self.layout.trained(delta), n, rng)
         except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
@@ -212,15 +218,16 @@ class Agent:
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         """Local epochs with the task's optimizer from the global weights, its state fresh at
-        zero (set_params restarts it); returns the weight delta and example count."""
+        zero (set_weights restarts it); returns the weight delta (float64, every coordinate)
+        and example count."""
         t0 = time.monotonic()
-        specs, spec = self.bundle.params, job.task.training
+        spec = job.task.training
         trainer = self.trainer(spec.optimizer)
-        trainer.set_params(unflatten(job.weights, specs))
+        trainer.set_weights(job.weights)
         start_loss = trainer.mean_loss(self.data.x, self.data.y)
         trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
                       batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
-        delta = flatten(trainer.params, specs).astype(np.float64) - job.weights
+        delta = np.subtract(trainer.weights(), job.weights, dtype=np.float64)
         log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], spec.optimizer,
                  self.cfg.training.backend, start_loss, time.monotonic() - t0)

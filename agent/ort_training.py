@@ -87,21 +87,22 @@ class OrtTrainingTrainer(Trainer):
         for p in self._specs:
             self._state.parameters[f"mask_{p.name}"] = self._mask[p.name]
 
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        return {p.name: np.array(self._state.parameters[p.name].data, np.float32)
-                for p in self._specs}
+    def weights(self) -> np.ndarray:
+        return self.layout.flatten(self._tensors())
 
-    def set_params(self, params: Mapping[str, np.ndarray]) -> None:
+    def _tensors(self) -> Mapping[str, np.ndarray]:
+        return {p.name: self._state.parameters[p.name].data for p in self._specs}
+
+    def set_weights(self, vec: np.ndarray) -> None:
         """Replace the parameters (pruned coordinates zeroed); the optimizer restarts."""
-        new = self._checked_params(params)
+        new = self._masked(vec)
         self._load()
-        for name, a in new.items():
-            self._state.parameters[name] = a
+        for name, a in self.layout.tensors(new).items():
+            self._state.parameters[name] = a  # copied into the checkpoint state
         art = self.bundle.ort
         assert art is not None
         if self.optimizer == "sgd_momentum":
-            self._bufs = {k: np.zeros_like(v) for k, v in new.items()}
+            self._bufs = {p.name: np.zeros(p.shape, np.float32) for p in self._specs}
         else:
             self._opt = self._api.Optimizer(str(self.bundle.file(art.optimizers[self.optimizer])),
                                             self._module)

@@ -3,8 +3,11 @@
 One call of a step graph is one whole training step (forward, loss, backward, optimizer
 update). `StepTrainer` keeps the parameters and optimizer state in two sets of preallocated
 buffers bound to the session once (IO binding): a step reads one set and writes the other in
-place, then the roles swap, so no weight is copied per step. `genofed.agent.ort_training`
-holds the second backend behind the same interface (`Trainer`).
+place, then the roles swap, so no weight is copied per step. A set's parameters are views of
+one flat vector in the bundle's layout (`models/layout.py`), so a round's global weights go in
+and its trained weights come out as one vector each, with no tensor-by-tensor copies, and
+setting new weights writes into the bound buffers rather than binding new ones.
+`genofed.agent.ort_training` holds the second backend behind the same interface (`Trainer`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from genofed.agent.ortlib import ort
 from genofed.errors import LocalInputError
-from genofed.models.manifest import Bundle, GraphSpec, initial_state, state_names
+from genofed.models.manifest import Bundle, GraphSpec, initial_state
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,11 @@ BACKENDS = ("step", "ort-training")
 
 
 class Trainer(ABC):
-    """What both backends offer: parameters in, local epochs, parameters and predictions out."""
+    """What both backends offer: parameters in, local epochs, parameters and predictions out.
+
+    Parameters go in and out either as one flat float32 vector in the bundle's layout
+    (`set_weights`, `weights`: what a round uses) or by name (`set_params`, `params`).
+    """
 
     bundle: Bundle
     optimizer: str
@@ -40,16 +47,32 @@ class Trainer(ABC):
         self._specs = bundle.params
         self._threads = threads
         self._fwd_sess = session(bundle, bundle.forward, threads)
-        self._mask = bundle.mask()
+        self.layout = bundle.layout
+        self._keep = self.layout.keep.astype(np.float32)  # flat: 1 = trained, 0 = pruned
+        self._mask = self.layout.tensors(self._keep)  # the same by name (views): graph inputs
+
+    @abstractmethod
+    def weights(self) -> np.ndarray:
+        """The current parameters as one float32 vector in the layout's order (a copy)."""
+
+    @abstractmethod
+    def set_weights(self, vec: np.ndarray) -> None:
+        """Replace the parameters by a vector in the layout's order (pruned coordinates
+        zeroed) and restart the optimizer."""
+
+    @abstractmethod
+    def _tensors(self) -> Mapping[str, np.ndarray]:
+        """The current parameters by name, to be read at once (they may be live buffers)."""
 
     @property
-    @abstractmethod
     def params(self) -> dict[str, np.ndarray]:
         """The current parameters (float32 copies), by ONNX name."""
+        return {k: np.array(v, np.float32) for k, v in self._tensors().items()}
 
-    @abstractmethod
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
-        """Replace the parameters (pruned coordinates zeroed) and restart the optimizer."""
+        """Replace the parameters by name (pruned coordinates zeroed) and restart the
+        optimizer."""
+        self.set_weights(self.layout.flatten(params))
 
     @abstractmethod
     def _step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
@@ -108,12 +131,12 @@ class Trainer(ABC):
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         """Logits [B] of the current parameters, through the forward graph."""
-        return self._predict(self._check_x(x), self.params)
+        return self._predict(self._check_x(x), self._tensors())
 
     def mean_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """Mean binary cross-entropy of the current parameters on (x, y)."""
         x32, y32 = self._check_xy(x, y)
-        return bce_with_logits(self._predict(x32, self.params), y32)
+        return bce_with_logits(self._predict(x32, self._tensors()), y32)
 
     def _checked_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         loss = self._step(x, y, lr)
@@ -129,23 +152,20 @@ class Trainer(ABC):
             out.append(self._fwd_sess.run(["logits"], feed)[0])
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def _checked_params(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Float32 C-order copies, shapes and finiteness checked, pruned entries zeroed."""
-        want = {p.name for p in self._specs}
-        if set(params) != want:
-            raise LocalInputError(f"trainer: parameters {sorted(params)} do not match the model's "
-                                  f"{sorted(want)}")
-        new: dict[str, np.ndarray] = {}
-        for p in self._specs:
-            a = np.asarray(params[p.name])
-            if a.shape != p.shape:
-                raise LocalInputError(f"trainer: parameter {p.name} has shape {list(a.shape)}, "
-                                      f"want {list(p.shape)}")
-            a = np.array(a, dtype=np.float32, order="C")
-            if not np.isfinite(a).all():
-                raise LocalInputError(f"trainer: parameter {p.name} has non-finite values")
-            new[p.name] = a * self._mask[p.name]
-        return new
+    def _masked(self, vec: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """A flat parameter vector, size and finiteness checked, with its pruned coordinates
+        zeroed: written into `out` (float32) only once it passed, else a new array."""
+        v = np.asarray(vec)
+        if v.shape != (self.layout.n_params,):
+            raise LocalInputError(f"trainer: parameter vector has shape {list(v.shape)}, want "
+                                  f"[{self.layout.n_params}]")
+        finite = np.isfinite(v)
+        if not finite.all():
+            name = self.layout.name_at(int(np.argmin(finite)))
+            raise LocalInputError(f"trainer: parameter {name} has non-finite values")
+        if out is None:
+            out = np.empty(self.layout.n_params, np.float32)
+        return np.multiply(v, self._keep, out=out)
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
         a = np.asarray(x)
@@ -181,8 +201,8 @@ class StepTrainer(Trainer):
     """Trains with one of the bundle's step graphs on stock onnxruntime; predicts with forward.
 
     `mu` > 0 adds the FedProx term (mu / 2) * ||w - w_anchor||^2, the anchor being the
-    parameters of the last `set_params` (the round's global model); it needs a bundle exported
-    with `proximal`.
+    parameters of the last `set_weights` or `set_params` (the round's global model); it needs
+    a bundle exported with `proximal`.
     """
 
     def __init__(self, bundle: Bundle, *, threads: int = 1, optimizer: str = "sgd",
@@ -201,28 +221,41 @@ class StepTrainer(Trainer):
         self._graph = bundle.steps[optimizer]
         self._sess = session(bundle, self._graph, threads)
         names = [p.name for p in self._specs]
-        self._carried = (*names, *state_names(self._specs, optimizer))  # params, then state
+        zero_state = initial_state(self._specs, optimizer)
+        self._state_names = tuple(zero_state)
+        self._carried = (*names, *self._state_names)  # params, then state
         self._fixed: dict[str, np.ndarray] = {f"mask_{n}": self._mask[n] for n in names}
+        self._anchor: np.ndarray | None = None  # FedProx: the weights of the last set_weights
+        if bundle.proximal:
+            self._anchor = np.zeros(self.layout.n_params, np.float32)
+            self._fixed |= {f"anchor_{k}": v for k, v in self.layout.tensors(self._anchor).items()}
+            self._fixed["mu"] = np.array(mu, np.float32)
         self._lr = np.zeros((), np.float32)
         self._loss = np.zeros((), np.float32)
-        self._bufs: list[dict[str, np.ndarray]] = []
-        self._bindings: list[ort.IOBinding] = []
+        # Two buffer sets, each the parameters (views of one flat vector) and the optimizer
+        # state; bound once, then only ever written in place.
+        self._flat = [np.zeros(self.layout.n_params, np.float32) for _ in (0, 1)]
+        self._bufs = [self.layout.tensors(w) | {k: v.copy() for k, v in zero_state.items()}
+                      for w in self._flat]
+        self._bindings = [self._binding(i) for i in (0, 1)]
         self._cur = 0
         self.set_params(bundle.initial_params())
 
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        return {p.name: self._bufs[self._cur][p.name].copy() for p in self._specs}
+    def weights(self) -> np.ndarray:
+        return self._flat[self._cur].copy()
 
-    def set_params(self, params: Mapping[str, np.ndarray]) -> None:
+    def _tensors(self) -> Mapping[str, np.ndarray]:
+        return {p.name: self._bufs[self._cur][p.name] for p in self._specs}
+
+    def set_weights(self, vec: np.ndarray) -> None:
         """Replace the parameters (pruned coordinates zeroed); the optimizer restarts at zero
         state, and they become the FedProx anchor."""
-        new = self._checked_params(params)
-        state = dict(new) | initial_state(self._specs, self.optimizer)
-        if self.bundle.proximal:
-            self._fixed |= {f"anchor_{k}": v.copy() for k, v in new.items()}
-            self._fixed["mu"] = np.array(self.mu, np.float32)
-        self._bind(state)
+        self._masked(vec, out=self._flat[0])
+        for k in self._state_names:
+            self._bufs[0][k][...] = 0.0
+        if self._anchor is not None:
+            np.copyto(self._anchor, self._flat[0])
+        self._cur = 0
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {k: self._bufs[self._cur][k].copy() for k in self._carried}
@@ -231,34 +264,35 @@ class StepTrainer(Trainer):
         return out
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        want = set(self._carried) | ({f"anchor_{p.name}" for p in self._specs}
-                                     if self.bundle.proximal else set())
+        anchors = {k: v for k, v in self._fixed.items() if k.startswith("anchor_")}
+        want = set(self._carried) | set(anchors)
         if set(state) != want:
             raise LocalInputError(f"trainer: checkpoint holds {sorted(state)}, the {self.optimizer}"
                                   f" step needs {sorted(want)}")
-        arrays = {k: np.array(state[k], dtype=np.float32, order="C") for k in want}
-        arrays |= self._checked_params({p.name: state[p.name] for p in self._specs})
-        if self.bundle.proximal:
-            self._fixed |= {k: v for k, v in arrays.items() if k.startswith("anchor_")}
-        self._bind({k: arrays[k] for k in self._carried})
-
-    def _bind(self, state: Mapping[str, np.ndarray]) -> None:
-        """Two buffer sets and two bindings: binding i reads set i and writes set 1 - i."""
-        self._bufs = [{k: np.array(state[k], dtype=np.float32, order="C") for k in self._carried},
-                      {k: np.empty_like(state[k], dtype=np.float32) for k in self._carried}]
-        self._bindings = []
-        for i in (0, 1):
-            b = self._sess.io_binding()
-            for k in self._carried:
-                b.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy(self._bufs[i][k]))
-                b.bind_ortvalue_output(f"new_{k}",
-                                       ort.OrtValue.ortvalue_from_numpy(self._bufs[1 - i][k]))
-            for k, v in self._fixed.items():
-                b.bind_cpu_input(k, v)
-            b.bind_cpu_input("lr", self._lr)
-            b.bind_ortvalue_output("loss", ort.OrtValue.ortvalue_from_numpy(self._loss))
-            self._bindings.append(b)
+        targets = {k: self._bufs[0][k] for k in self._state_names} | anchors
+        for k, buf in targets.items():
+            if np.shape(state[k]) != buf.shape:
+                raise LocalInputError(f"trainer: checkpoint array {k} has shape "
+                                      f"{list(np.shape(state[k]))}, want {list(buf.shape)}")
+        self._masked(self.layout.flatten({p.name: state[p.name] for p in self._specs}),
+                     out=self._flat[0])
+        for k, buf in targets.items():
+            buf[...] = state[k]
         self._cur = 0
+
+    def _binding(self, i: int) -> ort.IOBinding:
+        """Binding i reads buffer set i and writes set 1 - i. IO binding keeps the numpy
+        buffers' memory: writing them in place is all it takes to feed new values."""
+        b = self._sess.io_binding()
+        for k in self._carried:
+            b.bind_ortvalue_input(k, ort.OrtValue.ortvalue_from_numpy(self._bufs[i][k]))
+            b.bind_ortvalue_output(f"new_{k}",
+                                   ort.OrtValue.ortvalue_from_numpy(self._bufs[1 - i][k]))
+        for k, v in self._fixed.items():
+            b.bind_cpu_input(k, v)
+        b.bind_cpu_input("lr", self._lr)
+        b.bind_ortvalue_output("loss", ort.OrtValue.ortvalue_from_numpy(self._loss))
+        return b
 
     def _step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         b = self._bindings[self._cur]

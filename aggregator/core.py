@@ -241,7 +241,7 @@ class AggregatorCore:
             out.append(StoreStage(f.task.round, ev.stage.name))  # before anyone is asked
             self._route(f, ev.payloads, out)
         elif isinstance(ev, Done):
-            update = self.model.expand(ev.mean_delta)
+            update = self.model.layout.expand(ev.mean_delta)
             new = apply(self.optimizer, self.weights, update, self.opt_state)
             self._close(f, now, "completed", ev.survivors, ev.weight, "", new, update, out)
         elif isinstance(ev, Aborted):

@@ -3,7 +3,7 @@
 `plan_round` is the one place that turns a cohort into a signed round: SecAgg+'s k and t for
 its size (`choose_parameters`, `[secagg]`), the ring's bits for it (`choose_bits`, `[codec]`),
 fresh rotation and graph seeds, the training spec. `ModelSpec` is what the aggregator needs
-of the bundle: sizes, the pruning mask, the initial weights and how a model is released.
+of the bundle: its parameter layout, the initial weights and how a model is released.
 Randomness is passed in per round (`Randomness`): cryptographic in production, seeded in
 simulations so that a run can be replayed bit for bit.
 """
@@ -18,9 +18,8 @@ import numpy as np
 
 from genofed.aggregator.config import AggregatorConfig
 from genofed.errors import LocalInputError
-from genofed.models.manifest import Bundle, ParamSpec, flatten, unflatten
-from genofed.models.quant import quantize_flat
-from genofed.models.sparse import unpack
+from genofed.models.layout import ParamLayout
+from genofed.models.manifest import Bundle
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec
@@ -54,34 +53,31 @@ def system_randomness(round_: int) -> RoundRandom:
 
 @dataclass(frozen=True, eq=False)
 class ModelSpec:
-    """The model as the aggregator handles it: flat float32 weights in manifest order."""
+    """The model as the aggregator handles it: flat float32 weights in the bundle's layout
+    (flatten order, pruning mask, quantization channels)."""
 
-    specs: tuple[ParamSpec, ...]
-    keep: np.ndarray  # bool, flatten order: the coordinates that are trained and summed
+    layout: ParamLayout
     panel_sha256: str
     initial: np.ndarray
 
     @classmethod
     def of(cls, bundle: Bundle) -> ModelSpec:
-        return cls(bundle.params, bundle.flat_mask(), bundle.panel_sha256,
-                   flatten(bundle.initial_params(), bundle.params))
+        return cls(bundle.layout, bundle.panel_sha256,
+                   bundle.layout.flatten(bundle.initial_params()))
 
     @property
     def n_params(self) -> int:
-        return int(self.keep.size)
+        return self.layout.n_params
 
     @property
     def n_trained(self) -> int:
-        return int(self.keep.sum())
-
-    def expand(self, trained: np.ndarray) -> np.ndarray:
-        """A decoded update over the trained coordinates -> every coordinate (pruned: 0)."""
-        return unpack(trained, self.keep, dtype=np.float64)
+        """The coordinates that are trained and summed: a ring vector holds these + 1."""
+        return self.layout.n_trained
 
     def release(self, federation: str, version: int, weights: np.ndarray,
                 identity: SigningIdentity) -> bytes:
         """Model `version` as it travels: INT8 per channel, signed."""
-        values, scales = quantize_flat(unflatten(weights, self.specs), self.specs)
+        values, scales = self.layout.quantize(weights)
         return ModelRelease(federation, version, self.panel_sha256, values,
                             scales).seal(identity)
 

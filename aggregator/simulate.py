@@ -42,8 +42,6 @@ from genofed.aggregator.effects import (
 from genofed.aggregator.memory import MemoryStore
 from genofed.aggregator.rounds import ModelSpec, Randomness, RoundRandom
 from genofed.errors import GenofedError
-from genofed.models.manifest import flatten
-from genofed.models.quant import dequantize_flat
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import SigningIdentity, Stage
 from genofed.protocol.topics import Topics
@@ -200,8 +198,8 @@ class Simulation:
                 d.core.on_task(SecureTask.open(payload, key, fed))
             elif topic == self.topics.model:
                 release = ModelRelease.open(payload, key, fed)
-                d.core.on_model(release, flatten(dequantize_flat(
-                    release.values, release.scales, self.model.specs), self.model.specs))
+                d.core.on_model(release, self.model.layout.dequantize(release.values,
+                                                                      release.scales))
             elif d.participation is not None and not self._silent(d, d.participation.stage):
                 self._from_device(self.topics.outbox(d.name), d.participation.answer(payload))
                 if d.participation.done:
@@ -229,7 +227,8 @@ class Simulation:
         delta, n = d.update(d.name, r, job.weights)
         self.updates.setdefault(r, {})[d.name] = (delta, n)
         rng = np.random.default_rng([r, int.from_bytes(d.name.encode()[:8], "big")])
-        d.participation = join(job.task, d.name, d.identity, delta[self.model.keep], n, rng)
+        d.participation = join(job.task, d.name, d.identity, self.model.layout.trained(delta),
+                               n, rng)
         if not self._silent(d, Stage.ADVERTISE_KEYS):
             self._from_device(self.topics.outbox(d.name), d.participation.advertise())
 
@@ -247,8 +246,9 @@ def devices(n: int, update: Update, silence: Silence | None = None, *,
 
 def weighted_mean(updates: Mapping[str, tuple[np.ndarray, int]], keep: np.ndarray,
                   clip: float, weight_max: int) -> np.ndarray:
-    """The plain FedAvg of `updates` as the codec defines it: each update's trained
-    coordinates clipped to L2 norm `clip`, weighted by min(n, weight_max); pruned ones 0."""
+    """The plain FedAvg of `updates` as the codec defines it: each update's coordinates where
+    `keep` is true clipped to L2 norm `clip`, weighted by min(n, weight_max); the others 0.
+    (An oracle for tests: it indexes the mask itself rather than use the layout's.)"""
     total, acc = 0, np.zeros(int(keep.sum()))
     for delta, n in updates.values():
         v = np.asarray(delta, np.float64)[keep]

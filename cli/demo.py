@@ -29,7 +29,7 @@ from genofed.broker.deploy import init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import AGGREGATOR, PkiLayout
 from genofed.errors import LocalInputError
-from genofed.models.manifest import Bundle, load_bundle, unflatten
+from genofed.models.manifest import Bundle, load_bundle
 from genofed.models.panel import Panel
 from genofed.models.signing import ensure_signing_key, save_verify_key
 
@@ -194,7 +194,7 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
         for rec in journal[len(rows):]:
             version = int(rec["model_version"]) + (rec["status"] == "completed")  # type: ignore[call-overload]
             weights = read_model(state, version)
-            trainer.set_params(unflatten(weights, bundle.params))
+            trainer.set_weights(weights)
             rec["test_loss"] = float(trainer.mean_loss(test.x, test.y))
             rec["test_auc"] = auc(test.y, trainer.predict_logits(test.x))
             rows.append(rec)

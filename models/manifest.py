@@ -56,12 +56,14 @@ import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genofed.errors import LocalInputError
+from genofed.models.layout import ParamLayout
 from genofed.models.panel import Panel, load_panel
 
 if TYPE_CHECKING:
@@ -160,14 +162,13 @@ class Bundle:
         """The pruning mask (float32, 1 = trained, 0 = pruned), checked against the specs."""
         return read_arrays(self.path, self.mask_file, self.params)
 
-    def flat_mask(self) -> np.ndarray:
-        """The mask as one bool vector in `flatten` order."""
-        return flatten(self.mask(), self.params) != 0
-
-    @property
-    def n_unpruned(self) -> int:
-        """Number of trained (unpruned) scalars: the length of an update."""
-        return int(self.flat_mask().sum())
+    @cached_property
+    def layout(self) -> ParamLayout:
+        """The flat layout of the parameters under the pruning mask (mask.npz, read once)."""
+        try:
+            return ParamLayout.of(self.params, self.mask())
+        except LocalInputError as exc:
+            raise LocalInputError(f"bundle {self.path}: {self.mask_file}: {exc}") from None
 
     def panel(self) -> Panel:
         """The bundle's panel, checked against the manifest."""
@@ -243,37 +244,6 @@ def int8_graph_names() -> GraphSpec:
     return GraphSpec(file="forward_int8.onnx", inputs=("x",), outputs=("logits",))
 
 
-def flatten(params: Mapping[str, np.ndarray], specs: Sequence[ParamSpec]) -> np.ndarray:
-    """Concatenate parameters into one float32 vector, in manifest order."""
-    missing = [p.name for p in specs if p.name not in params]
-    extra = sorted(set(params) - {p.name for p in specs})
-    if missing or extra:
-        raise LocalInputError(f"parameters do not match the model: missing {missing}, "
-                              f"unexpected {extra}")
-    parts = []
-    for p in specs:
-        a = np.asarray(params[p.name])
-        if a.shape != p.shape:
-            raise LocalInputError(f"parameter {p.name}: shape {list(a.shape)}, "
-                                  f"want {list(p.shape)}")
-        parts.append(a.astype(np.float32, copy=False).ravel())
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def unflatten(vec: np.ndarray, specs: Sequence[ParamSpec]) -> dict[str, np.ndarray]:
-    """Split a flat vector back into named float32 arrays (copies), in manifest order."""
-    v = np.asarray(vec)
-    want = sum(p.size for p in specs)
-    if v.ndim != 1 or v.shape[0] != want:
-        raise LocalInputError(f"parameter vector has shape {list(v.shape)}, want [{want}]")
-    out: dict[str, np.ndarray] = {}
-    offset = 0
-    for p in specs:
-        out[p.name] = v[offset:offset + p.size].astype(np.float32).reshape(p.shape)
-        offset += p.size
-    return out
-
-
 def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
     """Read manifest.json, validate it and verify the sha256 of every file it lists.
 
@@ -315,9 +285,7 @@ def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
     if bundle.files["panel.tsv"] != bundle.panel_sha256:
         raise LocalInputError(f"bundle {root}: panel.tsv is not the panel the manifest pins")
     bundle.initial_params()  # shapes in the manifest must match the shipped weights
-    mask = bundle.mask()
-    if any(not np.isin(m, (0.0, 1.0)).all() for m in mask.values()):
-        raise LocalInputError(f"bundle {root}: {bundle.mask_file}: mask values must be 0 or 1")
+    _ = bundle.layout  # reads mask.npz once: it must fit the parameters and be 0 or 1
     return bundle
 
 

@@ -85,7 +85,7 @@ class SecureTask:
 @dataclass(frozen=True)
 class ModelRelease:
     """A global model version as it travels: INT8 values and one float32 scale per channel,
-    in manifest order (`models/quant.py` makes and reads them against the bundle's shapes)."""
+    in manifest order (`ParamLayout.quantize` and `dequantize` in `models/layout.py`)."""
 
     TYPE: ClassVar[str] = "model"
     federation: str

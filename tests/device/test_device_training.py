@@ -23,9 +23,8 @@ from genofed.agent.offline import train_epochs
 from genofed.agent.ortlib import ort
 from genofed.agent.trainer import StepTrainer
 from genofed.errors import GenofedError
-from genofed.models.manifest import flatten, load_bundle
+from genofed.models.manifest import load_bundle
 from genofed.models.signing import load_verify_key
-from genofed.models.sparse import pack
 
 pytestmark = pytest.mark.device
 DEVICE = os.environ.get("GENOFED_DEVICE_PROFILE") == "1"
@@ -58,11 +57,11 @@ def test_step_graph_follows_torch_losses_from_the_coordinator(exported: Path,
     for k in final.files:
         scale = max(float(np.abs(final[k]).max()), 1e-12)
         assert float(np.abs(t.params[k] - final[k]).max()) / scale <= 1e-3, k
-    keep = b.flat_mask()
-    w = flatten(t.params, b.params)
+    keep = b.layout.keep
+    w = b.layout.flatten(t.params)
     assert np.all(w[~keep] == 0.0)
-    update = pack(w - flatten(b.initial_params(), b.params), keep)
-    assert update.size == b.n_unpruned < b.n_params
+    update = b.layout.trained(w - b.layout.flatten(b.initial_params()))
+    assert update.size == b.layout.n_trained < b.n_params
 
 
 def test_tampered_bundle_is_refused_on_the_device(exported: Path, tmp_path: Path) -> None:
@@ -96,6 +95,11 @@ def test_checkpoint_resume_ends_where_an_uninterrupted_run_ends(exported: Path,
     assert got == want
     for k, v in straight.params.items():
         assert np.array_equal(resumed.params[k], v)
+    state = resumed.state_dict()
+    state["exp_avg_fc1_weight"] = state["exp_avg_fc1_weight"][:, :-1]
+    with pytest.raises(GenofedError, match=r"checkpoint array exp_avg_fc1_weight has shape"):
+        resumed.load_state_dict(state)  # refused before anything is written
+    assert resumed.weights().tobytes() == straight.weights().tobytes()
     with pytest.raises(GenofedError, match="optimizer adam"):
         train_epochs(StepTrainer(b, optimizer="sgd"), d["x"], d["y"], epochs=4, batch_size=32,
                      lr=0.01, seed=5, checkpoint=ck)
@@ -170,3 +174,10 @@ def test_step_writes_weights_in_place_through_io_binding(exported: Path) -> None
     assert {(i, k): a.ctypes.data for i, bufs in enumerate(t._bufs)
             for k, a in bufs.items()} == addresses
     assert np.array_equal(t._bufs[t._cur]["fc1_weight"], after["fc1_weight"])
+    # new weights (a round's) are written into those buffers too: nothing is bound anew
+    bindings = list(t._bindings)
+    t.set_weights(b.layout.flatten(before))
+    assert t._bindings == bindings and t._cur == 0
+    assert {(i, k): a.ctypes.data for i, bufs in enumerate(t._bufs)
+            for k, a in bufs.items()} == addresses
+    assert all(np.array_equal(t.params[k], v) for k, v in before.items())

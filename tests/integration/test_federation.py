@@ -17,7 +17,7 @@ from genofed.aggregator.config import load_aggregator_config
 from genofed.aggregator.service import Aggregator
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import load_labeled, spawn, start_broker, write_configs
-from genofed.models.manifest import load_bundle, unflatten
+from genofed.models.manifest import load_bundle
 from genofed.protocol.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path, logreg_bun
     trainer = StepTrainer(bundle)
     losses = []
     for v in (0, 1, 2):
-        trainer.set_params(unflatten(read_model(state, v), bundle.params))
+        trainer.set_weights(read_model(state, v))
         losses.append(float(trainer.mean_loss(test.x, test.y)))
     assert losses[2] < losses[1] < losses[0], losses
     assert caplog.text.count("dropped a message") >= 3  # the injected garbage, survived

@@ -184,7 +184,7 @@ def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle:
     agg_log = (tmp_path / "logs" / "aggregator1.log").read_text()
     assert "lost the broker" in agg_log
     bundle = load_bundle(pruned_bundle)
-    keep = bundle.flat_mask()
+    keep = bundle.layout.keep
     assert f"{keep.sum()} of {keep.size} coordinates trained" in agg_log and keep.mean() < 0.6
     models = [read_model(tmp_path / "state" / "aggregator", v) for v in (0, 1, 2)]
     assert all(np.all(w[~keep] == 0) for w in models)

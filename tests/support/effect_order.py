@@ -32,8 +32,7 @@ from genofed.aggregator.effects import (
     StoreRound,
     StoreStage,
 )
-from genofed.models.manifest import ParamSpec, flatten
-from genofed.models.quant import dequantize_flat
+from genofed.models.layout import ParamLayout
 from genofed.protocol.schema import ModelRelease, SecureTask
 from genofed.protocol.secagg import IdentityKey
 from genofed.protocol.secagg.messages import decode
@@ -45,7 +44,7 @@ class OrderViolation(AssertionError):
 
 
 def check_effect_order(log: Sequence[Effect], aggregator: IdentityKey, federation: str,
-                       specs: Sequence[ParamSpec]) -> int:
+                       layout: ParamLayout) -> int:
     """Raise OrderViolation at the first effect that gets ahead of the state it depends on;
     returns how many acknowledgements and publications were checked."""
     topics = Topics(federation)
@@ -76,13 +75,13 @@ def check_effect_order(log: Sequence[Effect], aggregator: IdentityKey, federatio
                                      "was stored")
             checked += 1
         elif isinstance(e, Publish):
-            _check_publish(i, e, topics, aggregator, federation, specs, rounds, stages, models)
+            _check_publish(i, e, topics, aggregator, federation, layout, rounds, stages, models)
             checked += 1
     return checked
 
 
 def _check_publish(i: int, e: Publish, topics: Topics, aggregator: IdentityKey,
-                   federation: str, specs: Sequence[ParamSpec], rounds: dict[int, bytes],
+                   federation: str, layout: ParamLayout, rounds: dict[int, bytes],
                    stages: set[tuple[int, str]], models: dict[int, np.ndarray]) -> None:
     if e.topic == topics.task:
         task = SecureTask.open(e.payload, aggregator, federation)
@@ -97,7 +96,7 @@ def _check_publish(i: int, e: Publish, topics: Topics, aggregator: IdentityKey,
         if release.version not in models:
             raise OrderViolation(f"effect {i}: model version {release.version} published "
                                  "before it was stored")
-        got = flatten(dequantize_flat(release.values, release.scales, specs), specs)
+        got = layout.dequantize(release.values, release.scales)
         if not np.allclose(got, models[release.version], atol=float(release.scales.max()) / 2
                            + 1e-7):
             raise OrderViolation(f"effect {i}: model version {release.version} published with "

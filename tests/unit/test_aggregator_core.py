@@ -21,13 +21,15 @@ from genofed.aggregator.effects import Ack, Count, Journal, Publish, StoreMessag
 from genofed.aggregator.rounds import ModelSpec
 from genofed.aggregator.simulate import Simulation, devices, seeded, weighted_mean
 from genofed.aggregator.store import Store
+from genofed.models.layout import ParamLayout
 from genofed.models.manifest import ParamSpec
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import Stage
 
 SPECS = (ParamSpec("w", "w", (1, 24)), ParamSpec("b", "b", (1,)))
 KEEP = np.array([i % 3 != 2 for i in range(24)] + [True])  # a third of the weights pruned
-MODEL = ModelSpec(SPECS, KEEP, "ab" * 32, np.zeros(25, np.float32))
+LAYOUT = ParamLayout(SPECS, KEEP)
+MODEL = ModelSpec(LAYOUT, "ab" * 32, np.zeros(25, np.float32))
 CLIP, WEIGHT_MAX = 1.0, 1000
 STAGE_NAMES = {Stage.SHARE_KEYS: "ShareKeys", Stage.MASKED_INPUT: "MaskedInputCollection",
                Stage.CONSISTENCY_CHECK: "ConsistencyCheck", Stage.UNMASKING: "Unmasking"}
@@ -109,7 +111,7 @@ def check_run(sim: Simulation) -> list[str]:
         np.testing.assert_array_equal(  # FedAvg, server lr 1, in float32
             j.model[1], (weights[v - 1].astype(np.float64) + j.update).astype(np.float32))
         weights[v] = j.model[1]
-    assert check_effect_order(sim.log, sim.identity.public, "sim", SPECS) > 0
+    assert check_effect_order(sim.log, sim.identity.public, "sim", LAYOUT) > 0
     counted = {name: sum(c.value for c in sim.log if isinstance(c, Count) and
                          (c.metric, c.label) == name) for name in (("bytes", "up"),)}
     assert counted[("bytes", "up")] == sum(j.record.bytes_up for j in sim.journal)
@@ -176,7 +178,7 @@ def test_killed_before_any_effect_resumes_to_the_same_model(one_round: Simulatio
         [done] = [j for j in sim.journal if j.model is not None]
         assert done.model is not None and done.model[1].tobytes() == ref.model[1].tobytes(), k
         assert done.record.devices == ref.record.devices, k
-        check_effect_order(sim.log, sim.identity.public, "sim", SPECS)
+        check_effect_order(sim.log, sim.identity.public, "sim", LAYOUT)
 
 
 def test_killed_twice_over_two_rounds_even_while_recovering(uninterrupted: Simulation
@@ -190,7 +192,7 @@ def test_killed_twice_over_two_rounds_even_while_recovering(uninterrupted: Simul
         sim = crash_run({first, second})
         assert sim.restarts == 2
         assert sim.store.models[2][0].tobytes() == ref.tobytes(), (first, second)
-        check_effect_order(sim.log, sim.identity.public, "sim", SPECS)
+        check_effect_order(sim.log, sim.identity.public, "sim", LAYOUT)
 
 
 def test_a_device_asked_again_after_a_restart_drops_the_copy(uninterrupted: Simulation
@@ -258,8 +260,8 @@ def test_the_order_check_catches_each_kind_of_early_effect(uninterrupted: Simula
     for broken, why in ((first_ack_after_store(), "acknowledged before it was stored"),
                         (moved_before(Publish, type(log[0])), "published before")):
         with pytest.raises(OrderViolation, match=why):
-            check_effect_order(broken, key, "sim", SPECS)  # type: ignore[arg-type]
+            check_effect_order(broken, key, "sim", LAYOUT)  # type: ignore[arg-type]
     routes = [k for k, e in enumerate(log) if isinstance(e, StoreStage)]
     no_stage = [e for k, e in enumerate(log) if k != routes[0]]
     with pytest.raises(OrderViolation, match="before the round reached that stage"):
-        check_effect_order(no_stage, key, "sim", SPECS)
+        check_effect_order(no_stage, key, "sim", LAYOUT)

@@ -18,10 +18,8 @@ from genofed.export import stepgraph  # noqa: E402
 from genofed.export.bundle import export_bundle  # noqa: E402
 from genofed.models.manifest import (  # noqa: E402
     FORMAT,
-    flatten,
     load_bundle,
     sha256_file,
-    unflatten,
 )
 from genofed.models.panel import Panel, Site, load_panel  # noqa: E402
 from genofed.models.zoo import MODEL_NAMES, build_model  # noqa: E402
@@ -234,16 +232,16 @@ def test_damaged_bundle_is_rejected(bundles: dict[str, Path], tmp_path: Path,
 def test_flatten_unflatten_roundtrip(bundles: dict[str, Path]) -> None:
     b = load_bundle(bundles["mlp"])
     params = b.initial_params()
-    vec = flatten(params, b.params)
+    vec = b.layout.flatten(params)
     assert vec.dtype == np.float32 and vec.shape == (b.n_params,)
-    back = unflatten(vec, b.params)
+    back = b.layout.unflatten(vec)
     assert list(back) == [p.name for p in b.params]
     for name, a in params.items():
         assert np.array_equal(back[name], a)
     with pytest.raises(GenofedError, match=rf"want \[{b.n_params}\]"):
-        unflatten(vec[:-1], b.params)
+        b.layout.unflatten(vec[:-1])
     with pytest.raises(GenofedError, match="missing"):
-        flatten({"fc1_weight": params["fc1_weight"]}, b.params)
+        b.layout.flatten({"fc1_weight": params["fc1_weight"]})
 
 
 def test_export_overwrite_rules(bundles: dict[str, Path], panel_path: Path,

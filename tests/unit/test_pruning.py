@@ -19,13 +19,8 @@ from genofed.export.prune import (
     magnitude_mask,
     structured,
 )
-from genofed.models.manifest import ParamSpec, flatten, load_bundle
-from genofed.models.sparse import (
-    flatten_unpruned,
-    pack,
-    unflatten_unpruned,
-    unpack,
-)
+from genofed.models.layout import ParamLayout
+from genofed.models.manifest import ParamSpec, load_bundle
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum", "adam"])
@@ -35,35 +30,61 @@ def test_pruned_weights_stay_exactly_zero(exported: Path, optimizer: str,
     b = load_bundle(exported / "mlp")
     if backend == "ort-training" and b.ort is None:
         pytest.skip("onnxruntime-training is not installed here")
-    keep = b.flat_mask()
+    keep = b.layout.keep
     assert 0 < (~keep).sum() < keep.size
     x, y = cohort(300, seed=5)
     t = make_trainer(b, backend=backend, optimizer=optimizer)
     # start from weights that are non-zero everywhere: set_params must zero the pruned ones
     t.set_params({k: v + 0.05 for k, v in b.initial_params().items()})
     t.train(x, y, epochs=20, batch_size=16, lr=0.05, rng=np.random.default_rng(0))
-    w = flatten(t.params, b.params)
+    w = b.layout.flatten(t.params)
     assert np.all(w[~keep] == 0.0)
     assert np.count_nonzero(w[keep]) == keep.sum()  # the unpruned ones did train
-    delta = w - flatten(b.initial_params(), b.params)
-    update = pack(delta, keep)
-    assert update.shape == (b.n_unpruned,) == (int(keep.sum()),)
-    assert np.array_equal(unpack(update, keep), np.where(keep, delta, 0.0))
+    delta = w - b.layout.flatten(b.initial_params())
+    update = b.layout.trained(delta)
+    assert update.shape == (b.layout.n_trained,) == (int(keep.sum()),)
+    assert np.array_equal(b.layout.expand(update), np.where(keep, delta, 0.0))
+
+
+@pytest.mark.parametrize("backend", ["step", "ort-training"])
+def test_trainer_takes_and_gives_flat_weights_with_pruned_coordinates_zeroed(
+        exported: Path, backend: str) -> None:
+    b = load_bundle(exported / "mlp")
+    if backend == "ort-training" and b.ort is None:
+        pytest.skip("onnxruntime-training is not installed here")
+    layout = b.layout
+    t = make_trainer(b, backend=backend, optimizer="adam")
+    w = np.random.default_rng(0).normal(size=layout.n_params)  # float64, non-zero everywhere
+    t.set_weights(w)
+    got = t.weights()
+    assert got.dtype == np.float32 and got.shape == (layout.n_params,)
+    assert np.all(got[~layout.keep] == 0.0)
+    assert np.array_equal(got[layout.keep], w[layout.keep].astype(np.float32))
+    assert layout.flatten(t.params).tobytes() == got.tobytes()
+    t.set_params(layout.unflatten(w))
+    assert t.weights().tobytes() == got.tobytes()
+    bad = w.copy()
+    bad[-1] = np.nan  # the output bias
+    with pytest.raises(LocalInputError, match="parameter fc2_bias has non-finite values"):
+        t.set_weights(bad)
+    with pytest.raises(LocalInputError, match=rf"shape \[{layout.n_params - 1}\], want "):
+        t.set_weights(w[:-1])
+    assert t.weights().tobytes() == got.tobytes()  # a refused vector changed nothing
 
 
 def test_packing_helpers_round_trip_and_reject_bad_lengths() -> None:
     specs = (ParamSpec("w", "w", (2, 3)), ParamSpec("b", "b", (2,)))
     params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) + 1, "b": np.ones(2, np.float32)}
     mask = {"w": np.array([[1, 0, 1], [0, 0, 1]], np.float32), "b": np.ones(2, np.float32)}
-    keep = flatten(mask, specs) != 0
-    packed = flatten_unpruned(params, specs, keep)
+    layout = ParamLayout.of(specs, mask)
+    packed = layout.trained(layout.flatten(params))
     assert packed.tolist() == [1.0, 3.0, 6.0, 1.0, 1.0]
-    back = unflatten_unpruned(packed, specs, keep)
+    back = layout.unflatten(layout.expand(packed))
     assert back["w"].tolist() == [[1, 0, 3], [0, 0, 6]] and back["b"].tolist() == [1, 1]
     with pytest.raises(GenofedError, match=r"want \[5\]"):
-        unpack(packed[:-1], keep)
-    with pytest.raises(GenofedError, match="does not match the mask"):
-        pack(np.zeros(7, np.float32), keep)
+        layout.expand(packed[:-1])
+    with pytest.raises(GenofedError, match=r"shape \[7\], want \[8\]"):
+        layout.trained(np.zeros(7, np.float32))
 
 
 def test_magnitude_mask_is_global_keeps_biases_and_never_revives() -> None:

@@ -76,17 +76,18 @@ def test_int8_inference_model_keeps_test_auc(model: str, tmp_path: Path) -> None
 
 
 def test_flat_layout_round_trips_a_whole_model() -> None:
-    from genofed.models.manifest import ParamSpec, flatten
-    from genofed.models.quant import dequantize_flat, n_channels, quantize_flat
+    from genofed.models.layout import ParamLayout
+    from genofed.models.manifest import ParamSpec
 
     specs = (ParamSpec("w", "w", (4, 5)), ParamSpec("b", "b", (4,)), ParamSpec("v", "v", (1, 4)))
+    layout = ParamLayout.of(specs)
     rng = np.random.default_rng(0)
     params = {s.name: rng.normal(size=s.shape).astype(np.float32) for s in specs}
-    values, scales = quantize_flat(params, specs)
+    values, scales = layout.quantize(layout.flatten(params))
     assert values.dtype == np.int8 and values.shape == (28,)
-    assert scales.shape == (n_channels(specs),) == (9,)
-    back = dequantize_flat(values, scales, specs)
-    err = np.abs(flatten(back, specs) - flatten(params, specs))
+    assert scales.shape == (layout.n_channels,) == (9,)
+    back = layout.dequantize(values, scales)
+    err = np.abs(back - layout.flatten(params))
     assert err.max() <= scales.max() / 2 * (1 + 1e-5)
     with pytest.raises(Exception, match="int8 values"):
-        dequantize_flat(values[:-1], scales, specs)
+        layout.dequantize(values[:-1], scales)

@@ -16,7 +16,7 @@ from support.bundles import HIDDEN, K, batches, cohort  # noqa: E402  (one synth
 from genofed.agent.trainer import StepTrainer, bce_with_logits  # noqa: E402
 from genofed.errors import GenofedError  # noqa: E402
 from genofed.export.bundle import export_bundle  # noqa: E402
-from genofed.models.manifest import Bundle, flatten, load_bundle, unflatten  # noqa: E402
+from genofed.models.manifest import Bundle, load_bundle  # noqa: E402
 from genofed.models.panel import Panel, Site  # noqa: E402
 from genofed.models.zoo import build_model  # noqa: E402
 
@@ -104,14 +104,15 @@ def test_logreg_logits_and_loss_match_numpy(bundles: dict[str, Bundle]) -> None:
 
 def test_step_accepts_batch_of_one_and_updates(bundles: dict[str, Bundle]) -> None:
     trainer = StepTrainer(bundles["mlp"])
-    before = flatten(trainer.params, bundles["mlp"].params)
+    layout = bundles["mlp"].layout
+    before = layout.flatten(trainer.params)
     x, y = cohort(1, seed=4)
     loss = trainer.step(x, y, lr=0.1)
     assert np.isfinite(loss)
-    after = flatten(trainer.params, bundles["mlp"].params)
+    after = layout.flatten(trainer.params)
     assert not np.array_equal(before, after)
-    trainer.set_params(unflatten(before, bundles["mlp"].params))
-    assert np.array_equal(flatten(trainer.params, bundles["mlp"].params), before)
+    trainer.set_params(layout.unflatten(before))
+    assert np.array_equal(layout.flatten(trainer.params), before)
 
 
 def test_trainer_rejects_bad_inputs(bundles: dict[str, Bundle]) -> None:
