@@ -9,10 +9,14 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genofed import __version__
 from genofed.cli.logs import setup_logging
 from genofed.errors import GenofedError, LocalInputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -92,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--signing-key", type=Path,
                    help="coordinator Ed25519 key file to sign the manifest with (created, "
                         "with KEY.pub beside it, if absent)")
+    e.add_argument("--init", type=Path, metavar="PARAMS.npz",
+                   help="start from these weights instead of the seeded ones: named arrays, "
+                        "as `genofed train -o` and `genofed aggregator model` write them")
+    ep = e.add_argument_group(
+        "pruning", "Unstructured: a global magnitude mask over the weight matrices (biases "
+        "never), which devices keep exactly 0 and leave out of their updates. Structured: a "
+        "smaller model. A coordinator re-exports from the global model (--init) every few "
+        "rounds with --mask-from the bundle in use and the next --prune-step.")
+    ep.add_argument("--prune", type=float, metavar="SPARSITY",
+                    help="prune this fraction of the weight matrices' entries, smallest |w| "
+                         "first (with --prune-step: the schedule's final fraction)")
+    ep.add_argument("--prune-step", type=int, metavar="T",
+                    help="re-export at step T of --prune-steps N of the cubic schedule (Zhu "
+                         "and Gupta 2017): prune SPARSITY * (1 - (1 - T/N)^3); T >= N gives "
+                         "SPARSITY")
+    ep.add_argument("--prune-steps", type=int, metavar="N",
+                    help="the schedule's length, in whatever the coordinator steps by "
+                         "(rounds or re-exports)")
+    ep.add_argument("--mask-from", type=Path, metavar="BUNDLE",
+                    help="keep pruned what this earlier bundle of the model and panel pruned "
+                         "(it counts towards SPARSITY)")
+    ep.add_argument("--keep-sites", type=int, metavar="N",
+                    help="keep the N sites of largest first-layer weight norm, in panel "
+                         "order (logreg, mlp)")
+    ep.add_argument("--keep-hidden", type=int, metavar="H",
+                    help="keep the H hidden units of largest |in| * |out| (mlp)")
     e.set_defaults(handler=_export)
 
     t = sub.add_parser("train", help="train a bundle's model on local data, offline")
@@ -221,8 +251,33 @@ def _write_report(path: Path, report: dict[str, object]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from genofed.export.bundle import export_bundle
+    from genofed.models.panel import load_panel
+
+    panel = load_panel(args.panel)
+    sparsity = _export_sparsity(args)
+    _check_structured(args, len(panel))
+    init = _read_params(args.init, "--init") if args.init is not None else None
+    if init is None and args.model == "logreg" and (sparsity or args.keep_sites):
+        flag = "--prune" if sparsity else "--keep-sites"
+        raise LocalInputError(f"export: {flag} needs --init for a logreg (its initial weights "
+                              "are all 0, so there is no magnitude to rank)")
+    earlier = None
+    if args.mask_from is not None:
+        from genofed.models.manifest import load_bundle
+
+        try:
+            earlier = load_bundle(args.mask_from)
+        except LocalInputError as exc:
+            raise LocalInputError(f"--mask-from: {exc}") from None
+        if earlier.model != args.model or earlier.panel_sha256 != panel.sha256():
+            where = "this" if earlier.panel_sha256 == panel.sha256() else "another"
+            raise LocalInputError(f"export: --mask-from {args.mask_from} is a bundle of "
+                                  f"{earlier.model} over {where} panel, not of {args.model} "
+                                  f"over {args.panel}")
+
+    from genofed.export.prune import export_pruned, summary
     from genofed.models import signing
+    from genofed.models.manifest import load_bundle
 
     key = None
     if args.signing_key is not None:
@@ -234,10 +289,75 @@ def _export(args: argparse.Namespace) -> int:
             print(f"new coordinator key {args.signing_key} (give devices "
                   f"{args.signing_key.name}.pub)")
         key = signing.load_signing_key(args.signing_key)
-    out = export_bundle(args.model, args.panel, args.out, hidden=args.hidden, seed=args.seed,
+    out = export_pruned(args.model, panel, args.out, hidden=args.hidden, seed=args.seed,
+                        init=init, earlier=earlier, sparsity=sparsity,
+                        keep_sites=args.keep_sites, keep_hidden=args.keep_hidden,
                         proximal=args.proximal, signing_key=key)
-    print(f"bundle written to {out}")
+    target = ""
+    if args.prune is not None:
+        target = f" (target {sparsity:.2%}" + (
+            f", step {args.prune_step} of {args.prune_steps})" if args.prune_step is not None
+            else ")")
+    print(f"bundle written to {out}: {summary(load_bundle(out))}{target}")
     return 0
+
+
+def _export_sparsity(args: argparse.Namespace) -> float:
+    """The sparsity `genofed export` prunes to: --prune, or the schedule's at --prune-step."""
+    from genofed.export.prune import GradualSchedule
+
+    stepped = (args.prune_step is not None, args.prune_steps is not None)
+    if any(stepped) and not all(stepped):
+        raise LocalInputError("export: --prune-step and --prune-steps go together")
+    if any(stepped) and args.prune is None:
+        raise LocalInputError("export: --prune-step needs --prune, the schedule's final sparsity")
+    if args.prune is None:
+        return 0.0
+    if not 0.0 <= args.prune < 1.0:
+        raise LocalInputError(f"export: --prune must be a fraction in [0, 1), got {args.prune}")
+    if not all(stepped):
+        return float(args.prune)
+    if args.prune_steps < 1 or args.prune_step < 0:
+        raise LocalInputError(f"export: --prune-steps must be >= 1 and --prune-step >= 0, got "
+                              f"{args.prune_steps} and {args.prune_step}")
+    return GradualSchedule(final=args.prune, end=args.prune_steps).sparsity(args.prune_step)
+
+
+def _check_structured(args: argparse.Namespace, n_sites: int) -> None:
+    """--keep-sites and --keep-hidden, checked against the model and panel."""
+    if args.keep_sites is not None:
+        if args.model == "cnn":
+            raise LocalInputError("export: --keep-sites works for logreg and mlp, not cnn")
+        if not 1 <= args.keep_sites <= n_sites:
+            raise LocalInputError(f"export: --keep-sites must be in [1, {n_sites}] (the "
+                                  f"panel's sites), got {args.keep_sites}")
+    if args.keep_hidden is not None:
+        if args.model != "mlp":
+            raise LocalInputError(f"export: --keep-hidden works for mlp, not {args.model}")
+        if not 1 <= args.keep_hidden <= args.hidden:
+            raise LocalInputError(f"export: --keep-hidden must be in [1, {args.hidden}] "
+                                  f"(--hidden), got {args.keep_hidden}")
+
+
+def _read_params(path: Path, flag: str) -> dict[str, np.ndarray]:
+    """Named float arrays from an .npz; errors name the flag and the file."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        raise LocalInputError(f"{flag} {path}: not found")
+    if not zipfile.is_zipfile(path):
+        raise LocalInputError(f"{flag} {path}: not an .npz of named arrays")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise LocalInputError(f"{flag} {path}: cannot read: {exc}") from None
+    with loaded as npz:
+        try:
+            return {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise LocalInputError(f"{flag} {path}: cannot read: {exc}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
