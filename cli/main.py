@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--key", required=True, help="the device's public key hex "
                     "(from `genofed agent enroll`)")
     ge.set_defaults(handler=_aggregator_enroll)
+    gm = g.add_parser("model", help="write a stored global model as named arrays, e.g. for "
+                      "`genofed export --init` (read-only; safe while the service runs)")
+    gm.add_argument("--config", type=Path, required=True)
+    gm.add_argument("--version", type=int, metavar="V",
+                    help="the model version (default: the newest stored)")
+    gm.add_argument("--out", "-o", type=Path, required=True, help="output .npz")
+    gm.set_defaults(handler=_aggregator_model)
 
     br = sub.add_parser("broker", help="set up the MQTT broker of a deployment").add_subparsers(
         required=True, metavar="ACTION")
@@ -435,6 +442,44 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
         raise LocalInputError(str(exc)) from None
     enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
     print(f"enrolled {args.device}")
+    return 0
+
+
+def _aggregator_model(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from genofed import atomic
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.state import read_model, state_path
+    from genofed.aggregator.store import Store
+    from genofed.models.manifest import load_bundle, unflatten
+
+    cfg = load_aggregator_config(args.config)
+    db = state_path(cfg.state_dir)
+    if not db.is_file():  # Store would make an empty one
+        raise LocalInputError(f"{args.config}: no aggregator state at {db} (has the "
+                              "aggregator run?)")
+    bundle = load_bundle(cfg.bundle)
+    if args.version is None:
+        store = Store(db)
+        try:
+            latest = store.latest_model()
+        finally:
+            store.close()
+        if latest is None:
+            raise LocalInputError(f"{db}: no model stored yet")
+        version, weights = latest
+    else:
+        version, weights = args.version, read_model(cfg.state_dir, args.version)
+    if weights.size != bundle.n_params:
+        raise LocalInputError(f"{db}: model version {version} has {weights.size} parameters, "
+                              f"the bundle {cfg.bundle} {bundle.n_params}")
+    buf = io.BytesIO()
+    np.savez(buf, **unflatten(weights, bundle.params))  # type: ignore[arg-type]
+    atomic.write_bytes(args.out, buf.getvalue())
+    print(f"model version {version} ({bundle.model}, {weights.size} parameters) -> {args.out}")
     return 0
 
 
