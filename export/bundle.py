@@ -80,9 +80,9 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
     if any(not np.isin(m, (0.0, 1.0)).all() for m in masks.values()):
         raise LocalInputError("export: mask values must be 0 or 1")
     params = {k: (v * masks[k]).astype(np.float32) for k, v in params.items()}
-    with torch.no_grad():
-        for s, p in zip(specs, module.parameters(), strict=True):
-            p.copy_(torch.from_numpy(params[s.name]))
+    # The graphs take the weights as inputs, so `module` keeps its seeded weights for tracing
+    # and the self-checks: a trained `init` can saturate the logits, where the mean BCE is
+    # ~1e-10 and float32 rounds it differently in onnxruntime, and a sound graph was refused.
     if ort_training is None:
         ort_training = ort_training_available()
     t0 = time.perf_counter()
