@@ -258,6 +258,7 @@ def _write_report(path: Path, report: dict[str, object]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from genofed.models.manifest import load_bundle
     from genofed.models.panel import load_panel
 
     panel = load_panel(args.panel)
@@ -270,8 +271,6 @@ def _export(args: argparse.Namespace) -> int:
                               "are all 0, so there is no magnitude to rank)")
     earlier = None
     if args.mask_from is not None:
-        from genofed.models.manifest import load_bundle
-
         try:
             earlier = load_bundle(args.mask_from)
         except LocalInputError as exc:
@@ -284,7 +283,6 @@ def _export(args: argparse.Namespace) -> int:
 
     from genofed.export.prune import export_pruned, summary
     from genofed.models import signing
-    from genofed.models.manifest import load_bundle
 
     key = None
     if args.signing_key is not None:
@@ -362,9 +360,13 @@ def _read_params(path: Path, flag: str) -> dict[str, np.ndarray]:
         raise LocalInputError(f"{flag} {path}: cannot read: {exc}") from None
     with loaded as npz:
         try:
-            return {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise LocalInputError(f"{flag} {path}: cannot read: {exc}") from None
+    for name, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise LocalInputError(f"{flag} {path}: array {name} holds {a.dtype}, not numbers")
+    return arrays
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -333,6 +333,7 @@ def test_cli_structured_keeps_the_most_important_sites_in_panel_order(
     (["--model", "logreg", "--prune", "0.5"], "--prune needs --init"),
     (["--init", "{panel}"], "--init {panel}: not an .npz"),
     (["--init", "{tmp}/none.npz"], "--init {tmp}/none.npz: not found"),
+    (["--init", "{tmp}/text.npz"], "--init {tmp}/text.npz: array fc1_weight holds <U1"),
     (["--mask-from", "{tmp}"], "--mask-from: bundle {tmp}: manifest.json not found"),
     (["--mask-from", "{logreg}"], "--mask-from {logreg} is a bundle of logreg over another"),
     (["--hidden", "4", "--init", "{init}"], "init fc1_weight has shape [8, 40], want [4, 40]"),
@@ -340,6 +341,7 @@ def test_cli_structured_keeps_the_most_important_sites_in_panel_order(
 def test_cli_bad_pruning_flags_give_one_line_and_exit_1(
         coordinator: Path, exported: Path, tmp_path: Path, flags: list[str],
         names: str) -> None:
+    np.savez(tmp_path / "text.npz", fc1_weight=np.array(["a"]))
     where = {"panel": str(coordinator / "panel.tsv"), "tmp": str(tmp_path),
              "logreg": str(exported / "logreg"), "init": str(coordinator / "init.npz")}
     args = ["--model", "mlp", "--hidden", str(HIDDEN), *(f.format(**where) for f in flags)]
