@@ -120,6 +120,12 @@ class AggregatorCore:
                                       f"{self.model.n_params}")
         if s.moments is not None:
             self.opt_state = OptimizerState(*s.moments)
+        # A coordinator that re-exported the bundle with a tighter mask (same shape) restarts
+        # the aggregator on it: no published model may carry a pruned weight.
+        moved = self.model.zero_pruned(self.weights, self.opt_state)
+        if moved:
+            log.warning("model version %d had %d non-zero weights the bundle prunes: zeroed",
+                        self.version, moved)
         self.next_round = s.next_round
         if s.in_flight is not None:
             self._recover(s.in_flight, now, out)

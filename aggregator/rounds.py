@@ -17,6 +17,7 @@ import nacl.utils
 import numpy as np
 
 from genofed.aggregator.config import AggregatorConfig
+from genofed.aggregator.optimizers import OptimizerState
 from genofed.errors import LocalInputError
 from genofed.models.layout import ParamLayout
 from genofed.models.manifest import Bundle
@@ -73,6 +74,16 @@ class ModelSpec:
     def n_trained(self) -> int:
         """The coordinates that are trained and summed: a ring vector holds these + 1."""
         return self.layout.n_trained
+
+    def zero_pruned(self, weights: np.ndarray, state: OptimizerState) -> int:
+        """Zero, in place, the pruned coordinates of `weights` and of the server optimizer's
+        moments; returns how many weights were not zero."""
+        pruned = ~self.layout.keep
+        moved = int(np.count_nonzero(weights[pruned]))
+        weights[pruned] = 0
+        for moment in (state.m, state.v) if state.m.size else ():
+            moment[pruned] = 0
+        return moved
 
     def release(self, federation: str, version: int, weights: np.ndarray,
                 identity: SigningIdentity) -> bytes:

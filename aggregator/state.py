@@ -13,6 +13,7 @@ import numpy as np
 
 from genofed.aggregator.store import Store
 from genofed.errors import LocalInputError
+from genofed.models.manifest import load_bundle
 from genofed.models.signing import ensure_signing_key
 from genofed.protocol.secagg import IdentityKey, ParameterError, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
@@ -64,3 +65,28 @@ def read_model(state_dir: Path, version: int) -> np.ndarray:
         return store.model(version)
     finally:
         store.close()
+
+
+def model_arrays(state_dir: Path, bundle_path: Path,
+                 version: int | None = None) -> tuple[int, str, dict[str, np.ndarray]]:
+    """A stored model version (default: the newest, hash-checked) as the bundle's named
+    arrays, with its version and model name: what `genofed aggregator model` writes."""
+    db = state_path(state_dir)
+    if not db.is_file():  # Store would make an empty one
+        raise LocalInputError(f"no aggregator state at {db} (has the aggregator run?)")
+    bundle = load_bundle(bundle_path)
+    store = Store(db)
+    try:
+        if version is None:
+            latest = store.latest_model()
+            if latest is None:
+                raise LocalInputError(f"{db}: no model stored yet")
+            version, weights = latest
+        else:
+            weights = store.model(version)
+    finally:
+        store.close()
+    if weights.size != bundle.layout.n_params:
+        raise LocalInputError(f"{db}: model version {version} has {weights.size} parameters, "
+                              f"the bundle {bundle_path} {bundle.layout.n_params}")
+    return version, bundle.model, bundle.layout.unflatten(weights)

@@ -9,10 +9,14 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genofed import __version__
 from genofed.cli.logs import setup_logging
 from genofed.errors import GenofedError, LocalInputError
+
+if TYPE_CHECKING:
+    pass
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -92,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--signing-key", type=Path,
                    help="coordinator Ed25519 key file to sign the manifest with (created, "
                         "with KEY.pub beside it, if absent)")
+    e.add_argument("--init", type=Path, metavar="PARAMS.npz",
+                   help="start from these weights instead of the seeded ones: named arrays, "
+                        "as `genofed train -o` and `genofed aggregator model` write them")
+    ep = e.add_argument_group(
+        "pruning", "Unstructured: a global magnitude mask over the weight matrices (biases "
+        "never), which devices keep exactly 0 and leave out of their updates. Structured: a "
+        "smaller model. A coordinator re-exports from the global model (--init) every few "
+        "rounds with --mask-from the bundle in use and the next --prune-step.")
+    ep.add_argument("--prune", type=float, metavar="SPARSITY",
+                    help="prune this fraction of the weight matrices' entries, smallest |w| "
+                         "first (with --prune-step: the schedule's final fraction)")
+    ep.add_argument("--prune-step", type=int, metavar="T",
+                    help="re-export at step T of --prune-steps N of the cubic schedule (Zhu "
+                         "and Gupta 2017): prune SPARSITY * (1 - (1 - T/N)^3); T >= N gives "
+                         "SPARSITY")
+    ep.add_argument("--prune-steps", type=int, metavar="N",
+                    help="the schedule's length, in whatever the coordinator steps by "
+                         "(rounds or re-exports)")
+    ep.add_argument("--mask-from", type=Path, metavar="BUNDLE",
+                    help="keep pruned what this earlier bundle of the model and panel pruned "
+                         "(it counts towards SPARSITY)")
+    ep.add_argument("--keep-sites", type=int, metavar="N",
+                    help="keep the N sites of largest first-layer weight norm, in panel "
+                         "order (logreg, mlp)")
+    ep.add_argument("--keep-hidden", type=int, metavar="H",
+                    help="keep the H hidden units of largest |in| * |out| (mlp)")
     e.set_defaults(handler=_export)
 
     t = sub.add_parser("train", help="train a bundle's model on local data, offline")
@@ -135,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--key", required=True, help="the device's public key hex "
                     "(from `genofed agent enroll`)")
     ge.set_defaults(handler=_aggregator_enroll)
+    gm = g.add_parser("model", help="write a stored global model as named arrays, e.g. for "
+                      "`genofed export --init` (read-only; safe while the service runs)")
+    gm.add_argument("--config", type=Path, required=True)
+    gm.add_argument("--version", type=int, metavar="V",
+                    help="the model version (default: the newest stored)")
+    gm.add_argument("--out", "-o", type=Path, required=True, help="output .npz")
+    gm.set_defaults(handler=_aggregator_model)
 
     br = sub.add_parser("broker", help="set up the MQTT broker of a deployment").add_subparsers(
         required=True, metavar="ACTION")
@@ -221,9 +258,14 @@ def _write_report(path: Path, report: dict[str, object]) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from genofed.export.bundle import export_bundle
+    from genofed.export.request import ExportRequest
     from genofed.models import signing
 
+    request = ExportRequest(
+        model=args.model, panel=args.panel, out=args.out, hidden=args.hidden, seed=args.seed,
+        proximal=args.proximal, init=args.init, prune=args.prune, prune_step=args.prune_step,
+        prune_steps=args.prune_steps, mask_from=args.mask_from, keep_sites=args.keep_sites,
+        keep_hidden=args.keep_hidden)
     key = None
     if args.signing_key is not None:
         if not args.signing_key.exists():
@@ -234,9 +276,8 @@ def _export(args: argparse.Namespace) -> int:
             print(f"new coordinator key {args.signing_key} (give devices "
                   f"{args.signing_key.name}.pub)")
         key = signing.load_signing_key(args.signing_key)
-    out = export_bundle(args.model, args.panel, args.out, hidden=args.hidden, seed=args.seed,
-                        proximal=args.proximal, signing_key=key)
-    print(f"bundle written to {out}")
+    _, line = request.run(signing_key=key)
+    print(line)
     return 0
 
 
@@ -315,6 +356,28 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
         raise LocalInputError(str(exc)) from None
     enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
     print(f"enrolled {args.device}")
+    return 0
+
+
+def _aggregator_model(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from genofed import atomic
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.state import model_arrays
+
+    cfg = load_aggregator_config(args.config)
+    try:
+        version, model, arrays = model_arrays(cfg.state_dir, cfg.bundle, args.version)
+    except LocalInputError as exc:
+        raise LocalInputError(f"{args.config}: {exc}") from None
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic.write_bytes(args.out, buf.getvalue())
+    n = sum(a.size for a in arrays.values())
+    print(f"model version {version} ({model}, {n} parameters) -> {args.out}")
     return 0
 
 

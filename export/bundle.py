@@ -72,18 +72,17 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
                        stride=stride)
     module = build_model(model, len(panel), **cfg)
     specs = param_specs(module)
-    params = {s.name: p.detach().numpy().astype(np.float32)
-              for s, p in zip(specs, module.parameters(), strict=True)}
+    params = module_params(module, specs)
     if init is not None:
-        params = _checked(init, specs, "init")
-    masks = _checked(mask, specs, "mask") if mask is not None else {
+        params = checked_params(init, specs, "init")
+    masks = checked_params(mask, specs, "mask") if mask is not None else {
         s.name: np.ones(s.shape, np.float32) for s in specs}
     if any(not np.isin(m, (0.0, 1.0)).all() for m in masks.values()):
         raise LocalInputError("export: mask values must be 0 or 1")
     params = {k: (v * masks[k]).astype(np.float32) for k, v in params.items()}
-    with torch.no_grad():
-        for s, p in zip(specs, module.parameters(), strict=True):
-            p.copy_(torch.from_numpy(params[s.name]))
+    # The graphs take the weights as inputs, so `module` keeps its seeded weights for tracing
+    # and the self-checks: a trained `init` can saturate the logits, where the mean BCE is
+    # ~1e-10 and float32 rounds it differently in onnxruntime, and a sound graph was refused.
     if ort_training is None:
         ort_training = ort_training_available()
     t0 = time.perf_counter()
@@ -140,8 +139,22 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
     return out
 
 
-def _checked(arrays: Mapping[str, np.ndarray], specs: Sequence[ParamSpec],
-             what: str) -> dict[str, np.ndarray]:
+def seeded_params(model: str, n_sites: int, **config: int
+                  ) -> tuple[tuple[ParamSpec, ...], dict[str, np.ndarray]]:
+    """A zoo model's parameter specs and its deterministic initial weights (`model_config`)."""
+    module = build_model(model, n_sites, **config)
+    specs = param_specs(module)
+    return specs, module_params(module, specs)
+
+
+def module_params(module: torch.nn.Module, specs: Sequence[ParamSpec]) -> dict[str, np.ndarray]:
+    """A module's weights as float32 arrays by ONNX name."""
+    return {s.name: p.detach().numpy().astype(np.float32)
+            for s, p in zip(specs, module.parameters(), strict=True)}
+
+
+def checked_params(arrays: Mapping[str, np.ndarray], specs: Sequence[ParamSpec],
+                   what: str) -> dict[str, np.ndarray]:
     """Float32 copies of one array per parameter, shapes checked."""
     names = {s.name for s in specs}
     if set(arrays) != names:

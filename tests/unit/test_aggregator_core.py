@@ -265,3 +265,26 @@ def test_the_order_check_catches_each_kind_of_early_effect(uninterrupted: Simula
     no_stage = [e for k, e in enumerate(log) if k != routes[0]]
     with pytest.raises(OrderViolation, match="before the round reached that stage"):
         check_effect_order(no_stage, key, "sim", LAYOUT)
+
+
+def test_a_tighter_mask_zeroes_the_stored_model_and_moments_at_start() -> None:
+    # The coordinator re-exported the bundle with more weights pruned and restarted the
+    # aggregator on it: its stored model and FedAdam moments still hold the newly pruned.
+    from genofed.aggregator.config import ServerSection
+    from genofed.aggregator.core import AggregatorCore
+    from genofed.aggregator.effects import Restored, Snapshot
+    from genofed.protocol.schema import ModelRelease
+    from genofed.protocol.secagg import SigningIdentity
+
+    cfg = config(5)
+    cfg = type(cfg)(**{**cfg.__dict__, "server": ServerSection("fedadam", 0.1)})
+    ident = SigningIdentity.generate()
+    core = AggregatorCore(cfg, ident, MODEL)
+    ones = np.ones(25)
+    effects = core.handle(Restored(Snapshot((3, ones.astype(np.float32)), (ones, ones), 4,
+                                            None, {}), now=0.0))
+    [release] = [ModelRelease.open(e.payload, ident.public, "sim") for e in effects
+                 if isinstance(e, Publish) and e.topic.endswith("/model")]
+    w = LAYOUT.dequantize(release.values, release.scales)
+    assert release.version == 3 and np.all(w[~KEEP] == 0) and np.all(w[KEEP] == 1)
+    assert np.all(core.opt_state.m[~KEEP] == 0) and np.all(core.opt_state.v[KEEP] == 1)

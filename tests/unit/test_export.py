@@ -259,3 +259,17 @@ def test_export_overwrite_rules(bundles: dict[str, Path], panel_path: Path,
     want = json.loads((bundles["logreg"] / "manifest.json").read_text())["files"]
     assert load_bundle(again).files == want
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_export_from_weights_with_saturated_logits(panel_path: Path, tmp_path: Path) -> None:
+    # Trained weights can push |logit| past 17, where the mean BCE is ~1e-10 and float32 in
+    # onnxruntime rounds it differently from torch: the graphs' self-checks must not see them.
+    module = build_model("mlp", K, hidden=HIDDEN)
+    rng = np.random.default_rng(5)
+    init = {name: (rng.normal(size=p.shape) * 3.0).astype(np.float32) for name, p in
+            zip(("fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias"), module.parameters(),
+                strict=True)}
+    b = load_bundle(export_bundle("mlp", panel_path, tmp_path / "b", hidden=HIDDEN, init=init,
+                                  optimizers=("sgd",), ort_training=False))
+    for name, a in b.initial_params().items():
+        assert np.array_equal(a, init[name])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_genofed
 from support.bundles import cohort
 
 pytest.importorskip("torch")
@@ -137,3 +141,252 @@ def test_structured_pruning_exports_a_smaller_equivalent_bundle(exported: Path,
     with pytest.raises(GenofedError, match="hidden"):
         structured(load_bundle(exported / "logreg"), load_bundle(
             exported / "logreg").initial_params(), hidden=3)
+
+
+# Through the command a coordinator runs: `genofed export` with pruning flags (in this
+# process, through the CLI's `main`: the same parsing, checks and printing), and `genofed
+# aggregator model` for the global model to prune from.
+
+K, HIDDEN, N_WEIGHTS = 40, 8, 40 * 8 + 8  # fc1_weight and fc2_weight entries
+WEIGHTS = ("fc1_weight", "fc2_weight")
+
+
+def _weights(mask: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([mask[k].ravel() for k in WEIGHTS])
+
+
+def _main(argv: list[str]) -> int:
+    """The `genofed` command in this process, its logging set-up undone afterwards."""
+    from genofed.cli.main import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return main(argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _genofed(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`genofed ARGV` in this process: exit status, stdout, stderr."""
+    status = _main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 40-site panel and MLP weights non-zero everywhere (biases too), as init.npz."""
+    from genofed.models.panel import Panel, Site
+
+    root = tmp_path_factory.mktemp("coordinator")
+    rng = np.random.default_rng(11)
+    sites = tuple(Site(chrom="chr1", pos=1000 + 10 * i, ref="A", alt="G", id=f"rs{i}",
+                       af=round(float(rng.uniform(0.05, 0.95)), 4)) for i in range(K))
+    (root / "panel.tsv").write_text(Panel(build="GRCh38", sites=sites).to_tsv())
+    # Columns of very different scale, so the sites' importances differ clearly.
+    init = {"fc1_weight": rng.normal(size=(HIDDEN, K)) * rng.uniform(0.1, 2.0, size=K),
+            "fc1_bias": rng.normal(size=HIDDEN), "fc2_weight": rng.normal(size=(1, HIDDEN)),
+            "fc2_bias": rng.normal(size=1)}
+    np.savez(root / "init.npz", **{k: v.astype(np.float32) for k, v in init.items()})
+    return root
+
+
+def _export(coordinator: Path, out: Path, *flags: str) -> str:
+    args = ["export", "--model", "mlp", "--hidden", str(HIDDEN), "--panel",
+            str(coordinator / "panel.tsv"), "--out", str(out), *flags]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert _main(args) == 0
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pruned(coordinator: Path) -> tuple[Path, str]:
+    """`genofed export --init init.npz --prune 0.6`: the bundle and what the command printed."""
+    out = coordinator / "pruned"
+    return out, _export(coordinator, out, "--init", str(coordinator / "init.npz"),
+                        "--prune", "0.6")
+
+
+def test_cli_prune_reaches_the_sparsity_over_weight_matrices_only(
+        coordinator: Path, pruned: tuple[Path, str]) -> None:
+    path, printed = pruned
+    b = load_bundle(path)
+    given = dict(np.load(coordinator / "init.npz"))
+    mask, init = b.mask(), b.initial_params()
+    k = round(0.6 * N_WEIGHTS)
+    assert int((_weights(mask) == 0).sum()) == k
+    # global magnitude: the k smallest |w| of both weight matrices together are the pruned
+    order = np.argsort(np.abs(_weights(given)), kind="stable")
+    want = np.ones(N_WEIGHTS, np.float32)
+    want[order[:k]] = 0.0
+    assert np.array_equal(_weights(mask), want)
+    for name in ("fc1_bias", "fc2_bias"):  # biases never pruned, carried exactly
+        assert mask[name].all() and np.array_equal(init[name], given[name])
+    for name in WEIGHTS:
+        assert np.all(init[name][mask[name] == 0] == 0.0)  # pruned initial weights are 0
+        assert np.array_equal(init[name][mask[name] == 1], given[name][mask[name] == 1])
+    n_params = N_WEIGHTS + HIDDEN + 1
+    assert printed.splitlines() == [
+        f"bundle written to {path}: mlp over {K} sites, {n_params} parameters, "
+        f"{n_params - k} unpruned, weight matrices {k / N_WEIGHTS:.2%} pruned (target 60.00%)"]
+
+
+def test_cli_pruned_bundle_trains_with_pruned_weights_exactly_zero(
+        pruned: tuple[Path, str]) -> None:
+    from genofed.agent.trainer import StepTrainer
+
+    b = load_bundle(pruned[0])
+    keep, layout = b.layout.keep, b.layout
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, K)).astype(np.float32)
+    y = (x[:, :5].sum(1) > 0).astype(np.float32)
+    for optimizer in ("sgd", "adam"):
+        t = StepTrainer(b, optimizer=optimizer)
+        t.set_params({k: v + 0.05 for k, v in b.initial_params().items()})  # zeroes pruned
+        t.train(x, y, steps=25, batch_size=16, lr=0.05, rng=np.random.default_rng(0))
+        w = layout.flatten(t.params)
+        assert np.all(w[~keep] == 0.0)
+        start = layout.flatten(b.initial_params()) + 0.05
+        assert np.count_nonzero(w[keep]) == keep.sum() and np.any(w[keep] != start[keep])
+
+
+@pytest.fixture(scope="module")
+def aggregator_config(coordinator: Path, pruned: tuple[Path, str]) -> tuple[Path, np.ndarray]:
+    """An aggregator state serving the pruned bundle: model 0 its init, model 1 a "trained"
+    global model whose weights moved everywhere, pruned coordinates included."""
+    from genofed.aggregator.store import Store
+
+    b = load_bundle(pruned[0])
+    v0 = b.layout.flatten(b.initial_params())
+    v1 = np.random.default_rng(4).normal(size=v0.size).astype(np.float32)
+    store = Store(coordinator / "agg" / "aggregator.db")
+    store.put_model(0, v0)
+    store.put_model(1, v1)
+    store.close()
+    cfg = coordinator / "agg.toml"
+    cfg.write_text(f'federation = "fed"\nbundle = "{pruned[0]}"\n'
+                   f'state_dir = "{coordinator / "agg"}"\n')
+    return cfg, v1
+
+
+def test_cli_aggregator_model_writes_stored_versions_by_name(
+        aggregator_config: tuple[Path, np.ndarray], pruned: tuple[Path, str],
+        tmp_path: Path) -> None:
+    cfg, v1 = aggregator_config
+    b = load_bundle(pruned[0])
+    done = run_genofed("aggregator", "model", "--config", str(cfg), "-o", str(tmp_path / "g.npz"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("model version 1 (mlp, 337 parameters)")
+    got = dict(np.load(tmp_path / "g.npz"))
+    assert list(got) == [p.name for p in b.params]
+    assert np.array_equal(b.layout.flatten(got), v1)
+    done = run_genofed("aggregator", "model", "--config", str(cfg), "--version", "0", "-o",
+                       str(tmp_path / "g0.npz"))
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(b.layout.flatten(dict(np.load(tmp_path / "g0.npz"))),
+                          b.layout.flatten(b.initial_params()))
+    bad = run_genofed("aggregator", "model", "--config", str(cfg), "--version", "5", "-o",
+                      str(tmp_path / "g5.npz"))
+    assert bad.returncode == 1 and "no model version 5" in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1 and not (tmp_path / "g5.npz").exists()
+    fresh = tmp_path / "fresh.toml"
+    fresh.write_text(cfg.read_text().replace(str(cfg.parent / "agg"), str(tmp_path / "none")))
+    bad = run_genofed("aggregator", "model", "--config", str(fresh), "-o", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "no aggregator state" in bad.stderr
+    assert not (tmp_path / "none").exists()  # read-only: no empty database made
+
+
+def test_cli_re_export_on_the_schedule_keeps_pruned_weights_pruned(
+        coordinator: Path, pruned: tuple[Path, str],
+        aggregator_config: tuple[Path, np.ndarray], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The coordinator's re-export at step 5 of 10 towards 90%: the global model out of the
+    # aggregator, the earlier bundle's mask kept.
+    cfg, v1 = aggregator_config
+    glob = tmp_path / "global.npz"
+    assert _genofed(capsys, "aggregator", "model", "--config", str(cfg), "-o",
+                    str(glob))[0] == 0
+    earlier = load_bundle(pruned[0])
+    assert np.array_equal(earlier.layout.flatten(dict(np.load(glob))), v1)
+    out = tmp_path / "again"
+    printed = _export(coordinator, out, "--init", str(glob), "--mask-from", str(pruned[0]),
+                      "--prune", "0.9", "--prune-step", "5", "--prune-steps", "10")
+    target = 0.9 * (1 - (1 - 5 / 10) ** 3)  # Zhu and Gupta 2017 from 0: 78.75%
+    assert printed.rstrip().endswith(f"(target {target:.2%}, step 5 of 10)")
+    b = load_bundle(out)
+    mask, init = b.mask(), b.initial_params()
+    assert int((_weights(mask) == 0).sum()) == round(target * N_WEIGHTS)
+    was = _weights(earlier.mask()) == 0
+    assert np.all(_weights(mask)[was] == 0)  # once pruned, stays pruned
+    assert np.all(_weights(init)[was] == 0)  # though the global model had moved them
+    # the newly pruned are the smallest |w| of the global model among the earlier unpruned
+    g = np.abs(_weights(dict(np.load(glob))))
+    newly = (_weights(mask) == 0) & ~was
+    assert g[newly].max() <= g[~was & ~newly].min()
+
+
+@pytest.mark.parametrize(("step", "steps", "expect"), [(0, 10, 0.0), (5, 10, 0.7),
+                                                        (10, 10, 0.8), (40, 10, 0.8)])
+def test_the_schedule_a_re_export_prunes_to(step: int, steps: int, expect: float) -> None:
+    from genofed.export.request import ExportRequest
+
+    r = ExportRequest("mlp", Path("p"), Path("o"), prune=0.8, prune_step=step,
+                      prune_steps=steps)
+    s_t = 0.8 + (0.0 - 0.8) * (1 - min(step, steps) / steps) ** 3  # initial sparsity 0
+    assert r.sparsity == pytest.approx(s_t) and r.sparsity == pytest.approx(expect)
+
+
+def test_cli_structured_keeps_the_most_important_sites_in_panel_order(
+        coordinator: Path, pruned: tuple[Path, str], tmp_path: Path) -> None:
+    from genofed.models.panel import load_panel
+
+    out = tmp_path / "small"
+    printed = _export(coordinator, out, "--init", str(coordinator / "init.npz"),
+                      "--mask-from", str(pruned[0]), "--keep-sites", "15",
+                      "--keep-hidden", "5")
+    b = load_bundle(out)
+    given, earlier = dict(np.load(coordinator / "init.npz")), load_bundle(pruned[0]).mask()
+    w1, w2 = given["fc1_weight"] * earlier["fc1_weight"], given["fc2_weight"] * earlier[
+        "fc2_weight"]
+    sites = np.sort(np.argsort(-np.sqrt((w1 ** 2).sum(0)))[:15])
+    units = np.sort(np.argsort(-np.sqrt((w1[:, sites] ** 2).sum(1)) * np.abs(w2[0]))[:5])
+    full = load_panel(coordinator / "panel.tsv")
+    assert b.n_sites == 15 and b.model_config["hidden"] == 5
+    assert [s.id for s in b.panel().sites] == [full.sites[i].id for i in sites]
+    assert np.array_equal(b.mask()["fc1_weight"], earlier["fc1_weight"][np.ix_(units, sites)])
+    assert np.array_equal(b.initial_params()["fc1_weight"], w1[np.ix_(units, sites)])
+    assert np.array_equal(b.initial_params()["fc1_bias"], given["fc1_bias"][units])
+    assert f"mlp over 15 sites, {15 * 5 + 5 + 5 + 1} parameters" in printed
+
+
+@pytest.mark.parametrize(("flags", "names"), [
+    (["--prune", "1.5"], "--prune must be a fraction in [0, 1)"),
+    (["--prune-step", "2"], "--prune-step and --prune-steps go together"),
+    (["--prune", "0.5", "--prune-step", "2", "--prune-steps", "0"], "--prune-steps must be"),
+    (["--keep-sites", "41"], "--keep-sites must be in [1, 40]"),
+    (["--keep-hidden", "9"], "--keep-hidden must be in [1, 8]"),
+    (["--model", "logreg", "--keep-hidden", "2"], "--keep-hidden works for mlp"),
+    (["--model", "logreg", "--prune", "0.5"], "--prune needs --init"),
+    (["--init", "{panel}"], "--init {panel}: not an .npz"),
+    (["--init", "{tmp}/none.npz"], "--init {tmp}/none.npz: not found"),
+    (["--init", "{tmp}/text.npz"], "--init {tmp}/text.npz: array fc1_weight holds <U1"),
+    (["--mask-from", "{tmp}"], "--mask-from: bundle {tmp}: manifest.json not found"),
+    (["--mask-from", "{logreg}"], "--mask-from {logreg} is a bundle of logreg over another"),
+    (["--hidden", "4", "--init", "{init}"], "init fc1_weight has shape [8, 40], want [4, 40]"),
+])
+def test_cli_bad_pruning_flags_give_one_line_and_exit_1(
+        coordinator: Path, exported: Path, tmp_path: Path, flags: list[str], names: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "text.npz", fc1_weight=np.array(["a"]))
+    where = {"panel": str(coordinator / "panel.tsv"), "tmp": str(tmp_path),
+             "logreg": str(exported / "logreg"), "init": str(coordinator / "init.npz")}
+    args = ["--model", "mlp", "--hidden", str(HIDDEN), *(f.format(**where) for f in flags)]
+    status, out, err = _genofed(capsys, "export", "--panel", where["panel"], "--out",
+                                str(tmp_path / "b"), *args)
+    assert status == 1 and out == ""
+    assert err.splitlines() == [err.strip()]
+    assert names.format(**where) in err
+    assert not (tmp_path / "b").exists()
