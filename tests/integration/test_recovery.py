@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import enroll_ghost, ghost, logs, stored_messages, wait_until
+from support.fedtools import codec_atol, enroll_ghost, ghost, logs, stored_messages, wait_until
 from support.mosquitto import restart
 
 from genofed.aggregator.optimizers import ServerOptimizer
@@ -142,7 +142,7 @@ def test_aggregator_killed_with_masked_inputs_stored_resumes_the_round(
     w = {n: min(int(u["n_examples"]), 1000) for n, u in updates.items()}
     expect = sum(w[n] * u["delta"] for n, u in updates.items()) / sum(w.values())
     got = read_model(state, 1).astype(np.float64) - read_model(state, 0)
-    np.testing.assert_allclose(got, expect, atol=1e-5)
+    np.testing.assert_allclose(got, expect, atol=codec_atol(list(w.values())))
     assert np.abs(expect).max() > 1e-3
 
 
