@@ -51,7 +51,7 @@ def read_journal(state_dir: Path) -> list[dict[str, object]]:
     """The records of the rounds closed so far (read-only; safe while the service runs)."""
     if not state_path(state_dir).exists():
         return []
-    store = Store(state_path(state_dir))
+    store = Store(state_path(state_dir), readonly=True)
     try:
         return store.journal()
     finally:
@@ -59,8 +59,8 @@ def read_journal(state_dir: Path) -> list[dict[str, object]]:
 
 
 def read_model(state_dir: Path, version: int) -> np.ndarray:
-    """Model `version` as the aggregator stored it."""
-    store = Store(state_path(state_dir))
+    """Model `version` as the aggregator stored it (read-only)."""
+    store = Store(state_path(state_dir), readonly=True)
     try:
         return store.model(version)
     finally:
@@ -72,10 +72,8 @@ def model_arrays(state_dir: Path, bundle_path: Path,
     """A stored model version (default: the newest, hash-checked) as the bundle's named
     arrays, with its version and model name: what `genofed aggregator model` writes."""
     db = state_path(state_dir)
-    if not db.is_file():  # Store would make an empty one
-        raise LocalInputError(f"no aggregator state at {db} (has the aggregator run?)")
     bundle = load_bundle(bundle_path)
-    store = Store(db)
+    store = Store(db, readonly=True)
     try:
         if version is None:
             latest = store.latest_model()

@@ -62,8 +62,14 @@ ALTER TABLE rounds ADD COLUMN stage TEXT;
 class Store:
     """Durable aggregator state. Not thread-safe: one service loop owns it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """Open (making it if needed) the state at `path`; `readonly` opens an existing one
+        without writing anything to it (no journal mode, no migration), for other commands
+        reading a running service's state."""
         self.path = path
+        if readonly:
+            self._open_readonly(path)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(path, isolation_level=None)
@@ -83,6 +89,20 @@ class Store:
                 db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise LocalInputError(f"{path}: state schema {row[0]}, this version reads "
+                                  f"{SCHEMA_VERSION}")
+
+    def _open_readonly(self, path: Path) -> None:
+        if not path.is_file():
+            raise LocalInputError(f"no aggregator state at {path} (has the aggregator run?)")
+        try:
+            self.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                      isolation_level=None)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise LocalInputError(f"{path}: not a usable aggregator state database: {exc}") \
+                from None
+        if row is None or int(row[0]) not in (1, SCHEMA_VERSION):
+            raise LocalInputError(f"{path}: state schema {row and row[0]}, this version reads "
                                   f"{SCHEMA_VERSION}")
 
     @contextmanager

@@ -109,3 +109,20 @@ def test_schema_1_database_is_migrated(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value='9' WHERE key='schema'")
     with pytest.raises(GenofedError, match="state schema 9"):
         Store(path)
+
+
+def test_readonly_store_reads_without_writing(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.db")
+    s.put_model(0, np.arange(3, dtype=np.float32))
+    s.close()
+    before = (tmp_path / "a.db").read_bytes()
+    r = Store(tmp_path / "a.db", readonly=True)
+    assert r.latest_model()[0] == 0 and r.journal() == []  # type: ignore[index]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        r.put_model(1, np.zeros(3, dtype=np.float32))
+    r.close()
+    # (SQLite may add the WAL index files beside it, as any reader of a WAL database does.)
+    assert (tmp_path / "a.db").read_bytes() == before
+    with pytest.raises(GenofedError, match="no aggregator state"):
+        Store(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()
