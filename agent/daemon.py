@@ -45,7 +45,7 @@ from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import IdentityKey, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
-from genofed.transport.mqtt import MqttLink, Will
+from genofed.transport.mqtt import LinkStopped, MqttLink, Will
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ class Agent:
                         subscriptions=[self.topics.task, self.topics.model,
                                        self.topics.inbox(me)],
                         will=Will(status, DeviceStatus(me, "offline").encode()),
-                        birth=Will(status, DeviceStatus(me, "online").encode()))
-        link.start()
+                        birth=Will(status, DeviceStatus(me, "online").encode()), stop=stop)
         try:
+            link.start()  # waits for the broker as long as it takes, saying why
             while not stop.is_set():
                 try:
                     got = link.inbox.get(timeout=0.5)
@@ -146,6 +146,8 @@ class Agent:
                                            job.task.secagg.digest.raw.hex().encode())
                         self.send(link, advert)
             link.publish(status, DeviceStatus(me, "offline").encode(), retain=True)
+        except LinkStopped as exc:  # asked to stop while the broker was away
+            log.info("%s", exc)
         finally:
             link.stop()
 
@@ -170,7 +172,6 @@ class Agent:
                 answer = self.participation.answer(payload)
                 if self.participation.done:
                     log.info("round %d: answered every stage", self.participation.round)
-                    self.participation = None
                 return answer
             else:
                 raise MessageError("unexpected topic")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from genofed.protocol.ring import RingVector
@@ -20,14 +22,20 @@ class Participation:
         self.client = SecAggClient(task.secagg, task.members().index(device), identity,
                                    entropy=entropy)
         self.client.set_input(ring_input)
+        self._answers: dict[bytes, bytes] = {}  # sha256 of a request: the answer sent
 
     def advertise(self) -> bytes:
         """Stage 0: this round's public keys."""
         return self.client.advertise().encode()
 
     def answer(self, payload: bytes) -> bytes:
-        """Answer one server message; raises SecAggError subclasses on anything wrong."""
-        return self.client.handle_bytes(payload)
+        """Answer one server message; raises SecAggError subclasses on anything wrong. A
+        request asked again (the aggregator restarted, or the broker lost the answer) gets the
+        same answer again, byte for byte: the aggregator drops it if it had it."""
+        key = hashlib.sha256(payload).digest()
+        if key not in self._answers:
+            self._answers[key] = self.client.handle_bytes(payload)
+        return self._answers[key]
 
     @property
     def stage(self) -> Stage:

@@ -14,6 +14,7 @@ is acknowledged or published before what it depends on is on disk.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -30,8 +31,9 @@ from genofed.aggregator.store import Store
 from genofed.errors import LocalInputError
 from genofed.models.manifest import load_bundle
 from genofed.protocol.topics import Topics
-from genofed.transport.mqtt import MqttLink
+from genofed.transport.mqtt import LinkStopped, MqttLink
 
+log = logging.getLogger(__name__)
 TICK_S = 0.1
 
 
@@ -64,13 +66,16 @@ class Aggregator:
             first = self.core.handle(Restored(self.store.snapshot(), time.monotonic()))
             self.link = MqttLink(f"genofed-{self.cfg.federation}-aggregator", self.cfg.broker,
                                  subscriptions=[self.topics.all_outboxes,
-                                                self.topics.all_status], manual_ack=True)
+                                                self.topics.all_status], manual_ack=True,
+                                 stop=stop)
             if self.cfg.metrics_port:
                 self.metrics.serve(self.cfg.metrics_port)
-            self.link.start()
+            self.link.start()  # waits for the broker as long as it takes, saying why
             self.apply(first)
             while not stop.is_set() and not self.core.finished:
                 self.step()
+        except LinkStopped as exc:  # asked to stop while the broker was away
+            log.info("%s", exc)
         finally:
             if self.link is not None:
                 self.link.stop()

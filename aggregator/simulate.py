@@ -202,8 +202,6 @@ class Simulation:
                                                                       release.scales))
             elif d.participation is not None and not self._silent(d, d.participation.stage):
                 self._from_device(self.topics.outbox(d.name), d.participation.answer(payload))
-                if d.participation.done:
-                    d.participation = None
         except GenofedError as exc:  # a copy asked again after a restart, or a bad message
             d.rejected += 1
             log.debug("%s dropped a message on %s: %s", d.name, topic, exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -20,10 +21,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from genofed.errors import LocalInputError
+from genofed.errors import GenofedError, LocalInputError
 
 log = logging.getLogger(__name__)
 QOS = 1
+REPORT_S = 30.0  # how often a wait for the broker says why it is still waiting
+
+
+class LinkStopped(GenofedError):
+    """The daemon was asked to stop (or the client's queue is full) while waiting on the
+    broker: nothing is lost that was acknowledged, the next start carries on."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,8 @@ class MqttLink:
 
     def __init__(self, client_id: str, broker: BrokerAddress, *, subscriptions: list[str],
                  will: Will | None = None, birth: Will | None = None,
-                 session_expiry_s: int = 3600, manual_ack: bool = False) -> None:
+                 session_expiry_s: int = 3600, manual_ack: bool = False,
+                 stop: threading.Event | None = None) -> None:
         self.broker = broker
         self.birth = birth  # published on every (re)connection, e.g. a retained "online"
         self.subscriptions = list(subscriptions)
@@ -88,7 +96,9 @@ class MqttLink:
         self.bytes_in = 0
         self.bytes_out = 0
         self._connected = threading.Event()
+        self._stop = stop or threading.Event()
         self._lock = threading.Lock()
+        self._acked: dict[int, threading.Event] = {}  # mid -> set once the broker has it
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                     protocol=mqtt.MQTTv5, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -101,6 +111,7 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
 
     def _set_tls(self, b: BrokerAddress) -> None:
         for f in (b.ca, b.cert, b.key):
@@ -113,30 +124,46 @@ class MqttLink:
         except (ssl.SSLError, ValueError, OSError) as exc:
             raise LocalInputError(f"{b.cert}: cannot use this TLS identity: {exc}") from None
 
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Connect (retrying in the background) and wait until the first connection is up."""
+    def start(self) -> None:
+        """Connect, and wait until the first connection is up: as long as it takes (a broker
+        down at boot, a clock that fails TLS), saying why every `REPORT_S`, unless `stop`."""
         try:
             self._client.connect_async(self.broker.host, self.broker.port, keepalive=30,
                                        clean_start=False, properties=self._connect_props)
         except (OSError, ValueError) as exc:
             raise LocalInputError(f"MQTT broker {self.broker}: {exc}") from None
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
-            self._client.loop_stop()
-            raise LocalInputError(f"MQTT broker {self.broker}: no connection within "
-                                  f"{timeout_s:.0f} s")
+        waited = 0.0
+        while not self._connected.wait(REPORT_S):
+            if self._stop.is_set():
+                raise LinkStopped(f"stopped before the broker {self.broker} answered")
+            waited += REPORT_S
+            log.warning("no connection to the broker %s after %.0f s: %s; still trying",
+                        self.broker, waited, diagnose(self.broker))
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
-                timeout_s: float = 60.0) -> None:
-        """Publish at QoS 1 and wait for the broker's acknowledgement (queued across reconnects)."""
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and return once the broker has acknowledged it. While the broker is
+        away the message waits in the client's queue and goes out when the connection is
+        back (the session survives); this waits with it, however long, unless `stop` is set
+        (LinkStopped)."""
+        # Not under self._lock: paho calls on_publish holding its own message lock, which
+        # publish() takes too. The acknowledgement may come before we look for it: both sides
+        # setdefault the same Event.
         info = self._client.publish(topic, payload, qos=QOS, retain=retain)
-        deadline = time.monotonic() + timeout_s
-        while not info.is_published():
-            if time.monotonic() > deadline:
-                raise LocalInputError(f"MQTT broker {self.broker}: publish to {topic} not "
-                                      f"acknowledged within {timeout_s:.0f} s")
-            time.sleep(0.01)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            raise LinkStopped(f"MQTT client queue full publishing to {topic}")
         with self._lock:
+            done = self._acked.setdefault(info.mid, threading.Event())
+        waited = 0.0
+        while not done.wait(REPORT_S):
+            if self._stop.is_set():
+                raise LinkStopped(f"stopped with a publish to {topic} not yet acknowledged")
+            waited += REPORT_S
+            log.warning("publish to %s not acknowledged after %.0f s (broker %s %s); waiting",
+                        topic, waited, self.broker,
+                        "connected" if self.connected else "unreachable")
+        with self._lock:
+            self._acked.pop(info.mid, None)
             self.bytes_out += len(payload)
 
     def stop(self) -> None:
@@ -168,8 +195,39 @@ class MqttLink:
         if reason != 0:
             log.warning("lost the broker %s (%s); reconnecting", self.broker, reason)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        with self._lock:
+            self._acked.setdefault(mid, threading.Event()).set()
+
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.bytes_in += len(msg.payload)
         self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
                                 self if self.manual_ack else None))
+
+
+def diagnose(broker: BrokerAddress, timeout_s: float = 5.0) -> str:
+    """Why a connection to `broker` fails, in a line: a TCP connection and, for TLS, a
+    handshake with this client's identity, tried directly (paho retries without saying)."""
+    try:
+        sock = socket.create_connection((broker.host, broker.port), timeout=timeout_s)
+    except OSError as exc:
+        return f"cannot reach {broker.host}:{broker.port}: {exc.strerror or exc}"
+    with sock:
+        if not broker.tls:
+            return "the port answers, but the broker did not accept the MQTT connection"
+        ctx = ssl.create_default_context(cafile=str(broker.ca))
+        ctx.check_hostname = False  # paho checks the host name; here only the chain matters
+        ctx.load_cert_chain(str(broker.cert), str(broker.key))
+        try:
+            with ctx.wrap_socket(sock, server_hostname=broker.host):
+                pass
+        except ssl.SSLCertVerificationError as exc:
+            now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            hint = (f"; this machine's clock says {now}: is it right?"
+                    if "not yet valid" in str(exc) or "expired" in str(exc) else "")
+            return f"TLS: {exc.verify_message}{hint}"
+        except (ssl.SSLError, OSError) as exc:
+            return f"TLS handshake failed: {exc}"
+    return "TLS handshake succeeds; the broker refused the MQTT connection (see its log)"

@@ -312,7 +312,7 @@ class SecAggServer:
 
     def _abort(self, why: str) -> NoReturn:
         self._aborted = why
-        log.warning("round %d aborted: %s", self.config.round, why)
+        log.debug("round %d aborted: %s", self.config.round, why)  # the caller journals it
         raise RoundAborted(f"round {self.config.round} aborted: {why}")
 
     def _header(self) -> Header:
