@@ -139,17 +139,26 @@ class Agent:
                 if job is not None:
                     self.core.mark_done(job.task.round)
                     advert = self.start_round(job)
-                    if advert is not None:
-                        assert job.task.secagg is not None
-                        # Before the keys are committed to: a restart must not join again.
-                        atomic.write_bytes(joined_path(self.cfg),
-                                           job.task.secagg.digest.raw.hex().encode())
+                    if advert is not None and self._mark_joined(job):
                         self.send(link, advert)
             link.publish(status, DeviceStatus(me, "offline").encode(), retain=True)
         except LinkStopped as exc:  # asked to stop while the broker was away
             log.info("%s", exc)
         finally:
             link.stop()
+
+    def _mark_joined(self, job: Job) -> bool:
+        """Write the round's digest before its keys are committed to (a restarted agent must
+        not join again); a device that cannot write it (a full disk) sits the round out."""
+        assert job.task.secagg is not None
+        try:
+            atomic.write_bytes(joined_path(self.cfg), job.task.secagg.digest.raw.hex().encode())
+        except OSError as exc:
+            log.error("round %d: sitting it out: cannot write %s: %s", job.task.round,
+                      joined_path(self.cfg), exc.strerror or exc)
+            self.participation = None
+            return False
+        return True
 
     def send(self, link: MqttLink, payload: bytes) -> None:
         """Publish one round message (an advertisement or a stage answer) on the outbox; returns

@@ -22,12 +22,20 @@ from collections.abc import Iterable
 
 from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.core import AggregatorCore
-from genofed.aggregator.effects import Ack, Count, Delivered, Effect, Publish, Restored, Ticked
+from genofed.aggregator.effects import (
+    Ack,
+    Count,
+    Delivered,
+    Effect,
+    Publish,
+    Restored,
+    Ticked,
+)
 from genofed.aggregator.metrics import Metrics
 from genofed.aggregator.record import RoundRecord
 from genofed.aggregator.rounds import ModelSpec
 from genofed.aggregator.state import load_identity, state_path
-from genofed.aggregator.store import Store
+from genofed.aggregator.store import Store, StoreUnavailable
 from genofed.errors import LocalInputError
 from genofed.models.manifest import load_bundle
 from genofed.protocol.topics import Topics
@@ -50,6 +58,7 @@ class Aggregator:
         self.core = AggregatorCore(cfg, load_identity(cfg.state_dir), ModelSpec.of(bundle))
         self.metrics = Metrics()
         self.store: Store | None = None  # opened by the thread that runs the service
+        self.stop = threading.Event()
         self.link: MqttLink | None = None
 
     @property
@@ -60,7 +69,7 @@ class Aggregator:
     def run(self, stop: threading.Event | None = None) -> list[RoundRecord]:
         """Run rounds until the configured number completed (or `stop`); returns the records.
         Bad stored state raises before anything is connected."""
-        stop = stop or threading.Event()
+        self.stop = stop = stop or threading.Event()
         self.store = Store(state_path(self.cfg.state_dir))
         try:
             first = self.core.handle(Restored(self.store.snapshot(), time.monotonic()))
@@ -74,7 +83,7 @@ class Aggregator:
             self.apply(first)
             while not stop.is_set() and not self.core.finished:
                 self.step()
-        except LinkStopped as exc:  # asked to stop while the broker was away
+        except (LinkStopped, StoreUnavailable) as exc:  # asked to stop while waiting
             log.info("%s", exc)
         finally:
             if self.link is not None:
@@ -110,4 +119,4 @@ class Aggregator:
                 self.metrics.apply(e)
             else:
                 assert self.store is not None
-                self.store.apply(e)
+                self.store.apply(e, wait=self.stop)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,9 @@ from genofed.aggregator.effects import (
     StoreRound,
     StoreStage,
 )
-from genofed.errors import LocalInputError
+from genofed.errors import GenofedError, LocalInputError
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +62,11 @@ ALTER TABLE rounds ADD COLUMN task BLOB;
 ALTER TABLE rounds ADD COLUMN stage TEXT;
 """
 
+class StoreUnavailable(GenofedError):
+    """The state database cannot be opened or written for now (a full disk, a file system
+    gone), and the service was asked to stop, or is starting: worth a restart later."""
+
+
 class Store:
     """Durable aggregator state. Not thread-safe: one service loop owns it."""
 
@@ -77,6 +85,9 @@ class Store:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError as exc:  # the file system, not the file: try later
+            raise StoreUnavailable(f"{path}: cannot open the state database: {exc} (a full "
+                                   "disk, or a file system gone?)") from None
         except sqlite3.DatabaseError as exc:
             raise LocalInputError(f"{path}: not a usable aggregator state database: {exc}") \
                 from None
@@ -118,6 +129,17 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def reopen(self) -> None:
+        """A fresh connection to the same file, after an error that may have broken the old
+        one (a full disk, a file system remounted); an open transaction is rolled back."""
+        with suppress(sqlite3.Error):
+            self.db.close()
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            pass  # the next attempt says what is wrong
 
     # models
     def put_model(self, version: int, weights: np.ndarray, *, moments: Moments | None = None,
@@ -228,8 +250,35 @@ class Store:
                         next_round=self.next_round(), in_flight=self.open_round_in_flight(),
                         enrolled=self.devices())
 
-    def apply(self, effect: Durable) -> None:
-        """Make one of the core's durable effects durable; returns once it is on disk."""
+    def apply(self, effect: Durable, *, wait: threading.Event | None = None) -> None:
+        """Make one of the core's durable effects durable; returns once it is on disk.
+
+        With `wait`, a full disk or a lost database is waited out (retried with a fresh
+        connection, saying so every minute) until `wait` is set (then StoreUnavailable):
+        nothing after this effect (its acknowledgement, what publishes it) may happen before
+        it is on disk, and the broker keeps what is not acknowledged, so waiting loses
+        nothing."""
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                self._apply(effect)
+            except sqlite3.Error as exc:
+                if wait is None:
+                    raise
+                if wait.is_set():
+                    raise StoreUnavailable(f"{self.path}: {exc}") from None
+                if waited % 60 + delay > 60 or waited == 0:
+                    log.error("state database %s: %s; retrying (a full disk? free space)",
+                              self.path, exc)
+                wait.wait(delay)
+                waited, delay = waited + delay, min(2 * delay, 30.0)
+                self.reopen()
+                continue
+            if waited:
+                log.warning("state database %s written again after %.0f s", self.path, waited)
+            return
+
+    def _apply(self, effect: Durable) -> None:
         if isinstance(effect, StoreMessage):
             self.put_message(effect.round, effect.stage, effect.device, effect.payload)
         elif isinstance(effect, StoreStage):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -21,19 +22,34 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace], int]
 
 
+EXIT_BAD_INPUT = 1  # bad local input: a person must fix a file; do not restart
+EXIT_SOFTWARE = 70  # a bug (EX_SOFTWARE): the traceback is logged; a restart may help
+EXIT_TEMPORARY = 75  # EX_TEMPFAIL: the state database or the like is unusable for now; restart
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, run one subcommand, turn GenofedError into one line and status 1."""
+    """Entry point: parse, run one subcommand, and exit with a status a service manager can
+    act on: 0 done or stopped, 1 bad local input (one line; not worth a restart), 75 a
+    temporary failure (one line; restart later), 70 a bug (traceback logged), 130 Ctrl-C.
+    Network trouble never ends a daemon: it waits for the broker, saying why."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except LocalInputError as exc:
+        print(f"genofed: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except GenofedError as exc:
         print(f"genofed: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_TEMPORARY
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        logging.getLogger("genofed").exception("genofed %s failed with a bug; please report "
+                                               "it with this log", " ".join(sys.argv[1:3]))
+        return EXIT_SOFTWARE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,10 @@
 """The aggregator's SQLite state: atomic round closes, verified models, clear errors."""
 
+import contextlib
+import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +129,77 @@ def test_readonly_store_reads_without_writing(tmp_path: Path) -> None:
     with pytest.raises(GenofedError, match="no aggregator state"):
         Store(tmp_path / "none.db", readonly=True)
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real file system that fills up (needs mount rights, as root in CI)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until the file system is full, to the last byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (65536, 4096, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_is_waited_out_and_nothing_is_lost(tiny_disk: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from genofed.aggregator.effects import StoreMessage
+    from genofed.aggregator.store import StoreUnavailable
+
+    s = Store(tiny_disk / "a.db")
+    s.put_model(0, np.zeros(8, dtype=np.float32))
+    s.open_round(0, 0, opened=1.0)
+    s.close()
+    filler = tiny_disk / "filler"
+    stop, opened, full = threading.Event(), threading.Event(), threading.Event()
+    effect = StoreMessage(0, "ADVERTISE_KEYS", "dev00", b"m" * 65536)
+
+    def service() -> None:  # the thread that owns the store, as the service's loop does
+        store = Store(tiny_disk / "a.db")
+        opened.set()
+        full.wait()
+        store.apply(effect, wait=stop)
+        store.close()
+
+    writer = threading.Thread(target=service)
+    writer.start()
+    assert opened.wait(10)
+    fill(filler)  # the disk fills up while the service runs
+    full.set()
+    writer.join(2.5)
+    assert writer.is_alive()  # waiting, not failed
+    assert "full" in caplog.text and "retrying" in caplog.text
+    filler.unlink()  # the operator frees space
+    writer.join(60)
+    assert not writer.is_alive()
+    s = Store(tiny_disk / "a.db")
+    assert s.messages(0, "ADVERTISE_KEYS") == [("dev00", b"m" * 65536)]
+    # Asked to stop while the disk is full: one clear error, nothing half written.
+    fill(filler)
+    stop.set()
+    with pytest.raises(StoreUnavailable, match="full"):
+        s.apply(StoreMessage(0, "ADVERTISE_KEYS", "dev01", b"n" * 65536), wait=stop)
+    s.reopen()
+    assert [d for d, _ in s.messages(0, "ADVERTISE_KEYS")] == ["dev00"]
+    s.close()
