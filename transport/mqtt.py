@@ -26,6 +26,7 @@ from genofed.errors import GenofedError, LocalInputError
 log = logging.getLogger(__name__)
 QOS = 1
 REPORT_S = 30.0  # how often a wait for the broker says why it is still waiting
+FIRST_REPORT_S = 5.0  # ... and when it first says so
 
 
 class LinkStopped(GenofedError):
@@ -133,11 +134,12 @@ class MqttLink:
         except (OSError, ValueError) as exc:
             raise LocalInputError(f"MQTT broker {self.broker}: {exc}") from None
         self._client.loop_start()
-        waited = 0.0
-        while not self._connected.wait(REPORT_S):
+        waited, step = 0.0, FIRST_REPORT_S
+        while not self._connected.wait(step):
             if self._stop.is_set():
                 raise LinkStopped(f"stopped before the broker {self.broker} answered")
-            waited += REPORT_S
+            self._keep_looping()
+            waited, step = waited + step, REPORT_S
             log.warning("no connection to the broker %s after %.0f s: %s; still trying",
                         self.broker, waited, diagnose(self.broker))
 
@@ -158,6 +160,7 @@ class MqttLink:
         while not done.wait(REPORT_S):
             if self._stop.is_set():
                 raise LinkStopped(f"stopped with a publish to {topic} not yet acknowledged")
+            self._keep_looping()
             waited += REPORT_S
             log.warning("publish to %s not acknowledged after %.0f s (broker %s %s); waiting",
                         topic, waited, self.broker,
@@ -165,6 +168,14 @@ class MqttLink:
         with self._lock:
             self._acked.pop(info.mid, None)
             self.bytes_out += len(payload)
+
+    def _keep_looping(self) -> None:
+        """Restart paho's network thread if an exception it did not expect ended it (it would
+        never reconnect otherwise). paho has no public way to ask; its `_thread` is None once
+        the thread has ended."""
+        if self._client._thread is None and not self._stop.is_set():
+            log.error("the MQTT network thread had ended; starting it again")
+            self._client.loop_start()
 
     def stop(self) -> None:
         """Disconnect cleanly (no will message) and stop the network thread."""
