@@ -15,6 +15,7 @@ from typing import Any
 from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import WeightedPipeline, build_pipeline
+from genofed.protocol.fields import Fields
 from genofed.protocol.ring import Ring
 from genofed.protocol.secagg import (
     GraphSeed,
@@ -23,6 +24,7 @@ from genofed.protocol.secagg import (
     RoundConfig,
     SecAggParams,
 )
+from genofed.protocol.secagg.messages import MAX_CLIENTS
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,17 @@ class TrainingSpec:
     batch_size: int = 32
     lr: float = 0.1
     optimizer: str = "sgd"
+
+    @classmethod
+    def from_json(cls, f: Fields) -> TrainingSpec:
+        """The training a task asks for; MessageError on anything malformed."""
+        try:
+            return cls(local_epochs=f.integer("local_epochs", 1, 10_000),
+                       batch_size=f.integer("batch_size", 1, 1 << 24), lr=f.number("lr"),
+                       # a task from before optimizers were named trains with plain SGD
+                       optimizer=f.text("optimizer", 32) if "optimizer" in f.doc else "sgd")
+        except (MessageError, LocalInputError) as exc:
+            raise MessageError(f"bad training spec: {exc}") from None
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -67,12 +80,13 @@ class CodecSpec:
         return {**asdict(self), "rotation_seed": self.rotation_seed.hex()}
 
     @classmethod
-    def from_json(cls, d: Any) -> CodecSpec:
+    def from_json(cls, f: Fields) -> CodecSpec:
+        """The codec a task carries; MessageError on anything malformed."""
         try:
-            return cls(clip=float(d["clip"]), scale=float(d["scale"]), bits=int(d["bits"]),
-                       weight_max=int(d["weight_max"]),
-                       rotation_seed=bytes.fromhex(d["rotation_seed"]))
-        except (KeyError, TypeError, ValueError, LocalInputError) as exc:
+            return cls(clip=f.number("clip"), scale=f.number("scale"),
+                       bits=f.integer("bits", 1, 64), weight_max=f.integer("weight_max", 1),
+                       rotation_seed=f.hex("rotation_seed", 32))
+        except (MessageError, LocalInputError) as exc:
             raise MessageError(f"bad codec spec: {exc}") from None
 
 
@@ -85,16 +99,22 @@ def config_to_json(cfg: RoundConfig) -> dict[str, Any]:
             "graph_seed": cfg.graph_seed.raw.hex()}
 
 
-def config_from_json(d: Any) -> RoundConfig:
+def config_from_json(f: Fields) -> RoundConfig:
     """The round configuration a task carries; MessageError on anything malformed."""
     try:
+        roster = []
+        for i, entry in enumerate(f.array("roster", MAX_CLIENTS)):
+            if not (isinstance(entry, list) and len(entry) == 2):
+                raise MessageError(f"roster entry {i} is not [device, key]")
+            pair = Fields({"device": entry[0], "key": entry[1]}, f"roster entry {i}")
+            roster.append(Participant(pair.text("device", 64),
+                                      IdentityKey(pair.hex("key", 32))))
         return RoundConfig(
-            federation=str(d["federation"]), round=int(d["round"]),
-            roster=tuple(Participant(str(dev), IdentityKey(bytes.fromhex(key)))
-                         for dev, key in d["roster"]),
-            server=IdentityKey(bytes.fromhex(d["server"])),
-            params=SecAggParams(int(d["n"]), int(d["k"]), int(d["t"])),
-            ring=Ring(int(d["bits"])), length=int(d["length"]),
-            graph_seed=GraphSeed(bytes.fromhex(d["graph_seed"])))
-    except (KeyError, TypeError, ValueError, LocalInputError) as exc:  # Parameter/RingError too
+            federation=f.text("federation", 64), round=f.integer("round"),
+            roster=tuple(roster), server=IdentityKey(f.hex("server", 32)),
+            params=SecAggParams(f.integer("n", 1, MAX_CLIENTS), f.integer("k", 0, MAX_CLIENTS),
+                                f.integer("t", 0, MAX_CLIENTS)),
+            ring=Ring(f.integer("bits", 1, 64)), length=f.integer("length", 1),
+            graph_seed=GraphSeed(f.hex("graph_seed", 32)))
+    except (MessageError, LocalInputError) as exc:  # ParameterError, RingError too
         raise MessageError(f"bad round configuration: {exc}") from None

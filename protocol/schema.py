@@ -23,6 +23,7 @@ import numpy as np
 
 from genofed.errors import LocalInputError, MessageError
 from genofed.protocol.envelope import open_envelope, seal
+from genofed.protocol.fields import Fields
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
 from genofed.protocol.secagg import IdentityKey, RoundConfig, SigningIdentity
 
@@ -72,13 +73,14 @@ class SecureTask:
         if body:
             raise MessageError("a task has no body")
         try:
-            return cls(federation=h["federation"], round=int(h["round"]), state=str(h["state"]),
-                       model_version=int(h["model_version"]),
-                       deadline_s=float(h["deadline_s"]),
-                       training=TrainingSpec(**h["training"]),
-                       codec=CodecSpec.from_json(h["codec"]) if h["codec"] else None,
-                       secagg=config_from_json(h["secagg"]) if h["secagg"] else None)
-        except (KeyError, TypeError, ValueError, LocalInputError) as exc:
+            f = Fields(h, "task")
+            return cls(federation=f.text("federation"), round=f.integer("round"),
+                       state=f.text("state"), model_version=f.integer("model_version"),
+                       deadline_s=f.number("deadline_s"),
+                       training=TrainingSpec.from_json(f.obj("training")),
+                       codec=CodecSpec.from_json(f.obj("codec")) if f.has("codec") else None,
+                       secagg=config_from_json(f.obj("secagg")) if f.has("secagg") else None)
+        except (MessageError, LocalInputError) as exc:  # a field, or a spec's own check
             raise MessageError(f"bad task: {exc}") from None
 
 
@@ -105,19 +107,17 @@ class ModelRelease:
     @classmethod
     def open(cls, payload: bytes, aggregator: IdentityKey, federation: str) -> ModelRelease:
         h, body = open_envelope(payload, aggregator, expect=cls.TYPE, federation=federation)
-        try:
-            nv, ns = int(h["n_values"]), int(h["n_scales"])
-            if h["encoding"] != "int8-per-channel" or nv < 0 or ns < 0 or \
-                    len(body) != nv + 4 * ns:
-                raise ValueError(f"body of {len(body)} bytes for {nv} values, {ns} scales")
-            values = np.frombuffer(body[:nv], dtype=np.int8).copy()
-            scales = np.frombuffer(body[nv:], dtype="<f4").astype(np.float32)
-            if not np.all(np.isfinite(scales)) or np.any(scales < 0):
-                raise ValueError("scales must be finite and non-negative")
-            return cls(federation=h["federation"], version=int(h["version"]),
-                       panel_sha256=str(h["panel_sha256"]), values=values, scales=scales)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MessageError(f"bad model release: {exc}") from None
+        f = Fields(h, "model release")
+        nv, ns = f.integer("n_values"), f.integer("n_scales")
+        if f.text("encoding") != "int8-per-channel" or len(body) != nv + 4 * ns:
+            raise MessageError(f"bad model release: body of {len(body)} bytes for {nv} int8 "
+                               f"values and {ns} float32 scales")
+        values = np.frombuffer(body[:nv], dtype=np.int8).copy()
+        scales = np.frombuffer(body[nv:], dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+            raise MessageError("bad model release: scales must be finite and non-negative")
+        return cls(federation=f.text("federation"), version=f.integer("version"),
+                   panel_sha256=f.text("panel_sha256", 64), values=values, scales=scales)
 
 
 @dataclass(frozen=True)
