@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,8 @@ from genofed.errors import MessageError
 from genofed.protocol.schema import ModelRelease, SecureTask
 
 log = logging.getLogger(__name__)
+DONE_KEPT = 16  # rounds before the current one whose "done" is remembered
+JOINED_KEPT = 16  # digests of the last rounds joined, kept across restarts
 
 
 @dataclass(frozen=True)
@@ -24,43 +27,65 @@ class Job:
 class AgentCore:
     """Tracks the latest task and model; hands out each round's job once, to the roster only.
 
-    `joined` is the configuration digest (hex) of the round this device had joined when it
-    last stopped. Its round keys lived in memory and are gone, and the aggregator already
-    holds the advertisement made with them: joining again with new keys would make every
-    peer's shares from this device fail to authenticate and abort the round for all. So the
-    device sits that round out, a dropout the round tolerates.
+    `joined` holds the configuration digests (hex) of the last rounds this device joined, as
+    `state_dir/joined-round` kept them across restarts. Their round keys lived in memory and
+    are gone, and the aggregator already holds the advertisements made with them: joining
+    such a round again with new keys (after a restart of this agent, or when an aggregator
+    restored from a backup resumes a round it had stored) would make every peer's shares from
+    this device fail to authenticate and abort the round for all. So the device sits those
+    rounds out, a dropout each round tolerates.
+
+    Staleness: MQTT delivers one topic's messages in order, so an older task or model comes
+    after a newer one only as a copy the broker sends again after a reconnection (flagged
+    `redelivered`, MQTT's DUP): a copy no newer than what the device holds is dropped (a
+    newer one it never got is taken). A new one with a lower number means the
+    aggregator went back (its state restored from a backup): the device follows it, or it
+    would ignore every task for good; the rounds it remembers as done from there are
+    forgotten, to be run afresh, except those it joined.
     """
 
     def __init__(self, device: str, federation: str, panel_sha256: str, n_params: int, *,
-                 joined: str | None = None) -> None:
+                 joined: tuple[str, ...] = ()) -> None:
         self.device = device
         self.federation = federation
         self.panel_sha256 = panel_sha256
         self.n_params = n_params
-        self.joined = joined
+        self.joined: deque[str] = deque(joined, maxlen=JOINED_KEPT)
         self.task: SecureTask | None = None
         self.model_version: int | None = None
         self.weights: np.ndarray | None = None
         self.done_rounds: set[int] = set()
 
-    def on_model(self, release: ModelRelease, weights: np.ndarray) -> None:
+    def on_model(self, release: ModelRelease, weights: np.ndarray, *,
+                 redelivered: bool = False) -> None:
         """Accept a verified model release (`weights` dequantized), or raise MessageError."""
         if release.panel_sha256 != self.panel_sha256:
             raise MessageError("model was trained on another panel than this device's bundle")
         if weights.size != self.n_params:
             raise MessageError(f"model has {weights.size} parameters, the bundle "
                                f"{self.n_params}")
-        if self.model_version is not None and release.version < self.model_version:
-            log.info("ignoring stale model version %d", release.version)
+        if self.model_version is not None and redelivered and \
+                release.version <= self.model_version:
+            log.info("ignoring a copy of model version %d", release.version)
             return
+        if self.model_version is not None and release.version < self.model_version:
+            log.warning("the aggregator went back from model version %d to %d (its state "
+                        "restored from a backup?): following it", self.model_version,
+                        release.version)
         self.model_version, self.weights = release.version, weights
 
-    def on_task(self, task: SecureTask) -> None:
+    def on_task(self, task: SecureTask, *, redelivered: bool = False) -> None:
         """Accept a verified task."""
-        if self.task is not None and task.round < self.task.round:
-            log.info("ignoring stale task for round %d", task.round)
+        if self.task is not None and redelivered and task.round <= self.task.round:
+            log.info("ignoring a copy of the task of round %d", task.round)
             return
+        if self.task is not None and task.round < self.task.round:
+            log.warning("the aggregator went back from round %d to round %d (its state "
+                        "restored from a backup?): following it", self.task.round, task.round)
+            self.done_rounds = {r for r in self.done_rounds if r < task.round}
         self.task = task
+        # Only rounds at or after the current one can come again: memory stays bounded.
+        self.done_rounds = {r for r in self.done_rounds if r >= task.round - DONE_KEPT}
 
     @property
     def finished(self) -> bool:
@@ -73,9 +98,10 @@ class AgentCore:
             return None
         if self.device not in t.members():
             return None
-        if t.secagg is not None and t.secagg.digest.raw.hex() == self.joined:
-            log.warning("round %d: joined before this agent restarted, and its round keys are "
-                        "gone: sitting it out", t.round)
+        if t.secagg is not None and t.secagg.digest.raw.hex() in self.joined:
+            log.warning("round %d: joined before (before this agent restarted, or the "
+                        "aggregator went back), and its round keys are gone: sitting it out",
+                        t.round)
             self.done_rounds.add(t.round)
             return None
         if self.weights is None or self.model_version != t.model_version:
@@ -84,3 +110,8 @@ class AgentCore:
 
     def mark_done(self, round_: int) -> None:
         self.done_rounds.add(round_)
+
+    def mark_joined(self, digest: str) -> tuple[str, ...]:
+        """Remember a round joined; returns the digests to keep on disk."""
+        self.joined.append(digest)
+        return tuple(self.joined)

@@ -129,7 +129,7 @@ class Agent:
                     got = link.inbox.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                reply = self.handle(got.topic, got.payload)
+                reply = self.handle(got.topic, got.payload, redelivered=got.dup)
                 if reply is not None:
                     self.send(link, reply)
                 if self.core.finished and self.cfg.exit_when_finished:
@@ -151,8 +151,9 @@ class Agent:
         """Write the round's digest before its keys are committed to (a restarted agent must
         not join again); a device that cannot write it (a full disk) sits the round out."""
         assert job.task.secagg is not None
+        kept = self.core.mark_joined(job.task.secagg.digest.raw.hex())
         try:
-            atomic.write_bytes(joined_path(self.cfg), job.task.secagg.digest.raw.hex().encode())
+            atomic.write_bytes(joined_path(self.cfg), "\n".join(kept).encode() + b"\n")
         except OSError as exc:
             log.error("round %d: sitting it out: cannot write %s: %s", job.task.round,
                       joined_path(self.cfg), exc.strerror or exc)
@@ -165,16 +166,18 @@ class Agent:
         once the broker has acknowledged it."""
         link.publish(self.topics.outbox(self.cfg.device_id), payload)
 
-    def handle(self, topic: str, payload: bytes) -> bytes | None:
+    def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
         """Feed one message to the round state; returns the answer to send, if any. Drops
         and counts anything unsigned, forged or malformed."""
         fed = self.cfg.federation
         try:
             if topic == self.topics.task:
-                self.core.on_task(SecureTask.open(payload, self.aggregator, fed))
+                self.core.on_task(SecureTask.open(payload, self.aggregator, fed),
+                                  redelivered=redelivered)
             elif topic == self.topics.model:
                 release = ModelRelease.open(payload, self.aggregator, fed)
-                self.core.on_model(release, self.model_weights(release))
+                self.core.on_model(release, self.model_weights(release),
+                                   redelivered=redelivered)
             elif topic == self.topics.inbox(self.cfg.device_id):
                 if self.participation is None:
                     raise MessageError("no round in progress")
@@ -245,23 +248,23 @@ class Agent:
 
 
 def joined_path(cfg: AgentConfig) -> Path:
-    """Where the agent keeps the configuration digest of the last round it joined."""
+    """Where the agent keeps the configuration digests of the last rounds it joined."""
     return cfg.state_dir / "joined-round"
 
 
-def _read_joined(path: Path) -> str | None:
-    """The digest in `path`, if any; a damaged file is ignored (it only ever saves a round)."""
+def _read_joined(path: Path) -> tuple[str, ...]:
+    """The digests in `path`; a damaged file is ignored (it only ever saves a round)."""
     try:
-        text = path.read_text().strip()
+        lines = path.read_text().split()
     except FileNotFoundError:
-        return None
-    except OSError as exc:
+        return ()
+    except (OSError, UnicodeDecodeError) as exc:
         log.warning("%s: unreadable, ignored: %s", path, exc)
-        return None
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        log.warning("%s: not a round digest, ignored", path)
-        return None
-    return text
+        return ()
+    good = tuple(x for x in lines if len(x) == 64 and all(c in "0123456789abcdef" for c in x))
+    if len(good) != len(lines):
+        log.warning("%s: %d lines are not round digests, ignored", path, len(lines) - len(good))
+    return good
 
 
 def _trusted_key(cfg: AgentConfig) -> VerifyKey | None:

@@ -227,6 +227,8 @@ class Simulation:
         rng = np.random.default_rng([r, int.from_bytes(d.name.encode()[:8], "big")])
         d.participation = join(job.task, d.name, d.identity, self.model.layout.trained(delta),
                                n, rng)
+        assert job.task.secagg is not None
+        d.core.mark_joined(job.task.secagg.digest.raw.hex())
         if not self._silent(d, Stage.ADVERTISE_KEYS):
             self._from_device(self.topics.outbox(d.name), d.participation.advertise())
 

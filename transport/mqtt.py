@@ -68,6 +68,7 @@ class Received:
     mid: int
     qos: int
     link: MqttLink | None = None
+    dup: bool = False  # MQTT's DUP: the broker sends it again (after a reconnection)
 
     def ack(self) -> None:
         """Acknowledge to the broker (QoS 1); until then the broker keeps it for redelivery."""
@@ -215,7 +216,7 @@ class MqttLink:
         with self._lock:
             self.bytes_in += len(msg.payload)
         self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos,
-                                self if self.manual_ack else None))
+                                self if self.manual_ack else None, bool(msg.dup)))
 
 
 def diagnose(broker: BrokerAddress, timeout_s: float = 5.0) -> str:

@@ -68,8 +68,8 @@ class FaultyAgent(Agent):
             log.warning("test fault: answering nothing more after %s", self.hang_after)
             self.hung = True
 
-    def handle(self, topic: str, payload: bytes) -> bytes | None:
-        return None if self.hung else super().handle(topic, payload)
+    def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
+        return None if self.hung else super().handle(topic, payload, redelivered=redelivered)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
