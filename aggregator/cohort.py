@@ -84,5 +84,8 @@ class Sidelined:
         self.until.pop(device, None)
 
     def resting(self, now: float) -> set[str]:
-        """The devices to leave out of a cohort drawn at `now`."""
-        return {d for d, t in self.until.items() if t > now}
+        """The devices to leave out of a cohort drawn at `now` (rests that ended are
+        forgotten, so this holds no more than the devices resting)."""
+        for d in [d for d, t in self.until.items() if t <= now]:
+            del self.until[d]
+        return set(self.until)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections import deque
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from genofed.protocol.secagg import SigningIdentity
 from genofed.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
+RECORDS_KEPT = 100  # recent round records in memory (the store's journal keeps every one)
 
 
 class AggregatorCore:
@@ -77,7 +79,7 @@ class AggregatorCore:
         self.retry_at = math.inf  # no round before the store is read back
         self.waiting = False
         self.model_bytes = 0  # size of the release the next round trains on
-        self.records: list[RoundRecord] = []
+        self.records: deque[RoundRecord] = deque(maxlen=RECORDS_KEPT)  # the journal has all
 
     @property
     def finished(self) -> bool:

@@ -63,8 +63,8 @@ class Aggregator:
 
     @property
     def records(self) -> list[RoundRecord]:
-        """The rounds closed by this run (the journal holds every run's)."""
-        return self.core.records
+        """The last rounds closed by this run (the journal holds every run's, all of them)."""
+        return list(self.core.records)
 
     def run(self, stop: threading.Event | None = None) -> list[RoundRecord]:
         """Run rounds until the configured number completed (or `stop`); returns the records.

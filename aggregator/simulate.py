@@ -139,7 +139,8 @@ class Simulation:
                 continue
             ticks += 1
             if ticks > max_ticks:
-                raise RuntimeError(f"no end after {max_ticks} ticks: {self.core.records[-3:]}")
+                last = list(self.core.records)[-3:]
+                raise RuntimeError(f"no end after {max_ticks} ticks: {last}")
             self.now += self.tick_s
             enrolled = dict(self.store.devices) if self.core.cohort_due(self.now) else None
             self._apply(self.core.handle(Ticked(self.now, enrolled)))

@@ -101,6 +101,7 @@ class MqttLink:
         self._stop = stop or threading.Event()
         self._lock = threading.Lock()
         self._acked: dict[int, threading.Event] = {}  # mid -> set once the broker has it
+        self._untracked: set[int] = set()  # mids of the birth message, which nobody awaits
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                     protocol=mqtt.MQTTv5, manual_ack=manual_ack)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -197,8 +198,9 @@ class MqttLink:
         for topic in self.subscriptions:
             client.subscribe(topic, qos=QOS)
         if self.birth is not None:
-            client.publish(self.birth.topic, self.birth.payload, qos=QOS,
-                           retain=self.birth.retain)
+            info = client.publish(self.birth.topic, self.birth.payload, qos=QOS,
+                                  retain=self.birth.retain)
+            self._untracked.add(info.mid)  # on_publish runs on this thread, after this
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -210,6 +212,9 @@ class MqttLink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
         with self._lock:
+            if mid in self._untracked:  # nobody waits for it: keep no entry
+                self._untracked.discard(mid)
+                return
             self._acked.setdefault(mid, threading.Event()).set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

@@ -296,3 +296,30 @@ def test_a_tighter_mask_zeroes_the_stored_model_and_moments_at_start() -> None:
     w = LAYOUT.dequantize(release.values, release.scales)
     assert release.version == 3 and np.all(w[~KEEP] == 0) and np.all(w[KEEP] == 1)
     assert np.all(core.opt_state.m[~KEEP] == 0) and np.all(core.opt_state.v[KEEP] == 1)
+
+
+def test_the_core_holds_only_what_the_next_round_needs() -> None:
+    # 300 rounds in memory: what the core keeps from round to round stops growing once the
+    # recent records are full (the journal, in the store, keeps every round).
+    import tracemalloc
+
+    from genofed.aggregator.core import RECORDS_KEPT
+
+    sizes = []
+    sim = Simulation(config(300), MODEL, devices(3, update, seed=3), seeded(3))
+    tracemalloc.start()
+    try:
+        for upto in (150, 300):
+            sim.core.cfg = config(upto)  # run on to `upto` completed rounds
+            sim.run()
+            sim.log.clear()  # the simulator's own record of effects is not the core's
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, "*/aggregator/*"),
+                 tracemalloc.Filter(False, "*/aggregator/simulate.py"),
+                 tracemalloc.Filter(False, "*/aggregator/memory.py")])
+            sizes.append(sum(s.size for s in snap.statistics("filename")))
+    finally:
+        tracemalloc.stop()
+    assert len(sim.core.records) == RECORDS_KEPT and sim.core.flight is None
+    assert len(sim.core.sidelined.until) <= 3
+    assert sizes[1] - sizes[0] < 200_000, sizes  # bytes, from round 150 to 300
