@@ -1,8 +1,8 @@
-"""A device daemon with faults, for integration tests: `genofed agent run` plus two test-only
+"""A device daemon with faults, for integration tests: `genofed agent run` plus test-only
 behaviours, none of which the production daemon has.
 
-    python tests/faulty_agent.py --config DEVICE.toml [--dump-deltas] [--die-after STAGE]
-                                 [--hang-after STAGE]
+    python tests/support/faulty_agent.py --config DEVICE.toml [--dump-deltas]
+        [--die-after STAGE] [--hang-after STAGE] [--corrupt-share ROUND]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
@@ -11,7 +11,9 @@ exits abruptly with status 137 right after the broker has acknowledged the devic
 to that stage, as a device that loses power would: no clean disconnect, so the broker sends
 its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
 and online, as a device whose process froze would: the next stage waits for it until its
-deadline. Tests start it with `spawn`.
+deadline. --corrupt-share ROUND sends, in that round, one unmasking share off by one in its
+last byte (properly signed), as a faulty or malicious device might. Tests start it with
+`spawn`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from genofed.cli.logs import setup_logging
 from genofed.cli.main import _stop_on_signals
 from genofed.errors import GenofedError
 from genofed.protocol.secagg import Stage
+from genofed.protocol.secagg.keys import ShareValue
+from genofed.protocol.secagg.messages import RevealedShare, UnmaskShares, decode
 from genofed.transport.mqtt import MqttLink
 
 log = logging.getLogger("genofed.tests.faulty_agent")
@@ -43,10 +47,12 @@ class FaultyAgent(Agent):
     """`Agent` that may dump its plain deltas and may die after answering one stage."""
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
-                 die_after: str | None = None, hang_after: str | None = None) -> None:
+                 die_after: str | None = None, hang_after: str | None = None,
+                 corrupt_share: int | None = None) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
+        self.corrupt_share = corrupt_share
         self.hung = False
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
@@ -69,7 +75,21 @@ class FaultyAgent(Agent):
             self.hung = True
 
     def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
-        return None if self.hung else super().handle(topic, payload, redelivered=redelivered)
+        reply = None if self.hung else super().handle(topic, payload, redelivered=redelivered)
+        if reply is not None and self.corrupt_share is not None:
+            msg = decode(reply)
+            if isinstance(msg, UnmaskShares) and msg.header.round == self.corrupt_share:
+                # One share off by one in its last byte, the message signed as it should be.
+                log.warning("test fault: one unmasking share off by one")
+                first, *rest = (*msg.self_shares, *msg.key_shares)
+                bad = RevealedShare(first.owner, ShareValue(
+                    first.share.raw[:-1] + bytes([(first.share.raw[-1] + 1) % 256])))
+                n = len(msg.self_shares)
+                shares = (bad, *rest)
+                reply = UnmaskShares.create(self.identity, msg.header,
+                                            self_shares=shares[:n], key_shares=shares[n:]
+                                            ).encode()
+        return reply
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,13 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = [s.name for s in Stage if s < Stage.UNMASKING]
     p.add_argument("--die-after", choices=stages)
     p.add_argument("--hang-after", choices=stages)
+    p.add_argument("--corrupt-share", type=int, metavar="ROUND",
+                   help="send one unmasking share off by one in that round")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
-                            die_after=args.die_after, hang_after=args.hang_after)
+                            die_after=args.die_after, hang_after=args.hang_after,
+                            corrupt_share=args.corrupt_share)
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -98,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
-          die_after: str | None = None, hang_after: str | None = None
-          ) -> subprocess.Popen[bytes]:
+          die_after: str | None = None, hang_after: str | None = None,
+          corrupt_share: int | None = None) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
@@ -108,6 +131,8 @@ def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
         argv += ["--die-after", die_after]
     if hang_after is not None:
         argv += ["--hang-after", hang_after]
+    if corrupt_share is not None:
+        argv += ["--corrupt-share", str(corrupt_share)]
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 

@@ -1,0 +1,79 @@
+"""A bad device and a hostile network on the real broker: nothing ends a process.
+
+One device sends an unmasking share off by one (properly signed), so a round's sum cannot be
+unmasked; its certificate, and one the aggregator never enrolled, put a deeply nested status
+on their own retained status topics (it used to raise RecursionError in the aggregator at
+every restart); random bytes go to every topic the ACL lets a device write. The aggregator
+must journal the bad round aborted with its reason and go on; every process stays up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import faulty_agent
+from support.fedtools import codec_atol, logs, mosquitto_pub, wait_until
+
+from genofed.aggregator.state import read_journal, read_model
+from genofed.cli.demo import spawn, start_broker, write_configs
+from genofed.protocol.topics import Topics
+
+pytestmark = pytest.mark.integration
+BOMB = b'{"state": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def test_bad_share_status_bomb_and_noise_end_no_process(tmp_path: Path, cohort: Path,
+                                                        logreg_bundle: Path) -> None:
+    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
+    names = [f"dev{i:02d}" for i in range(4)]
+    topics = Topics("demo")
+    (tmp_path / "logs").mkdir()
+    broker = start_broker(tmp_path, [*names, "stranger"])  # stranger: never enrolled
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % 3] for i in range(4)],
+                            broker.port, rounds=2, min_participants=4, names=names)
+        for who in ("dev01", "stranger"):  # retained before the aggregator ever starts
+            mosquitto_pub(tmp_path, broker.port, who, topics.status(who), BOMB, retain=True)
+        # dev00 holds the first share of every neighbour it has: the server uses it.
+        procs += [faulty_agent.spawn(tmp_path / "config" / f"{n}.toml",
+                                     tmp_path / "logs" / f"{n}.log", dump_deltas=True,
+                                     corrupt_share=0 if n == "dev00" else None) for n in names]
+        procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
+                           tmp_path / "logs" / "aggregator.log"))
+        agg_log = tmp_path / "logs" / "aggregator.log"
+        wait_until("round 0 open", lambda: "round 0 open" in agg_log.read_text())
+        rng = os.urandom
+        for i in range(40):  # noise on every topic dev02 may write
+            topic = topics.outbox("dev02") if i % 2 else topics.status("dev02")
+            mosquitto_pub(tmp_path, broker.port, "dev02", topic, rng(1 + i * 37 % 900))
+        mosquitto_pub(tmp_path, broker.port, "dev02", topics.status("dev02"),
+                      b'{"device": "dev02", "state": "online"}', retain=True)
+        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        for p in procs[:-1]:
+            assert p.wait(timeout=60) == 0, logs(tmp_path)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        broker.stop()
+    journal = read_journal(tmp_path / "state" / "aggregator")
+    assert [r["status"] for r in journal].count("completed") == 2, logs(tmp_path)
+    bad = next(r for r in journal if r["round"] == 0)
+    # The off-by-one share is caught: the round aborts with its reason, or, had it completed,
+    # its model would have to be the plain weighted mean: never a wrong model, never an exit.
+    if bad["status"] == "completed":
+        state = tmp_path / "state" / "aggregator"
+        ups = {n: np.load(tmp_path / "state" / n / "delta-0.npz") for n in bad["devices"]}
+        w = {n: min(int(u["n_examples"]), 1000) for n, u in ups.items()}
+        expect = sum(w[n] * u["delta"] for n, u in ups.items()) / sum(w.values())
+        got = read_model(state, 1).astype(np.float64) - read_model(state, 0)
+        np.testing.assert_allclose(got, expect, atol=codec_atol(list(w.values())))
+    else:
+        assert "round 0" in bad["reason"], bad["reason"]
+    text = agg_log.read_text()
+    assert "Traceback" not in text and "dropped a bad status message of dev01" in text
