@@ -127,9 +127,10 @@ class MqttLink:
         except (ssl.SSLError, ValueError, OSError) as exc:
             raise LocalInputError(f"{b.cert}: cannot use this TLS identity: {exc}") from None
 
-    def start(self) -> None:
+    def start(self, timeout_s: float | None = None) -> None:
         """Connect, and wait until the first connection is up: as long as it takes (a broker
-        down at boot, a clock that fails TLS), saying why every `REPORT_S`, unless `stop`."""
+        down at boot, a clock that fails TLS), saying why every `REPORT_S`, unless `stop`
+        (LinkStopped) or, for tools and tests, `timeout_s` passes (LocalInputError)."""
         try:
             self._client.connect_async(self.broker.host, self.broker.port, keepalive=30,
                                        clean_start=False, properties=self._connect_props)
@@ -137,9 +138,15 @@ class MqttLink:
             raise LocalInputError(f"MQTT broker {self.broker}: {exc}") from None
         self._client.loop_start()
         waited, step = 0.0, FIRST_REPORT_S
+        if timeout_s is not None:
+            step = min(step, timeout_s)
         while not self._connected.wait(step):
             if self._stop.is_set():
                 raise LinkStopped(f"stopped before the broker {self.broker} answered")
+            if timeout_s is not None and waited + step >= timeout_s:
+                self._client.loop_stop()
+                raise LocalInputError(f"MQTT broker {self.broker}: no connection within "
+                                      f"{timeout_s:.0f} s: {diagnose(self.broker)}")
             self._keep_looping()
             waited, step = waited + step, REPORT_S
             log.warning("no connection to the broker %s after %.0f s: %s; still trying",

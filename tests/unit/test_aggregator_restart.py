@@ -71,7 +71,7 @@ def test_round_in_flight_is_resumed_with_its_stored_messages(cfg: AggregatorConf
     f = core.flight
     assert f is not None and f.task.round == 0 and f.rnd.stage == Stage.ADVERTISE_KEYS
     assert f.rnd.received == set(DEVICES[:4]) and f.rnd.pending == {DEVICES[4]}
-    assert not any(isinstance(e, Journal) for e in effects) and core.records == []
+    assert not any(isinstance(e, Journal) for e in effects) and not core.records
     assert store.open_round_in_flight() is not None  # still open in the journal
     assert Count("resumed") in effects
     # The model and the round's task go out again (a device that had them drops the copy).
