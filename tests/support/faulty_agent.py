@@ -1,8 +1,8 @@
-"""A device daemon with faults, for integration tests: `genofed agent run` plus two test-only
+"""A device daemon with faults, for integration tests: `genofed agent run` plus test-only
 behaviours, none of which the production daemon has.
 
     python tests/faulty_agent.py --config DEVICE.toml [--dump-deltas] [--die-after STAGE]
-                                 [--hang-after STAGE]
+                                 [--hang-after STAGE] [--poison KIND[,KIND...]]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
@@ -11,7 +11,10 @@ exits abruptly with status 137 right after the broker has acknowledged the devic
 to that stage, as a device that loses power would: no clean disconnect, so the broker sends
 its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
 and online, as a device whose process froze would: the next stage waits for it until its
-deadline. Tests start it with `spawn`.
+deadline. --poison sends a poisoned ring vector instead of its honest encoding (the kinds of
+`poison.py`: skip-clip, crafted-ring, negative-weight, inflated-weight, within-bound), the
+first kind in the first round it joins, the next in the next, and so on, then honestly. Tests
+start it with `spawn`.
 """
 
 from __future__ import annotations
@@ -43,18 +46,33 @@ class FaultyAgent(Agent):
     """`Agent` that may dump its plain deltas and may die after answering one stage."""
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
-                 die_after: str | None = None, hang_after: str | None = None) -> None:
+                 die_after: str | None = None, hang_after: str | None = None,
+                 poison: Sequence[str] = ()) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
         self.hung = False
+        self.poison = list(poison)  # one kind per round joined, in turn
+        self.delta = np.zeros(0)
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         delta, n = super().train(job)
         if self.dump_deltas:
             np.savez(self.cfg.state_dir / f"delta-{job.task.round}.npz", delta=delta,
                      n_examples=n)
+        self.delta = delta
         return delta, n
+
+    def start_round(self, job: Job) -> bytes | None:
+        advert = super().start_round(job)
+        if advert is not None and self.poison and self.participation is not None:
+            from poison import poisoned  # tests/support: this script's folder
+
+            kind = self.poison.pop(0)
+            ring = poisoned(kind, job.task, self.layout.trained(self.delta))
+            self.participation.client.set_input(ring)  # before stage 2 masks it
+            log.warning("test fault: round %d: a poisoned input (%s)", job.task.round, kind)
+        return advert
 
     def send(self, link: MqttLink, payload: bytes) -> None:
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
@@ -81,13 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = [s.name for s in Stage if s < Stage.UNMASKING]
     p.add_argument("--die-after", choices=stages)
     p.add_argument("--hang-after", choices=stages)
+    p.add_argument("--poison", default="", help="comma-separated kinds, one per round joined")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
-                            die_after=args.die_after, hang_after=args.hang_after)
+                            die_after=args.die_after, hang_after=args.hang_after,
+                            poison=[k for k in args.poison.split(",") if k])
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -98,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
-          die_after: str | None = None, hang_after: str | None = None
-          ) -> subprocess.Popen[bytes]:
+          die_after: str | None = None, hang_after: str | None = None,
+          poison: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
@@ -108,6 +128,8 @@ def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
         argv += ["--die-after", die_after]
     if hang_after is not None:
         argv += ["--hang-after", hang_after]
+    if poison:
+        argv += ["--poison", ",".join(poison)]
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 
