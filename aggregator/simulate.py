@@ -53,9 +53,10 @@ from genofed.protocol.topics import Topics
 log = logging.getLogger(__name__)
 Update = Callable[[str, int, np.ndarray], np.ndarray]  # (device, round, weights) -> delta
 Silence = Callable[[str, int], Stage | None]  # the stage a device falls silent at, in a round
-# (device, task, trained coordinates of its delta, rng) -> the ring vector it sends instead of
-# its honest encoding, or None to stay honest this round
-Tamper = Callable[[str, SecureTask, np.ndarray, np.random.Generator], RingVector | None]
+# (device, task, trained coordinates of the global model and of its delta, rng) -> the ring
+# vector it sends instead of its honest encoding, or None to stay honest this round
+Tamper = Callable[[str, SecureTask, np.ndarray, np.ndarray, np.random.Generator],
+                  RingVector | None]
 
 
 def seeded(seed: int) -> Randomness:
@@ -237,7 +238,8 @@ class Simulation:
         self.updates.setdefault(r, {})[d.name] = delta
         rng = np.random.default_rng([r, int.from_bytes(d.name.encode()[:8], "big")])
         trained = self.model.layout.trained(delta)
-        ring = None if d.tamper is None else d.tamper(d.name, job.task, trained, rng)
+        ring = None if d.tamper is None else d.tamper(
+            d.name, job.task, self.model.layout.trained(job.weights), trained, rng)
         if ring is None:
             d.participation = join(job.task, d.name, d.identity, trained, rng)
         else:

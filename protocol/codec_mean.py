@@ -5,8 +5,9 @@ Equal weights (`MeanPipeline`)
 ------------------------------
 Every survivor's clipped update counts 1/n; no weight and no sample count travels, masked or
 in the clear. Weighting by example counts was the alternative, and each way of doing it costs
-more than the ~0.01-0.02 test AUC that equal weights lose on a cohort whose device sizes differ
-40-fold (`genofed bench weighting`; nothing on the demo, whose devices are the same size):
+more than the test AUC equal weights lose (`genofed bench weighting`: nothing on the demo,
+whose devices are the same size; 0.008-0.009 after 8 rounds and 0.002-0.004 after 20 where
+devices hold 1000 down to 25 samples, 0.019 in the worst of six such cohorts):
 - a weight inside the ring (the earlier codec: one more coordinate holding w = min(n_i, W_max))
   is masked like the rest, so no one can check it: a device wrote -993 there beside honest
   weights, the total passed the only check possible (n <= W <= n W_max) and the mean came out
@@ -39,8 +40,10 @@ that keeps the sum inside it, and so can place the mean anywhere in the ball of 
 2C from the honest mean, where one honest device moves it by at most C/n. Per-device bounds
 need per-device proofs (range proofs on commitments, as RoFL and ACORN do). The masks leave no
 per-device information to check: each masked input is uniform in the ring to the aggregator,
-and a device's unmasked contribution never exists apart from the sum. The tighter C is set
-above the honest updates' norms, the less room is left (`genofed bench poisoning`).
+and a device's unmasked contribution never exists apart from the sum. The closer C is set
+above the honest updates' norms, the less room is left (`genofed bench poisoning`: at the
+demo's C = 10, ~70 times its updates' norms, one device inside the bound turns the demo's
+model around in one round, test AUC 0.863 to 0.137; at C = 0.25, 0.863 to 0.857).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ to that stage, as a device that loses power would: no clean disconnect, so the b
 its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
 and online, as a device whose process froze would: the next stage waits for it until its
 deadline. --poison sends a poisoned ring vector instead of its honest encoding (the kinds of
-`poison.py`: skip-clip, crafted-ring, negative-weight, inflated-weight, within-bound), the
+`poison.py`: skip-clip, crafted-ring, negative-weight, inflated-weight, within-bound,
+within-bound-flip), the
 first kind in the first round it joins, the next in the next, and so on, then honestly. Tests
 start it with `spawn`.
 """
@@ -69,7 +70,8 @@ class FaultyAgent(Agent):
             from poison import poisoned  # tests/support: this script's folder
 
             kind = self.poison.pop(0)
-            ring = poisoned(kind, job.task, self.layout.trained(self.delta))
+            ring = poisoned(kind, job.task, self.layout.trained(job.weights),
+                            self.layout.trained(self.delta))
             self.participation.client.set_input(ring)  # before stage 2 masks it
             log.warning("test fault: round %d: a poisoned input (%s)", job.task.round, kind)
         return advert

@@ -10,7 +10,9 @@ under the aggregate check (`protocol/codec_mean.py`):
 - `inflated-weight`: its clipped update with weight 1000 (the weighted codec's cap);
 - `within-bound`: a vector of norm 0.9 n C against its own update's direction, so the sum of
   n inputs stays inside the aggregate bound n C as long as the others' norms sum below 0.1 n C:
-  the most a device can move the mean without being caught (up to 2C from the honest mean).
+  the most a device can move the mean without being caught (up to 2C from the honest mean);
+- `within-bound-flip`: the same norm against the global model's direction (the model every
+  device is sent), which turns a linear model's scores around when its norm is below 0.9 C.
 
 All but `crafted-ring` go through the pipeline's rotation and scale, then are rounded and
 wrapped into the ring without the clamp at +-sC that an honest encoding has.
@@ -25,7 +27,8 @@ from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.ring import RingVector
 from genofed.protocol.schema import SecureTask
 
-KINDS = ("skip-clip", "crafted-ring", "negative-weight", "inflated-weight", "within-bound")
+KINDS = ("skip-clip", "crafted-ring", "negative-weight", "inflated-weight", "within-bound",
+         "within-bound-flip")
 WITHIN = 0.9  # the within-bound attacker's share of the aggregate bound n C
 
 
@@ -39,8 +42,10 @@ def unclipped(pipe: MeanPipeline, x: np.ndarray) -> RingVector:
     return np.array([int(v) % (1 << ring.bits) for v in ints], dtype=ring.word)
 
 
-def poisoned(kind: str, task: SecureTask, trained: np.ndarray) -> RingVector:
-    """The ring vector of attack `kind` for a device whose honest update is `trained`."""
+def poisoned(kind: str, task: SecureTask, model: np.ndarray, trained: np.ndarray
+             ) -> RingVector:
+    """The ring vector of attack `kind` for a device sent the global `model` whose honest
+    update is `trained` (both the trained coordinates)."""
     assert task.codec is not None
     pipe = task.codec.pipeline(trained.size)
     clip = L2Clip(pipe.clip)
@@ -53,7 +58,7 @@ def poisoned(kind: str, task: SecureTask, trained: np.ndarray) -> RingVector:
         return unclipped(pipe, -993.0 * clip.encode(trained))
     if kind == "inflated-weight":
         return unclipped(pipe, 1000.0 * clip.encode(trained))
-    if kind == "within-bound":
-        direction = trained / np.linalg.norm(trained)
-        return unclipped(pipe, -WITHIN * n * pipe.clip * direction)
+    if kind in ("within-bound", "within-bound-flip"):
+        away = model if kind == "within-bound-flip" and np.any(model) else trained
+        return unclipped(pipe, -WITHIN * n * pipe.clip * away / np.linalg.norm(away))
     raise ValueError(f"no poisoning {kind!r}; have {', '.join(KINDS)}")

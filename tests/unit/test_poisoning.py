@@ -49,9 +49,11 @@ def honest(device: str, round_: int, weights: np.ndarray) -> np.ndarray:
 
 def schedule(*kinds: str) -> dict[str, Tamper]:
     """The attacker's ring vector in its k-th round: kinds[k], then honest."""
-    def tamper(device: str, task: SecureTask, trained: np.ndarray,
+    def tamper(device: str, task: SecureTask, model: np.ndarray, trained: np.ndarray,
                rng: np.random.Generator) -> np.ndarray | None:
-        return poisoned(kinds[task.round], task, trained) if task.round < len(kinds) else None
+        if task.round >= len(kinds):
+            return None
+        return poisoned(kinds[task.round], task, model, trained)
     return {ATTACKER: tamper}
 
 
@@ -65,9 +67,10 @@ def run(kinds: tuple[str, ...], completed: int) -> Simulation:
 
 @pytest.fixture(scope="module")
 def every_poisoning() -> Simulation:
-    # Rounds 0-3: each poisoning of the issue, aborted; round 4 inside the bound, completed;
-    # round 5 honest, completed.
-    return run(KINDS, completed=2)
+    # Rounds 0-3: each poisoning of the issue, aborted; rounds 4 and 5 inside the bound
+    # (against the attacker's own update, then against the model), completed; round 6
+    # honest, completed.
+    return run(KINDS, completed=3)
 
 
 def test_each_poisoning_aborts_its_round_with_the_reason(every_poisoning: Simulation) -> None:
@@ -75,8 +78,8 @@ def test_each_poisoning_aborts_its_round_with_the_reason(every_poisoning: Simula
     recs = [j.record for j in sim.journal]
     assert [(r.round, r.status) for r in recs] == [
         (0, "aborted"), (1, "aborted"), (2, "aborted"), (3, "aborted"), (4, "completed"),
-        (5, "completed")]
-    assert sim.tampered == {r: {ATTACKER} for r in range(5)}
+        (5, "completed"), (6, "completed")]
+    assert sim.tampered == {r: {ATTACKER} for r in range(6)}
     for r in recs[:4]:
         assert r.reason.startswith(f"round {r.round} aborted: the survivors' sum fails the "
                                    "aggregate check: the mean of the 4 survivors' updates has "
@@ -99,35 +102,45 @@ def test_an_aborted_round_publishes_no_model(every_poisoning: Simulation) -> Non
     journaled = [k for k, e in enumerate(sim.log) if e in sim.journal]
     # Version 0 at start, then one release after each completed round's journal, none after
     # the four aborted ones.
-    assert len(published) == 3
+    assert len(published) == 4
     assert all(published[0] < k < published[1] for k in journaled[:4])
-    assert published[1] > journaled[4] and published[2] > journaled[5]
+    assert all(published[i - 3] > journaled[i] for i in (4, 5, 6))
     assert check_effect_order(sim.log, sim.identity.public, "sim", LAYOUT) > 0
 
 
-def test_inside_the_bound_the_model_moves_by_at_most_c(every_poisoning: Simulation) -> None:
-    # The check's limit, stated: the within-bound round completes, its mean stays inside the
+@pytest.mark.parametrize("round_", [4, 5])
+def test_inside_the_bound_the_model_moves_by_at_most_c(every_poisoning: Simulation,
+                                                       round_: int) -> None:
+    # The check's limit, stated: the within-bound rounds complete, their mean stays inside the
     # ball of radius C (+ rounding), and it lies far from the honest mean: more than any
     # honest device can move it (C / n even at the clip). Not the issue's bar.
     sim = every_poisoning
-    inside, after = sim.journal[4], sim.journal[5]
-    assert inside.update is not None and after.update is not None
+    inside = sim.journal[round_]
+    assert inside.update is not None
     rounding = math.sqrt(KEEP.sum()) / SCALE
     assert np.linalg.norm(inside.update) <= CLIP + rounding
-    ups = sim.updates[4]
+    ups = sim.updates[round_]
     clean = clipped_mean(ups, KEEP, CLIP)
     moved = float(np.linalg.norm(inside.update - clean))
     one = max(float(np.linalg.norm(u[KEEP])) for u in ups.values()) / N
     assert moved > 0.8 * CLIP > 3 * CLIP / N and moved / one > 10
-    # The next round, all honest, is their clipped mean again.
-    np.testing.assert_allclose(after.update, clipped_mean(sim.updates[5], KEEP, CLIP),
+    if round_ == 5:  # aimed against the model the devices were sent: it turns it around
+        before, after = sim.journal[4].model, sim.journal[5].model
+        assert before is not None and after is not None
+        assert float(np.dot(before[1], after[1])) < 0
+
+
+def test_the_next_honest_round_is_the_clipped_mean_again(every_poisoning: Simulation) -> None:
+    after = every_poisoning.journal[6]
+    assert after.update is not None
+    np.testing.assert_allclose(after.update, clipped_mean(every_poisoning.updates[6], KEEP, CLIP),
                                atol=1e-5)
 
 
 def test_a_sum_just_beyond_the_bound_is_caught() -> None:
     # An unclipped update of norm 1.5 n C along the honest direction: the sum lies about 1.5
     # times past the bound, not orders of magnitude, and is caught all the same.
-    def tamper(device: str, task: SecureTask, trained: np.ndarray,
+    def tamper(device: str, task: SecureTask, model: np.ndarray, trained: np.ndarray,
                rng: np.random.Generator) -> np.ndarray | None:
         if task.round > 0:
             return None
