@@ -5,10 +5,10 @@ a deadline per stage, and the rule for closing a stage (every device that was as
 answered, or the deadline passed). `receive` takes a payload from a device's outbox; `poll`
 closes the stage when it is time and says what to send to whom, or that the round is done
 (with the survivors' mean update, once their sum passed the codec's aggregate check) or
-aborted. Messages are checked twice: the SecAgg+
-signature against the roster identity, and the roster identity against the outbox it came
-on, so a device cannot speak for another even with a valid key of its own. `resume` rebuilds
-a round after a restart from the messages it had accepted.
+aborted. Messages are checked twice: the SecAgg+ signature against the roster identity, and
+the roster identity against the outbox it came on, so a device cannot speak for another even
+with a valid key of its own. `resume` rebuilds a round after a restart from the messages it
+had accepted.
 """
 
 from __future__ import annotations

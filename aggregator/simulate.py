@@ -5,17 +5,17 @@ they arrive, `AgentCore`, the codec, the SecAgg+ client through `agent.secure.jo
 training is replaced by `update`, a function of (device, round, weights). A device given a
 `tamper` function is a poisoner: what it returns replaces the device's honest ring vector
 before the masks go on (tests and benchmarks of the aggregate check; the daemon has no such
-hook). The broker keeps
-retained messages, queues what is published, and redelivers to the aggregator what it has
-not acknowledged. The store (`MemoryStore`) keeps what the durable effects said, so the
-aggregator can be killed between any two effects (`crash_after`) and restarted from it, as a
-process killed mid-round restarts from SQLite. Time is virtual.
+hook). The broker keeps retained messages, queues what is published, and redelivers to the
+aggregator what it has not acknowledged. The store (`MemoryStore`) keeps what the durable
+effects said, so the aggregator can be killed between any two effects (`crash_after`) and
+restarted from it, as a process killed mid-round restarts from SQLite. Time is virtual.
 
     sim = Simulation(cfg, model, devices, randomness=seeded(7))
     sim.run()             # until the configured rounds completed (or `max_ticks`)
     sim.log               # every effect applied, in order, across restarts
 
-Later work measures scale with it; the tests check rounds, dropouts and crash recovery.
+Later work measures scale with it; the tests check rounds, dropouts, crash recovery and
+poisoning, and `genofed bench poisoning` measures what a poisoner can still do.
 """
 
 from __future__ import annotations
