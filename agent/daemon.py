@@ -210,11 +210,11 @@ class Agent:
         except LocalInputError as exc:  # the bundle cannot train the task's optimizer here
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
-        delta, n = self.train(job)
+        delta, _ = self.train(job)  # every update counts equally: the count stays here
         rng = np.random.default_rng(secrets.randbits(128))
         try:
             self.participation = join(task, self.cfg.device_id, self.identity,
-                                      self.layout.trained(delta), n, rng)
+                                      self.layout.trained(delta), rng)
         except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None

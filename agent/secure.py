@@ -49,11 +49,11 @@ class Participation:
 
 
 def join(task: SecureTask, device: str, identity: SigningIdentity, trained: np.ndarray,
-         n_examples: int, rng: np.random.Generator, *,
-         entropy: Entropy = SYSTEM_ENTROPY) -> Participation:
+         rng: np.random.Generator, *, entropy: Entropy = SYSTEM_ENTROPY) -> Participation:
     """Encode this device's update (its trained coordinates, in flatten order) with the
-    round's codec and join its SecAgg+ round. Raises CodecError or a SecAggError when the
-    update does not fit the task (a LocalInputError either way)."""
+    round's codec and join its SecAgg+ round. Its example count goes nowhere: every update
+    counts equally. Raises CodecError or a SecAggError when the update does not fit the
+    task (a LocalInputError either way)."""
     assert task.codec is not None
-    ring = task.codec.pipeline(trained.size).encode(trained, n_examples, rng)
+    ring = task.codec.pipeline(trained.size).encode(trained, rng)
     return Participation(task, device, identity, ring, entropy=entropy)

@@ -33,9 +33,8 @@
     dropout_fraction = 0.3
 
     [codec]
-    clip = 10.0
+    clip = 10.0            # L2 bound of one update, and of the mean (the aggregate check)
     scale = 1e6
-    weight_max = 1000
 
     [server]
     optimizer = "fedavg"   # or "fedadam"
@@ -87,11 +86,10 @@ class SecAggSection:
 class CodecSection:
     clip: float = 10.0
     scale: float = 1e6
-    weight_max: int = 1000
 
     def __post_init__(self) -> None:
-        if not self.clip > 0 or not self.scale > 0 or self.weight_max < 1:
-            raise LocalInputError("[codec] clip and scale must be > 0 and weight_max >= 1")
+        if not self.clip > 0 or not self.scale > 0:
+            raise LocalInputError("[codec] clip and scale must be > 0")
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,8 @@ class AggregatorCore:
             self._close(f, now, "completed", ev.survivors, ev.weight, "", new, update, out)
         elif isinstance(ev, Aborted):
             log.warning("%s", ev.reason)
+            if ev.check:  # a poisoned sum: nothing of it becomes a model
+                out.append(Count("aggregates_rejected", ev.check))
             self._close(f, now, "aborted", (), 0, ev.reason, None, None, out)
 
     def _route(self, f: Flight, payloads: dict[str, bytes], out: list[Effect]) -> None:

@@ -42,6 +42,9 @@ class Metrics:
                                 ["stage"], registry=r)
         self.rejected = Counter("genofed_messages_rejected",
                                 "Messages dropped, by reason", ["reason"], registry=r)
+        self.aggregates_rejected = Counter(
+            "genofed_aggregates_rejected", "Rounds aborted because the survivors' sum failed an "
+            "aggregate check (a poisoned input), by check", ["check"], registry=r)
         self.bytes = Counter("genofed_bytes", "Payload bytes, by direction", ["direction"],
                              registry=r)
         self.stage_seconds = Histogram("genofed_stage_seconds", "Latency of a round's stages",
@@ -51,6 +54,7 @@ class Metrics:
         self._by_name: dict[str, Counter | Gauge | Histogram] = {
             "rounds": self.rounds, "resumed": self.resumed, "participants": self.participants,
             "dropouts": self.dropouts, "accepted": self.accepted, "rejected": self.rejected,
+            "aggregates_rejected": self.aggregates_rejected,
             "bytes": self.bytes, "stage_seconds": self.stage_seconds,
             "model_version": self.model_version}
         self._server: Any = None

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One closed round. `examples` is the survivors' total weight (min(n_i, weight_max));
+    """One closed round. `examples` is the survivors' total weight: each update counts 1
+    (`protocol/codec_mean.py`), so it equals `participants`;
     `mean_loss` is NaN: devices send no loss in the clear (the demo measures the global model
     on its test set instead)."""
 

@@ -72,7 +72,7 @@ class ModelSpec:
 
     @property
     def n_trained(self) -> int:
-        """The coordinates that are trained and summed: a ring vector holds these + 1."""
+        """The coordinates that are trained and summed: a ring vector holds these."""
         return self.layout.n_trained
 
     def zero_pruned(self, weights: np.ndarray, state: OptimizerState) -> int:
@@ -100,14 +100,13 @@ def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
     n = len(cohort)
     try:
         params = choose_parameters(n, cfg.secagg.corrupt_fraction, cfg.secagg.dropout_fraction)
-        bits = choose_bits(n, cfg.codec.clip, cfg.codec.scale, weight_max=cfg.codec.weight_max)
+        bits = choose_bits(n, cfg.codec.clip, cfg.codec.scale)
     except (ParameterError, CodecError) as exc:
         raise LocalInputError(f"cannot set up a round of {n} devices: {exc}") from None
-    codec = CodecSpec(cfg.codec.clip, cfg.codec.scale, bits, cfg.codec.weight_max,
-                      random.seed())
+    codec = CodecSpec(cfg.codec.clip, cfg.codec.scale, bits, random.seed())
     secagg = RoundConfig(cfg.federation, number,
                          tuple(Participant(d, IdentityKey(k)) for d, k in cohort.items()),
-                         aggregator, params, Ring(bits), n_trained + 1, GraphSeed(random.seed()))
+                         aggregator, params, Ring(bits), n_trained, GraphSeed(random.seed()))
     return SecureTask(cfg.federation, number, "open", model_version,
                       deadline_s=cfg.rounds.stage_timeout_s, training=cfg.rounds.training(),
                       codec=codec, secagg=secagg)

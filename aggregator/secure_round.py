@@ -4,10 +4,11 @@ Wraps `SecAggServer` with what the transport needs: device names instead of rost
 a deadline per stage, and the rule for closing a stage (every device that was asked has
 answered, or the deadline passed). `receive` takes a payload from a device's outbox; `poll`
 closes the stage when it is time and says what to send to whom, or that the round is done
-(with the decoded weighted mean update) or aborted. Messages are checked twice: the SecAgg+
-signature against the roster identity, and the roster identity against the outbox it came
-on, so a device cannot speak for another even with a valid key of its own. `resume` rebuilds
-a round after a restart from the messages it had accepted.
+(with the survivors' mean update, once their sum passed the codec's aggregate check) or
+aborted. Messages are checked twice: the SecAgg+ signature against the roster identity, and
+the roster identity against the outbox it came on, so a device cannot speak for another even
+with a valid key of its own. `resume` rebuilds a round after a restart from the messages it
+had accepted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genofed.errors import LocalInputError
-from genofed.protocol.codec import CodecError, WeightedPipeline
+from genofed.protocol.codec import CodecError
+from genofed.protocol.codec_mean import MeanPipeline, SumRejected
 from genofed.protocol.secagg import RoundAborted, RoundConfig, SecAggError, SecAggServer, Stage
 from genofed.protocol.secagg.keys import SigningIdentity
 from genofed.protocol.secagg.messages import decode
@@ -37,7 +39,8 @@ class Route:
 
 @dataclass(frozen=True)
 class Done:
-    """The round's result: the example-weighted mean update of the survivors."""
+    """The round's result: the mean update of the survivors, each weighing 1 (`weight` is
+    their number)."""
 
     mean_delta: np.ndarray
     weight: int
@@ -46,7 +49,11 @@ class Done:
 
 @dataclass(frozen=True)
 class Aborted:
+    """The round ends without a model. `check` names the aggregate check its sum failed, if
+    that is why (`SumRejected.check`, for the metric)."""
+
     reason: str
+    check: str = ""
 
 
 Event = Route | Done | Aborted
@@ -64,7 +71,7 @@ class SecureRound:
     """The aggregator's side of one SecAgg+ round, driven by `receive` and `poll`."""
 
     def __init__(self, config: RoundConfig, identity: SigningIdentity,
-                 pipeline: WeightedPipeline, *, stage_timeout_s: float, now: float) -> None:
+                 pipeline: MeanPipeline, *, stage_timeout_s: float, now: float) -> None:
         if pipeline.dim != config.length:
             raise ResumeError(f"pipeline makes {pipeline.dim} ring values, the round takes "
                               f"{config.length}")
@@ -134,10 +141,13 @@ class SecureRound:
             self.finished = True
             survivors = tuple(self.devices[i] for i in self.server.survivors)
             try:
-                mean, weight = self.pipeline.decode_mean(self.server.result, len(survivors))
+                mean = self.pipeline.decode_mean(self.server.result, len(survivors))
+            except SumRejected as exc:  # poisoned (or broken): no model may come of it
+                return Aborted(f"round {self.config.round} aborted: the survivors' sum fails "
+                               f"the aggregate check: {exc}", check=exc.check)
             except CodecError as exc:  # a survivor's input was malformed: nothing to keep
                 return Aborted(f"the survivors' sum does not decode: {exc}")
-            return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=weight,
+            return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=len(survivors),
                         survivors=survivors)
         self.expected = {self.devices[i] for i in out}
         return Route(self.stage, {self.devices[i]: m.encode() for i, m in out.items()})
@@ -148,7 +158,7 @@ class SecureRound:
         return self.expected - self.received
 
 
-def resume(config: RoundConfig, identity: SigningIdentity, pipeline: WeightedPipeline, *,
+def resume(config: RoundConfig, identity: SigningIdentity, pipeline: MeanPipeline, *,
            stage: Stage, stored: Callable[[Stage], list[tuple[str, bytes]]],
            stage_timeout_s: float, now: float) -> tuple[SecureRound, list[Route]]:
     """Rebuild a round that a previous run left at `stage` from the messages it had accepted.

@@ -2,17 +2,20 @@
 
 The devices run the real device-side logic of a round (the signed task and model checked as
 they arrive, `AgentCore`, the codec, the SecAgg+ client through `agent.secure.join`); only
-training is replaced by `update`, a function of (device, round, weights). The broker keeps
-retained messages, queues what is published, and redelivers to the aggregator what it has
-not acknowledged. The store (`MemoryStore`) keeps what the durable effects said, so the
-aggregator can be killed between any two effects (`crash_after`) and restarted from it, as a
-process killed mid-round restarts from SQLite. Time is virtual.
+training is replaced by `update`, a function of (device, round, weights). A device given a
+`tamper` function is a poisoner: what it returns replaces the device's honest ring vector
+before the masks go on (tests and benchmarks of the aggregate check; the daemon has no such
+hook). The broker keeps retained messages, queues what is published, and redelivers to the
+aggregator what it has not acknowledged. The store (`MemoryStore`) keeps what the durable
+effects said, so the aggregator can be killed between any two effects (`crash_after`) and
+restarted from it, as a process killed mid-round restarts from SQLite. Time is virtual.
 
     sim = Simulation(cfg, model, devices, randomness=seeded(7))
     sim.run()             # until the configured rounds completed (or `max_ticks`)
     sim.log               # every effect applied, in order, across restarts
 
-Later work measures scale with it; the tests check rounds, dropouts and crash recovery.
+Later work measures scale with it; the tests check rounds, dropouts, crash recovery and
+poisoning, and `genofed bench poisoning` measures what a poisoner can still do.
 """
 
 from __future__ import annotations
@@ -42,13 +45,18 @@ from genofed.aggregator.effects import (
 from genofed.aggregator.memory import MemoryStore
 from genofed.aggregator.rounds import ModelSpec, Randomness, RoundRandom
 from genofed.errors import GenofedError
+from genofed.protocol.ring import RingVector
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
 from genofed.protocol.secagg import SigningIdentity, Stage
 from genofed.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
-Update = Callable[[str, int, np.ndarray], tuple[np.ndarray, int]]  # -> (delta, n_examples)
+Update = Callable[[str, int, np.ndarray], np.ndarray]  # (device, round, weights) -> delta
 Silence = Callable[[str, int], Stage | None]  # the stage a device falls silent at, in a round
+# (device, task, trained coordinates of the global model and of its delta, rng) -> the ring
+# vector it sends instead of its honest encoding, or None to stay honest this round
+Tamper = Callable[[str, SecureTask, np.ndarray, np.ndarray, np.random.Generator],
+                  RingVector | None]
 
 
 def seeded(seed: int) -> Randomness:
@@ -74,12 +82,13 @@ class Token:
 
 @dataclass
 class SimDevice:
-    """One device: its identity, its updates, and when it falls silent."""
+    """One device: its identity, its updates, when it falls silent, and how it poisons."""
 
     name: str
     identity: SigningIdentity
     update: Update
     silence: Silence = lambda device, round_: None
+    tamper: Tamper | None = None
     core: AgentCore | None = None
     participation: Participation | None = None
     silent_from: Stage | None = None
@@ -100,7 +109,8 @@ class Simulation:
     now: float = 0.0
     log: list[Effect] = field(default_factory=list)
     restarts: int = 0
-    updates: dict[int, dict[str, tuple[np.ndarray, int]]] = field(default_factory=dict)
+    updates: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    tampered: dict[int, set[str]] = field(default_factory=dict)
     tasks: dict[int, SecureTask] = field(default_factory=dict)
     silent: dict[int, dict[str, Stage]] = field(default_factory=dict)
 
@@ -223,11 +233,17 @@ class Simulation:
         d.silent_from = d.silence(d.name, r)
         if d.silent_from is not None:
             self.silent.setdefault(r, {})[d.name] = d.silent_from
-        delta, n = d.update(d.name, r, job.weights)
-        self.updates.setdefault(r, {})[d.name] = (delta, n)
+        delta = d.update(d.name, r, job.weights)
+        self.updates.setdefault(r, {})[d.name] = delta
         rng = np.random.default_rng([r, int.from_bytes(d.name.encode()[:8], "big")])
-        d.participation = join(job.task, d.name, d.identity, self.model.layout.trained(delta),
-                               n, rng)
+        trained = self.model.layout.trained(delta)
+        ring = None if d.tamper is None else d.tamper(
+            d.name, job.task, self.model.layout.trained(job.weights), trained, rng)
+        if ring is None:
+            d.participation = join(job.task, d.name, d.identity, trained, rng)
+        else:
+            self.tampered.setdefault(r, set()).add(d.name)
+            d.participation = Participation(job.task, d.name, d.identity, ring)
         assert job.task.secagg is not None
         d.core.mark_joined(job.task.secagg.digest.raw.hex())
         if not self._silent(d, Stage.ADVERTISE_KEYS):
@@ -235,28 +251,28 @@ class Simulation:
 
 
 def devices(n: int, update: Update, silence: Silence | None = None, *,
-            seed: int = 0) -> list[SimDevice]:
-    """`n` devices named dev000, dev001, ... with identities drawn from `seed`."""
+            seed: int = 0, tamper: Mapping[str, Tamper] | None = None) -> list[SimDevice]:
+    """`n` devices named dev000, dev001, ... with identities drawn from `seed`; `tamper`
+    makes the named ones poisoners."""
     def identity(i: int) -> SigningIdentity:
         return SigningIdentity.generate(
             lambda k: hashlib.shake_256(f"identity/{seed}/{i}".encode()).digest(k))
 
     return [SimDevice(f"dev{i:03d}", identity(i), update,
-                      silence or (lambda device, round_: None)) for i in range(n)]
+                      silence or (lambda device, round_: None),
+                      (tamper or {}).get(f"dev{i:03d}")) for i in range(n)]
 
 
-def weighted_mean(updates: Mapping[str, tuple[np.ndarray, int]], keep: np.ndarray,
-                  clip: float, weight_max: int) -> np.ndarray:
+def clipped_mean(updates: Mapping[str, np.ndarray], keep: np.ndarray,
+                 clip: float) -> np.ndarray:
     """The plain FedAvg of `updates` as the codec defines it: each update's coordinates where
-    `keep` is true clipped to L2 norm `clip`, weighted by min(n, weight_max); the others 0.
-    (An oracle for tests: it indexes the mask itself rather than use the layout's.)"""
-    total, acc = 0, np.zeros(int(keep.sum()))
-    for delta, n in updates.values():
+    `keep` is true clipped to L2 norm `clip`, all weighing the same; the others 0. (An oracle
+    for tests: it indexes the mask itself rather than use the layout's.)"""
+    acc = np.zeros(int(keep.sum()))
+    for delta in updates.values():
         v = np.asarray(delta, np.float64)[keep]
         norm = float(np.linalg.norm(v))
-        w = min(n, weight_max)
-        acc += w * (v * (clip / norm) if norm > clip else v)
-        total += w
+        acc += v * (clip / norm) if norm > clip else v
     out = np.zeros(keep.size)
-    out[keep] = acc / total
+    out[keep] = acc / len(updates)
     return out

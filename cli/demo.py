@@ -156,7 +156,7 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
                    f'optimizer = "{optimizer}"\n'
                    f"[cohort]\nmin_participants = {min_participants}\n"
                    f"max_participants = {max(min_participants, 100)}\n"
-                   "[codec]\nclip = 10.0\nscale = 1e6\nweight_max = 1000\n"
+                   "[codec]\nclip = 10.0\nscale = 1e6\n"
                    '[server]\noptimizer = "fedavg"\nlr = 1.0\n')
     aggregator_pub = cfg / "aggregator.pub"
     save_verify_key(aggregator_pub, VerifyKey(load_identity(agg_state).public.raw))

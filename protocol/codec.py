@@ -1,8 +1,9 @@
-"""The update codec: a device's float update to a vector in Z_(2^b), and the sum of n back.
+"""The update codec: a device's float update to a vector in Z_(2^b), and the mean of n back.
 
     device:      delta --L2Clip(C)--> --Rotation(seed)--> --StochasticRounding(s)--> --noise-->
                  --ModularWrap(b)--> ring vector --(SecAgg+ masks)--> --BitPacking(b)--> wire
-    aggregator:  unpack, sum mod 2^b, unmask --> Pipeline.decode_sum(sum, n) --> sum of n updates
+    aggregator:  unpack, sum mod 2^b, unmask --> MeanPipeline.decode_mean(sum, n) --> checked
+                 mean of the n survivors' updates
 
 A ring vector is a `RingVector` of `protocol/ring.py`, in the ring's word dtype, all the way from
 `encode` through the masks, the wire and the sum to `decode_sum`.
@@ -18,10 +19,9 @@ stochastic rounding (clamped at +-sC, so float error cannot push past it) gives 
 |q_ij| <= ceil(s*C). A sum of n of them has |sum_i q_ij| <= n*ceil(s*C), and Z_(2^b) decodes
 to the signed range [-2^(b-1), 2^(b-1) - 1]. So the sum cannot wrap when
 
-    2^(b-1) - 1 >= n * ceil(s*C) + H(n)     and, if weighted,     2^(b-1) - 1 >= n * W_max
+    2^(b-1) - 1 >= n * ceil(s*C) + H(n)
 
-with H(n) the noise stage's headroom (0 for `NoNoise`) and W_max the weight cap (the weight
-rides as one more coordinate, see `WeightedPipeline`). This is the default rule. It holds for
+with H(n) the noise stage's headroom (0 for `NoNoise`). This is the default rule. It holds for
 every input, including the worst one, R^T (C e_j), which puts a device's whole norm on one
 coordinate, and the bound is attained there, so it cannot be tightened without assumptions.
 
@@ -31,13 +31,16 @@ round's rotation seed, for inputs that do not depend on that seed. For a fixed v
 (`rotation.py`), so Hoeffding and a union bound over the d coordinates give
 |(R v)_j| <= n*C*tau with tau = sqrt(2 ln(2d/delta) / N). With the rounding errors (< 1 each):
 
-    2^(b-1) - 1 >= ceil(s*n*C*tau) + n + H(n)     (and the weight condition above)
+    2^(b-1) - 1 >= ceil(s*n*C*tau) + n + H(n)
 
 For d = 10^5 and delta = 1e-9, tau = 0.028: about 5 bits fewer. It is not the default because a
 wrap is silent (a coordinate comes back off by 2^b/s and nothing says so), and because every
 device knows the seed, so an input aimed at one rotated coordinate (a bug, or a device poisoning
 the round) breaks it. The rotation buys bits only under this rule; under the default it is
 there for the distributed-DP stage that will use the noise slot.
+
+Secure rounds use `MeanPipeline` (`codec_mean.py`): equal weights, and the survivors' sum
+checked against what clipped updates can make before it becomes their mean.
 """
 
 from __future__ import annotations
@@ -53,7 +56,6 @@ from genofed.protocol.codec_stages import (
     CodecError,
     CodecStage,
     Floats,
-    Ints,
     L2Clip,
     ModularWrap,
     Noise,
@@ -67,14 +69,13 @@ from genofed.protocol.rotation import Rotation, fwht
 
 __all__ = [
     "BitPacking", "CodecError", "CodecStage", "L2Clip", "ModularWrap", "NoNoise", "Noise",
-    "Pipeline", "Rotation", "StochasticRounding", "WeightedPipeline", "build_pipeline",
-    "choose_bits", "fwht", "max_clients", "pack_bits", "packed_size", "sum_bound",
-    "unpack_bits",
+    "Pipeline", "Rotation", "StochasticRounding", "build_pipeline", "choose_bits", "fwht",
+    "max_clients", "pack_bits", "packed_size", "sum_bound", "unpack_bits",
 ]
 
 
 def sum_bound(n: int, clip: float, scale: float, *, dim: int | None = None,
-              wrap_prob: float | None = None, weight_max: int | None = None,
+              wrap_prob: float | None = None,
               noise: Noise | None = None) -> int:
     """The largest |coordinate| that a sum of n encodings can reach (see the rule above)."""
     check_int("n", n, 1)
@@ -91,17 +92,13 @@ def sum_bound(n: int, clip: float, scale: float, *, dim: int | None = None,
         tau = math.sqrt(2 * math.log(2 * dim / wrap_prob) / window)
         # +1: the product is a float; never let its rounding make the bound smaller.
         vector = min(vector, math.ceil(scale * n * clip * tau) + 1 + n)
-    vector += (noise or NoNoise()).headroom(n)
-    weights = n * check_int("weight_max", weight_max, 1) if weight_max is not None else 0
-    return max(vector, weights)
+    return vector + (noise or NoNoise()).headroom(n)
 
 
 def choose_bits(n: int, clip: float, scale: float, *, dim: int | None = None,
-                wrap_prob: float | None = None, weight_max: int | None = None,
-                noise: Noise | None = None) -> int:
+                wrap_prob: float | None = None, noise: Noise | None = None) -> int:
     """The smallest b whose signed range holds a sum of n encodings; refuses b > 64."""
-    bound = sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, weight_max=weight_max,
-                      noise=noise)
+    bound = sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise)
     bits = bound.bit_length() + 1  # 2^(b-1) - 1 >= bound  <=>  b - 1 >= bound.bit_length()
     if bits > MAX_BITS:
         raise CodecError(f"n={n}, clip={clip}, scale={scale} need {bits} bits; at most "
@@ -110,15 +107,13 @@ def choose_bits(n: int, clip: float, scale: float, *, dim: int | None = None,
 
 
 def max_clients(bits: int, clip: float, scale: float, *, dim: int | None = None,
-                wrap_prob: float | None = None, weight_max: int | None = None,
-                noise: Noise | None = None) -> int:
+                wrap_prob: float | None = None, noise: Noise | None = None) -> int:
     """The largest n whose sum fits in `bits` (the inverse of `choose_bits`); refuses n < 1."""
     check_int("bits", bits, 1, MAX_BITS)
     top = (1 << (bits - 1)) - 1
 
     def fits(n: int) -> bool:
-        return sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, weight_max=weight_max,
-                         noise=noise) <= top
+        return sum_bound(n, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise) <= top
 
     if not fits(1):
         raise CodecError(f"bits={bits} cannot hold even one update of clip={clip} at "
@@ -196,69 +191,3 @@ def build_pipeline(dim: int, *, clip: float, scale: float, bits: int, rotation_s
     capacity = max_clients(bits, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise)
     return Pipeline(tuple(stages), dim, capacity)
 
-
-@dataclass(frozen=True)
-class WeightedPipeline:
-    """Weighted FedAvg through the ring: the weight is one more masked coordinate.
-
-    A device with n_examples takes w = min(n_examples, weight_max), clips its update to C,
-    multiplies it by w / weight_max (so the norm stays <= C and the rule for b is unchanged),
-    encodes it with the pipeline and appends w as an exact integer, `dim + 1` values in all.
-    The aggregator decodes the vector sum S and the weight total W = sum w_i (exact) and
-    returns S * weight_max / W = sum w_i clip(delta_i) / sum w_i: nothing is sent in the clear.
-    The weight coordinate needs n * weight_max <= 2^(b-1) - 1, so `max_clients` is the smaller
-    of the two limits. W is revealed to the aggregator like any sum; a DP mechanism must noise
-    it too, or use a fixed denominator.
-    """
-
-    pipeline: Pipeline
-    weight_max: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weight_max", check_int("weight_max", self.weight_max, 1))
-        if not isinstance(self.pipeline.stages[0], L2Clip):
-            raise CodecError("a weighted pipeline's first stage must be an L2Clip")
-        if self.max_clients < 1:
-            raise CodecError(f"weight_max={self.weight_max} does not fit in "
-                             f"{self.pipeline.bits} signed bits even for one device")
-
-    @property
-    def dim(self) -> int:
-        """Ring coordinates per device: the update's plus the weight."""
-        return self.pipeline.dim + 1
-
-    @property
-    def max_clients(self) -> int:
-        """The largest n for which neither the vector sum nor the weight total wraps."""
-        top = (1 << (self.pipeline.bits - 1)) - 1
-        return min(self.pipeline.max_clients, top // self.weight_max)
-
-    def weight(self, n_examples: int) -> int:
-        """w = min(n_examples, weight_max)."""
-        return min(check_int("n_examples", n_examples, 1), self.weight_max)
-
-    def encode(self, delta: np.ndarray, n_examples: int, rng: np.random.Generator) -> RingVector:
-        """One device's update and example count -> its ring vector of `dim` values."""
-        w = self.weight(n_examples)
-        clip = self.pipeline.stages[0]
-        assert isinstance(clip, L2Clip)
-        delta = np.asarray(delta, dtype=np.float64)
-        if not np.all(np.isfinite(delta)):
-            raise CodecError("update holds non-finite values")
-        vector = self.pipeline.encode(clip.encode(delta) * (w / self.weight_max), rng)
-        return np.concatenate([vector, self.pipeline.ring.wrap([w])])
-
-    def decode_mean(self, total: RingVector, n: int) -> tuple[Floats, int]:
-        """The ring sum of n weighted encodings -> (weighted mean update, total weight)."""
-        check_int("n", n, 1, self.max_clients)
-        ring = self.pipeline.ring
-        y = ring.check(total, "sum")
-        if y.shape != (self.dim,):
-            raise CodecError(f"sum of shape {y.shape}, the weighted pipeline makes ({self.dim},)")
-        signed: Ints = ring.unwrap(y[-1:])
-        weight = int(signed[0])
-        if not n <= weight <= n * self.weight_max:
-            raise CodecError(f"weight total {weight} is outside [{n}, {n * self.weight_max}] "
-                             f"for n={n}: some input was malformed")
-        vector = self.pipeline.decode_sum(y[:-1], n)
-        return vector * (self.weight_max / weight), weight

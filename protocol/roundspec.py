@@ -14,7 +14,8 @@ from typing import Any
 
 from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import OPTIMIZERS
-from genofed.protocol.codec import WeightedPipeline, build_pipeline
+from genofed.protocol.codec import build_pipeline
+from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.fields import Fields
 from genofed.protocol.ring import Ring
 from genofed.protocol.secagg import (
@@ -58,23 +59,22 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """How a device's update becomes ring values (see `protocol/codec.py`)."""
+    """How a device's update becomes ring values (see `protocol/codec.py`); every device's
+    update counts equally (`protocol/codec_mean.py` says why), so no weight is part of it."""
 
     clip: float
     scale: float
     bits: int
-    weight_max: int
     rotation_seed: bytes
 
     def __post_init__(self) -> None:
         if len(self.rotation_seed) != 32:
             raise LocalInputError("rotation_seed must be 32 bytes")
 
-    def pipeline(self, dim: int) -> WeightedPipeline:
-        """The weighted pipeline for `dim` model coordinates (`dim` + 1 ring values)."""
-        return WeightedPipeline(build_pipeline(dim, clip=self.clip, scale=self.scale,
-                                               bits=self.bits, rotation_seed=self.rotation_seed),
-                                self.weight_max)
+    def pipeline(self, dim: int) -> MeanPipeline:
+        """The round's pipeline for `dim` model coordinates (`dim` ring values)."""
+        return MeanPipeline(build_pipeline(dim, clip=self.clip, scale=self.scale,
+                                           bits=self.bits, rotation_seed=self.rotation_seed))
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "rotation_seed": self.rotation_seed.hex()}
@@ -84,8 +84,7 @@ class CodecSpec:
         """The codec a task carries; MessageError on anything malformed."""
         try:
             return cls(clip=f.number("clip"), scale=f.number("scale"),
-                       bits=f.integer("bits", 1, 64), weight_max=f.integer("weight_max", 1),
-                       rotation_seed=f.hex("rotation_seed", 32))
+                       bits=f.integer("bits", 1, 64), rotation_seed=f.hex("rotation_seed", 32))
         except (MessageError, LocalInputError) as exc:
             raise MessageError(f"bad codec spec: {exc}") from None
 

@@ -3,6 +3,7 @@ behaviours, none of which the production daemon has.
 
     python tests/support/faulty_agent.py --config DEVICE.toml [--dump-deltas]
         [--die-after STAGE] [--hang-after STAGE] [--corrupt-share ROUND]
+        [--poison KIND[,KIND...]]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
@@ -12,8 +13,11 @@ to that stage, as a device that loses power would: no clean disconnect, so the b
 its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
 and online, as a device whose process froze would: the next stage waits for it until its
 deadline. --corrupt-share ROUND sends, in that round, one unmasking share off by one in its
-last byte (properly signed), as a faulty or malicious device might. Tests start it with
-`spawn`.
+last byte (properly signed), as a faulty or malicious device might. --poison sends a poisoned
+ring vector instead of its honest encoding (the kinds of `poison.py`: skip-clip,
+crafted-ring, negative-weight, inflated-weight, within-bound, within-bound-flip), the first
+kind in the first round it joins, the next in the next, and so on, then honestly. Tests
+start it with `spawn`.
 """
 
 from __future__ import annotations
@@ -48,19 +52,34 @@ class FaultyAgent(Agent):
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
                  die_after: str | None = None, hang_after: str | None = None,
-                 corrupt_share: int | None = None) -> None:
+                 corrupt_share: int | None = None, poison: Sequence[str] = ()) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
         self.corrupt_share = corrupt_share
         self.hung = False
+        self.poison = list(poison)  # one kind per round joined, in turn
+        self.delta = np.zeros(0)
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         delta, n = super().train(job)
         if self.dump_deltas:
             np.savez(self.cfg.state_dir / f"delta-{job.task.round}.npz", delta=delta,
                      n_examples=n)
+        self.delta = delta
         return delta, n
+
+    def start_round(self, job: Job) -> bytes | None:
+        advert = super().start_round(job)
+        if advert is not None and self.poison and self.participation is not None:
+            from poison import poisoned  # tests/support: this script's folder
+
+            kind = self.poison.pop(0)
+            ring = poisoned(kind, job.task, self.layout.trained(job.weights),
+                            self.layout.trained(self.delta))
+            self.participation.client.set_input(ring)  # before stage 2 masks it
+            log.warning("test fault: round %d: a poisoned input (%s)", job.task.round, kind)
+        return advert
 
     def send(self, link: MqttLink, payload: bytes) -> None:
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
@@ -103,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hang-after", choices=stages)
     p.add_argument("--corrupt-share", type=int, metavar="ROUND",
                    help="send one unmasking share off by one in that round")
+    p.add_argument("--poison", default="", help="comma-separated kinds, one per round joined")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
@@ -110,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
                             die_after=args.die_after, hang_after=args.hang_after,
-                            corrupt_share=args.corrupt_share)
+                            corrupt_share=args.corrupt_share,
+                            poison=[k for k in args.poison.split(",") if k])
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -122,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
           die_after: str | None = None, hang_after: str | None = None,
-          corrupt_share: int | None = None) -> subprocess.Popen[bytes]:
+          corrupt_share: int | None = None,
+          poison: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
@@ -133,6 +155,8 @@ def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
         argv += ["--hang-after", hang_after]
     if corrupt_share is not None:
         argv += ["--corrupt-share", str(corrupt_share)]
+    if poison:
+        argv += ["--poison", ",".join(poison)]
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 

@@ -112,13 +112,13 @@ def logs(root: Path) -> str:
                      for p in sorted((root / "logs").glob("*.log")))
 
 
-def codec_atol(weights: list[int], *, scale: float = 1e6, weight_max: int = 1000) -> float:
-    """How far a decoded weighted mean may lie from the plain one, per coordinate: six
+def codec_atol(n: int, *, scale: float = 1e6) -> float:
+    """How far the decoded mean of n updates may lie from the plain one, per coordinate: six
     standard deviations of the stochastic rounding, plus float32 storage of the model.
 
     Each device rounds every rotated coordinate up or down at random (variance <= 1/4, and
     independent); the inverse rotation is orthogonal, so each coordinate of the sum of n
-    devices has variance <= n/4, in units of 1/scale; the mean multiplies it by
-    weight_max / sum(w). The bound is exceeded with probability ~2e-9 per coordinate."""
-    sd = (len(weights) / 4) ** 0.5 / scale * weight_max / sum(weights)
+    devices has variance <= n/4, in units of 1/scale; the mean divides it by n. The bound is
+    exceeded with probability ~2e-9 per coordinate."""
+    sd = (n / 4) ** 0.5 / scale / n
     return 6 * sd + 1e-7

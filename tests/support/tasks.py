@@ -18,7 +18,7 @@ from genofed.protocol.secagg import (
     choose_parameters,
 )
 
-CODEC = CodecSpec(clip=10.0, scale=1e6, bits=32, weight_max=1000, rotation_seed=b"r" * 32)
+CODEC = CodecSpec(clip=10.0, scale=1e6, bits=32, rotation_seed=b"r" * 32)
 
 
 def open_task(federation: str, round_: int, roster: Mapping[str, IdentityKey],
@@ -26,7 +26,7 @@ def open_task(federation: str, round_: int, roster: Mapping[str, IdentityKey],
               codec: CodecSpec = CODEC, training: TrainingSpec | None = None,
               params: SecAggParams | None = None) -> SecureTask:
     """Round `round_` over `roster` (device -> identity key) with ring vectors of `length`
-    values (the update plus the weight slot) in `codec.bits`; k and t as the aggregator would
+    values (the update's coordinates) in `codec.bits`; k and t as the aggregator would
     choose them unless `params` says."""
     config = RoundConfig(federation, round_,
                          tuple(Participant(d, k) for d, k in roster.items()), aggregator,
@@ -36,7 +36,7 @@ def open_task(federation: str, round_: int, roster: Mapping[str, IdentityKey],
                       training=training or TrainingSpec(), secagg=config)
 
 
-DIM = 40  # model coordinates of `round_setup`'s round (its ring vectors hold DIM + 1)
+DIM = 40  # model coordinates of `round_setup`'s round, and the length of its ring vectors
 
 
 def round_setup(n: int = 10, dropout: float = 0.3) -> tuple[SecureTask, SigningIdentity,
@@ -46,9 +46,8 @@ def round_setup(n: int = 10, dropout: float = 0.3) -> tuple[SecureTask, SigningI
     aggregator's identity and the devices'."""
     agg = SigningIdentity.generate()
     ids = {f"dev{i:02d}": SigningIdentity.generate() for i in range(n)}
-    codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, weight_max=1000,
-                      rotation_seed=bytes(range(32)))
-    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM + 1,
+    codec = CodecSpec(clip=5.0, scale=2000.0, bits=32, rotation_seed=bytes(range(32)))
+    task = open_task("fed", 3, {d: k.public for d, k in ids.items()}, agg.public, DIM,
                      model_version=2, codec=codec, training=TrainingSpec(2, 16, 0.05),
                      params=choose_parameters(n, 0.1, dropout))
     travelled = SecureTask.open(task.seal(agg), agg.public, "fed")

@@ -19,7 +19,7 @@ from genofed.aggregator.cohort import CohortPolicy
 from genofed.aggregator.config import AggregatorConfig, CodecSection, RoundsSection
 from genofed.aggregator.effects import Ack, Count, Journal, Publish, StoreMessage, StoreStage
 from genofed.aggregator.rounds import ModelSpec
-from genofed.aggregator.simulate import Simulation, devices, seeded, weighted_mean
+from genofed.aggregator.simulate import Simulation, clipped_mean, devices, seeded
 from genofed.aggregator.store import Store
 from genofed.models.layout import ParamLayout
 from genofed.models.manifest import ParamSpec
@@ -30,7 +30,7 @@ SPECS = (ParamSpec("w", "w", (1, 24)), ParamSpec("b", "b", (1,)))
 KEEP = np.array([i % 3 != 2 for i in range(24)] + [True])  # a third of the weights pruned
 LAYOUT = ParamLayout(SPECS, KEEP)
 MODEL = ModelSpec(LAYOUT, "ab" * 32, np.zeros(25, np.float32))
-CLIP, WEIGHT_MAX = 1.0, 1000
+CLIP = 1.0
 STAGE_NAMES = {Stage.SHARE_KEYS: "ShareKeys", Stage.MASKED_INPUT: "MaskedInputCollection",
                Stage.CONSISTENCY_CHECK: "ConsistencyCheck", Stage.UNMASKING: "Unmasking"}
 
@@ -40,13 +40,13 @@ def config(rounds: int, *, min_participants: int = 3) -> AggregatorConfig:
         federation="sim", bundle=Path("unused"), state_dir=Path("unused"),
         rounds=RoundsSection(rounds=rounds, stage_timeout_s=10.0, retry_s=1.0),
         cohort=CohortPolicy(min_participants=min_participants, max_participants=100),
-        codec=CodecSection(clip=CLIP, scale=1e6, weight_max=WEIGHT_MAX))
+        codec=CodecSection(clip=CLIP, scale=1e6))
 
 
-def update(device: str, round_: int, weights: np.ndarray) -> tuple[np.ndarray, int]:
-    """A device's delta: noise whose norm is sometimes above the clip, 1 to 2,000 examples."""
+def update(device: str, round_: int, weights: np.ndarray) -> np.ndarray:
+    """A device's delta: noise whose norm is sometimes above the clip."""
     rng = np.random.default_rng([round_, int(device[3:])])
-    return rng.normal(0, 0.25, weights.size), int(rng.integers(1, 2000))
+    return rng.normal(0, 0.25, weights.size)
 
 
 def dropouts(seed: int) -> object:
@@ -106,9 +106,8 @@ def check_run(sim: Simulation) -> list[str]:
             continue
         assert rec.devices == detail and j.update is not None and j.model is not None
         ups = {d: sim.updates[rec.round][d] for d in rec.devices}
-        np.testing.assert_allclose(j.update, weighted_mean(ups, KEEP, CLIP, WEIGHT_MAX),
-                                   atol=1e-5)
-        assert rec.examples == sum(min(n, WEIGHT_MAX) for _, n in ups.values())
+        np.testing.assert_allclose(j.update, clipped_mean(ups, KEEP, CLIP), atol=1e-5)
+        assert rec.examples == len(ups)
         assert np.all(j.update[~KEEP] == 0) and np.all(j.model[1][~KEEP] == 0)
         v = j.model[0]
         np.testing.assert_array_equal(  # FedAvg, server lr 1, in float32

@@ -49,15 +49,15 @@ def _left_in_flight(cfg: AggregatorConfig, *, advertised: int, stage: str | None
     core, store, _ = _restart(cfg)
     ids = {d: SigningIdentity.generate() for d in DEVICES}
     n = core.model.n_params
-    bits = choose_bits(len(ids), 10.0, 1e6, weight_max=1000)
+    bits = choose_bits(len(ids), 10.0, 1e6)
     task = open_task("fed", 0, {d: k.public for d, k in ids.items()}, core.identity.public,
-                     n + 1, model_version=0, codec=CodecSpec(10.0, 1e6, bits, 1000, bytes(32)))
+                     n, model_version=0, codec=CodecSpec(10.0, 1e6, bits, bytes(32)))
     assert task.codec is not None
     sealed = task.seal(sealer or core.identity)
     store.open_round(0, 0, 1.0, sealed if store_task else None)
     rng = np.random.default_rng(0)
     for d in DEVICES[:advertised]:
-        p = Participation(task, d, ids[d], task.codec.pipeline(n).encode(np.zeros(n), 9, rng))
+        p = Participation(task, d, ids[d], task.codec.pipeline(n).encode(np.zeros(n), rng))
         store.put_message(0, "ADVERTISE_KEYS", d, p.advertise())
     if stage:
         store.set_stage(0, stage)

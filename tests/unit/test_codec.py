@@ -1,4 +1,5 @@
-"""The update codec: each stage alone, the rule for b at its limit, the pipeline and weighting."""
+"""The update codec: each stage alone, the rule for b at its limit, the pipeline. The mean and
+its aggregate check are in test_codec_mean.py."""
 
 from __future__ import annotations
 
@@ -47,12 +48,8 @@ def _vectors(rng: np.random.Generator, n: int, dim: int, clip: float) -> list[np
     (lambda: c.max_clients(8, 1.0, 1000.0), "bits=8 cannot hold even one update"),
     (lambda: c.choose_bits(5, 1.0, 1.0, wrap_prob=1e-6), "wrap_prob needs the vector length"),
     (lambda: c.choose_bits(5, 1.0, 1.0, dim=8, wrap_prob=2.0), "wrap_prob must be in (0, 1)"),
-    (lambda: c.choose_bits(5, 1.0, 1.0, weight_max=0), "weight_max must be >= 1, got 0"),
     (lambda: c.build_pipeline(16, clip=1.0, scale=1e3, bits=10, rotation_seed=SEED),
      "bits=10 cannot hold even one update of clip=1.0 at scale=1000.0"),
-    (lambda: c.WeightedPipeline(c.build_pipeline(4, clip=1.0, scale=1.0, bits=4,
-                                                 rotation_seed=SEED), weight_max=8),
-     "weight_max=8 does not fit in 4 signed bits"),
 ])
 def test_bad_parameters_are_refused_by_name(build: Callable[[], object], needle: str) -> None:
     with pytest.raises(c.CodecError) as info:
@@ -248,15 +245,14 @@ def test_bit_packing_wire_layout_and_malformed_payloads() -> None:
 # ---- the rule for b -------------------------------------------------------------------------
 
 @FAST
-@given(st.integers(1, 10**6), clips, scales, st.sampled_from([None, 1, 100, 10**4]))
-def test_choose_bits_and_max_clients_are_inverse(n: int, clip: float, scale: float,
-                                                 weight_max: int | None) -> None:
-    bits = c.choose_bits(n, clip, scale, weight_max=weight_max)
-    assert c.max_clients(bits, clip, scale, weight_max=weight_max) >= n
-    per_device = max(math.ceil(scale * clip), weight_max or 0)
+@given(st.integers(1, 10**6), clips, scales)
+def test_choose_bits_and_max_clients_are_inverse(n: int, clip: float, scale: float) -> None:
+    bits = c.choose_bits(n, clip, scale)
+    assert c.max_clients(bits, clip, scale) >= n
+    per_device = math.ceil(scale * clip)
     if bits > 1 and per_device < (1 << (bits - 2)):  # b - 1 bits hold one device
-        assert c.max_clients(bits - 1, clip, scale, weight_max=weight_max) < n
-    bound = max(n * math.ceil(scale * clip), n * (weight_max or 0))
+        assert c.max_clients(bits - 1, clip, scale) < n
+    bound = n * math.ceil(scale * clip)
     assert (1 << (bits - 1)) - 1 >= bound > (1 << (bits - 2)) - 1  # the documented rule
 
 
@@ -290,21 +286,6 @@ def test_wrap_rule_holds_at_the_largest_n_and_not_one_beyond(sign: float) -> Non
         pipe.decode_sum(Ring(bits).sum(encs), n + 1)
     assert c.choose_bits(n + 1, clip, scale) == bits + 1
     assert np.sign(wrap.decode(Ring(bits).sum(encs))[j]) == -sign
-
-
-def test_weight_coordinate_limits_n_and_decodes_exactly_at_the_limit() -> None:
-    bits, w_max = 16, 1000
-    pipe = c.build_pipeline(8, clip=1.0, scale=10.0, bits=bits, rotation_seed=SEED)
-    weighted = c.WeightedPipeline(pipe, w_max)
-    n = weighted.max_clients
-    assert n == 32 == c.max_clients(bits, 1.0, 10.0, weight_max=w_max) < pipe.max_clients
-    assert c.choose_bits(n + 1, 1.0, 10.0, weight_max=w_max) == bits + 1
-    rng = _rng(5)
-    encs = [weighted.encode(rng.normal(size=8), 5000, rng) for _ in range(n + 1)]
-    _, total_weight = weighted.decode_mean(Ring(bits).sum(encs[:n]), n)
-    assert total_weight == n * w_max
-    with pytest.raises(c.CodecError, match=f"got {n + 1}"):
-        weighted.decode_mean(Ring(bits).sum(encs), n + 1)
 
 
 def test_probabilistic_rule_holds_for_seed_independent_inputs_only() -> None:
@@ -388,50 +369,12 @@ def test_pipeline_refuses_bad_inputs() -> None:
         c.Pipeline((c.L2Clip(1.0),), 4, 1)
 
 
-# ---- weighting ------------------------------------------------------------------------------
-
-@FAST
-@given(seeds, st.integers(1, 100), st.integers(1, 8), st.integers(1, 500))
-def test_weighted_mean_through_the_ring_is_the_weighted_mean(
-        seed: int, dim: int, n: int, w_max: int) -> None:
-    rng = _rng(seed)
-    clip, scale = 1.0, 1000.0
-    bits = c.choose_bits(n, clip, scale, weight_max=w_max)
-    weighted = c.WeightedPipeline(
-        c.build_pipeline(dim, clip=clip, scale=scale, bits=bits, rotation_seed=rng.bytes(16)),
-        w_max)
-    assert weighted.max_clients >= n
-    xs = _vectors(rng, n, dim, clip)
-    counts = [int(k) for k in rng.integers(1, 2 * w_max + 1, size=n)]
-    encs = [weighted.encode(x, k, rng) for x, k in zip(xs, counts, strict=True)]
-    assert all(e.shape == (dim + 1,) for e in encs)
-    mean, total_weight = weighted.decode_mean(Ring(bits).sum(encs), n)
-    ws = [min(k, w_max) for k in counts]
-    assert total_weight == sum(ws)
-    want = sum(w * c.L2Clip(clip).encode(x) for w, x in zip(ws, xs, strict=True)) / sum(ws)
-    bound = w_max / total_weight * n * math.sqrt(dim) / scale  # the rounding bound, rescaled
-    assert np.linalg.norm(mean - want) <= bound + 1e-9
-
-
-def test_weighted_mean_refuses_an_impossible_weight_total() -> None:
-    weighted = c.WeightedPipeline(
-        c.build_pipeline(4, clip=1.0, scale=10.0, bits=16, rotation_seed=SEED), 10)
-    rng = _rng(1)
-    total = Ring(16).sum([weighted.encode(np.ones(4), 3, rng) for _ in range(2)])
-    total[-1] = np.uint64(50)  # two devices cannot weigh more than 2 * 10
-    with pytest.raises(c.CodecError, match="weight total 50 is outside \\[2, 20\\]"):
-        weighted.decode_mean(total, 2)
-    with pytest.raises(c.CodecError, match="n_examples must be >= 1, got 0"):
-        weighted.encode(np.ones(4), 0, rng)
-
-
 def test_upload_bytes_per_coordinate() -> None:
-    """b / 8 per coordinate, plus one coordinate for the weight: no power-of-two padding."""
+    """b / 8 per coordinate: no power-of-two padding, and no weight coordinate."""
     dim, n = 100_000, 100
-    bits = c.choose_bits(n, 1.0, 1600.0, weight_max=1000)
+    bits = c.choose_bits(n, 1.0, 1600.0)
     assert bits == 19
-    weighted = c.WeightedPipeline(
-        c.build_pipeline(dim, clip=1.0, scale=1600.0, bits=bits, rotation_seed=SEED), 1000)
-    wire = c.pack_bits(weighted.encode(np.ones(dim), 40, _rng(2)), bits)
-    assert len(wire) == math.ceil((dim + 1) * bits / 8)
-    assert len(wire) / dim < bits / 8 + 0.001
+    pipe = c.build_pipeline(dim, clip=1.0, scale=1600.0, bits=bits, rotation_seed=SEED)
+    wire = c.pack_bits(pipe.encode(np.ones(dim), _rng(2)), bits)
+    assert len(wire) == math.ceil(dim * bits / 8)
+    assert len(wire) / dim <= bits / 8

@@ -103,9 +103,9 @@ def agent(cohort: Path, logreg_bundle: Path, tmp_path_factory: pytest.TempPathFa
         load_signing_key(root / "agg.key").encode()))
     roster = {"dev00": a.identity.public,
               **{f"dev{i}": SigningIdentity.generate().public for i in (1, 2, 3)}}
-    task = open_task("demo", 4, roster, a.aggregator_identity.public, a.layout.n_trained + 1,
+    task = open_task("demo", 4, roster, a.aggregator_identity.public, a.layout.n_trained,
                      params=SecAggParams(4, 3, 2))
-    a.participation = join(task, "dev00", a.identity, np.zeros(a.layout.n_trained), 10,
+    a.participation = join(task, "dev00", a.identity, np.zeros(a.layout.n_trained),
                            np.random.default_rng(0))
     a.participation.advertise()
     from genofed.protocol.envelope import open_envelope

@@ -77,7 +77,7 @@ def _job(agent: Agent, weights: np.ndarray, optimizer: str, round_: int = 1) -> 
     roster = {agent.cfg.device_id: agent.identity.public,
               **{f"dev{i}": SigningIdentity.generate().public for i in (1, 2, 3)}}
     task = open_task("demo", round_, roster, SigningIdentity.generate().public,
-                     agent.layout.n_trained + 1, params=SecAggParams(4, 3, 2),
+                     agent.layout.n_trained, params=SecAggParams(4, 3, 2),
                      training=TrainingSpec(local_epochs=2, batch_size=16, lr=0.01,
                                            optimizer=optimizer))
     return Job(task=task, weights=weights)
@@ -186,7 +186,7 @@ def test_model_release_must_fit_the_layout_and_the_update_is_the_trained_coordin
     assert agent.core.weights is not None
     assert agent.core.weights.tobytes() == layout.dequantize(values, scales).tobytes()
 
-    # The round's ring holds the trained coordinates and the weight slot, nothing else.
+    # The round's ring holds the trained coordinates, nothing else (no weight slot).
     job = _job(agent, agent.core.weights, "sgd", round_=6)
-    assert job.task.secagg is not None and job.task.secagg.length == layout.n_trained + 1
+    assert job.task.secagg is not None and job.task.secagg.length == layout.n_trained
     assert isinstance(agent.start_round(job), bytes) and agent.participation is not None

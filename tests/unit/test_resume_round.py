@@ -44,8 +44,7 @@ def _drive(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentit
     assert task.codec is not None and task.secagg is not None
     config, pipe = task.secagg, task.codec.pipeline(DIM)
     rng = np.random.default_rng(1)
-    devices = {d: Participation(task, d, ids[d], pipe.encode(rng.normal(0, 0.05, DIM),
-                                                              int(rng.integers(20, 300)), rng))
+    devices = {d: Participation(task, d, ids[d], pipe.encode(rng.normal(0, 0.05, DIM), rng))
                for d in ids}
     stored: dict[Stage, list[tuple[str, bytes]]] = defaultdict(list)
     reached = Stage.ADVERTISE_KEYS
@@ -149,8 +148,7 @@ def test_stored_messages_that_do_not_replay_refuse_to_resume(
     other, _, other_ids = round_setup()  # another round's configuration and devices
     assert other.codec is not None and other.secagg is not None
     p = Participation(other, "dev00", other_ids["dev00"],
-                      other.codec.pipeline(DIM).encode(np.zeros(DIM), 1,
-                                                       np.random.default_rng(0)))
+                      other.codec.pipeline(DIM).encode(np.zeros(DIM), np.random.default_rng(0)))
     with pytest.raises(ResumeError, match="ADVERTISE_KEYS message of dev00 does not replay"):
         resume(task.secagg, agg, task.codec.pipeline(DIM), stage=Stage.SHARE_KEYS,
                stored=lambda s: [("dev00", p.advertise())] if s == Stage.ADVERTISE_KEYS else [],

@@ -43,14 +43,15 @@ def test_bad_config_refused(change: dict[str, object]) -> None:
         config_from_json(Fields(d, "secagg"))
 
 
-def test_codec_spec_builds_the_weighted_pipeline() -> None:
-    spec = CodecSpec(clip=2.0, scale=1000.0, bits=24, weight_max=100, rotation_seed=b"s" * 32)
+def test_codec_spec_builds_the_mean_pipeline() -> None:
+    spec = CodecSpec(clip=2.0, scale=1000.0, bits=24, rotation_seed=b"s" * 32)
     assert CodecSpec.from_json(Fields(json.loads(json.dumps(spec.to_json())), "codec")) == spec
-    wp = spec.pipeline(10)
+    assert "weight_max" not in spec.to_json()  # no weight travels
+    mp = spec.pipeline(10)
     rng = np.random.default_rng(0)
-    total = sum(wp.encode(np.full(10, 0.1), 50, rng).astype(np.int64) for _ in range(3))
-    mean, weight = wp.decode_mean(np.asarray(total % (1 << 24), dtype=np.uint64), 3)
-    assert weight == 150 and np.allclose(mean, 0.1, atol=0.01)
+    total = sum(mp.encode(np.full(10, 0.1 * k), rng).astype(np.int64) for k in (1, 2, 3))
+    mean = mp.decode_mean(np.asarray(total % (1 << 24), dtype=np.uint64), 3)
+    assert mp.dim == 10 and np.allclose(mean, 0.2, atol=0.01)
     with pytest.raises(MessageError):
         CodecSpec.from_json(Fields({"clip": 1}, "codec"))
 
@@ -78,8 +79,7 @@ def test_envelope_signed_by_the_aggregator_only() -> None:
 
 def _task(training: TrainingSpec) -> SecureTask:
     return SecureTask("fed", 7, "open", 3, training=training, secagg=_config(),
-                      codec=CodecSpec(clip=2.0, scale=1000.0, bits=20, weight_max=100,
-                                      rotation_seed=b"r" * 32))
+                      codec=CodecSpec(clip=2.0, scale=1000.0, bits=20, rotation_seed=b"r" * 32))
 
 
 def test_local_optimizer_travels_in_the_signed_task() -> None:

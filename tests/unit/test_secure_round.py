@@ -20,13 +20,11 @@ N = 10
 
 
 def _run(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentity],
-         deltas: dict[str, np.ndarray], examples: dict[str, int],
-         drop: dict[Stage, set[str]]) -> Done | Aborted:
+         deltas: dict[str, np.ndarray], drop: dict[Stage, set[str]]) -> Done | Aborted:
     assert task.codec is not None and task.secagg is not None
     pipe = task.codec.pipeline(DIM)
     rng = np.random.default_rng(0)
-    devices = {d: Participation(task, d, ids[d], pipe.encode(deltas[d], examples[d], rng))
-               for d in ids}
+    devices = {d: Participation(task, d, ids[d], pipe.encode(deltas[d], rng)) for d in ids}
     rnd = SecureRound(task.secagg, agg, pipe, stage_timeout_s=10.0, now=0.0)
     silent = set(drop.get(Stage.ADVERTISE_KEYS, set()))
     for d, p in devices.items():
@@ -46,10 +44,6 @@ def _run(task: SecureTask, agg: SigningIdentity, ids: dict[str, SigningIdentity]
                 assert rnd.receive(d, devices[d].answer(payload)) is None
 
 
-def _weighted_mean(deltas: dict[str, np.ndarray], examples: dict[str, int],
-                   who: tuple[str, ...]) -> np.ndarray:
-    w = np.array([min(examples[d], 1000) for d in who], dtype=np.float64)
-    return np.sum([wi * deltas[d] for wi, d in zip(w, who, strict=True)], axis=0) / w.sum()
 
 
 @pytest.mark.parametrize("drop", [
@@ -58,17 +52,16 @@ def _weighted_mean(deltas: dict[str, np.ndarray], examples: dict[str, int],
     {Stage.SHARE_KEYS: {"dev03"}, Stage.CONSISTENCY_CHECK: {"dev07"}},
     {Stage.MASKED_INPUT: {"dev01", "dev05"}},
 ])
-def test_secure_round_equals_weighted_average_of_survivors(drop: dict[Stage, set[str]]) -> None:
+def test_secure_round_equals_the_mean_of_survivors(drop: dict[Stage, set[str]]) -> None:
     task, agg, ids = round_setup()
     rng = np.random.default_rng(1)
     deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
-    examples = {d: int(rng.integers(20, 300)) for d in ids}
-    ev = _run(task, agg, ids, deltas, examples, drop)
+    ev = _run(task, agg, ids, deltas, drop)
     assert isinstance(ev, Done), ev
     gone = {d for s, ds in drop.items() if s <= Stage.MASKED_INPUT for d in ds}
     assert set(ev.survivors) == set(ids) - gone
-    expect = _weighted_mean(deltas, examples, ev.survivors)
-    assert ev.weight == sum(min(examples[d], 1000) for d in ev.survivors)
+    expect = np.mean([deltas[d] for d in ev.survivors], axis=0)
+    assert ev.weight == len(ev.survivors)
     # Codec precision: stochastic rounding at scale 2000 over at most N devices.
     np.testing.assert_allclose(ev.mean_delta, expect, atol=N / 2000)
 
@@ -77,9 +70,7 @@ def test_too_many_dropouts_abort() -> None:
     task, agg, ids = round_setup()
     rng = np.random.default_rng(2)
     deltas = {d: rng.normal(0, 0.05, DIM) for d in ids}
-    examples = dict.fromkeys(ids, 50)
-    ev = _run(task, agg, ids, deltas, examples,
-              {Stage.MASKED_INPUT: {f"dev{i:02d}" for i in range(7)}})
+    ev = _run(task, agg, ids, deltas, {Stage.MASKED_INPUT: {f"dev{i:02d}" for i in range(7)}})
     assert isinstance(ev, Aborted)
 
 
@@ -88,7 +79,7 @@ def test_a_device_cannot_speak_for_another() -> None:
     assert task.codec is not None and task.secagg is not None
     pipe = task.codec.pipeline(DIM)
     rnd = SecureRound(task.secagg, agg, pipe, stage_timeout_s=10.0, now=0.0)
-    p0 = Participation(task, "dev00", ids["dev00"], pipe.encode(np.zeros(DIM), 1,
+    p0 = Participation(task, "dev00", ids["dev00"], pipe.encode(np.zeros(DIM),
                                                                 np.random.default_rng(0)))
     advert = p0.advertise()
     assert "came on dev01's outbox" in str(rnd.receive("dev01", advert))
