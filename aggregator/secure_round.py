@@ -6,8 +6,10 @@ answered, or the deadline passed). `receive` takes a payload from a device's out
 closes the stage when it is time and says what to send to whom, or that the round is done
 (with the decoded weighted mean update) or aborted. Messages are checked twice: the SecAgg+
 signature against the roster identity, and the roster identity against the outbox it came
-on, so a device cannot speak for another even with a valid key of its own. `resume` rebuilds
-a round after a restart from the messages it had accepted.
+on, so a device cannot speak for another even with a valid key of its own. A device the
+SecAgg+ server excludes for provable disruption (`protocol/secagg/blame.py`) is named in
+`excluded` and no longer waited for. `resume` rebuilds a round after a restart from the
+messages it had accepted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from genofed.errors import LocalInputError
 from genofed.protocol.codec import CodecError, WeightedPipeline
 from genofed.protocol.secagg import RoundAborted, RoundConfig, SecAggError, SecAggServer, Stage
+from genofed.protocol.secagg.blame import Blame
 from genofed.protocol.secagg.keys import SigningIdentity
 from genofed.protocol.secagg.messages import decode
 
@@ -80,6 +83,8 @@ class SecureRound:
         self.stage_opened = now
         self.log = StageLog()
         self.finished = False
+        self.excluded: dict[str, Blame] = {}  # device: why, for provable disruption
+        self._fresh: list[tuple[str, Blame]] = []
 
     @property
     def stage(self) -> Stage:
@@ -99,8 +104,23 @@ class SecureRound:
             self.server.receive(msg)
         except SecAggError as exc:  # forged, replayed, wrong round or stage, malformed
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            self._note_culprits()
         self.received.add(device)
         return None
+
+    def take_blame(self) -> list[tuple[str, Blame]]:
+        """The devices excluded since the last call, and why (each once)."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
+
+    def _note_culprits(self) -> None:
+        for i, blame in self.server.culprits.items():
+            device = self.devices[i]
+            if device not in self.excluded:
+                self.excluded[device] = blame
+                self._fresh.append((device, blame))
+        self.expected -= self.excluded.keys()  # nothing more is taken from them
 
     def poll(self, now: float) -> Event | None:
         """Close the current stage if everyone asked has answered or its deadline passed."""
@@ -139,7 +159,7 @@ class SecureRound:
                 return Aborted(f"the survivors' sum does not decode: {exc}")
             return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=weight,
                         survivors=survivors)
-        self.expected = {self.devices[i] for i in out}
+        self.expected = {self.devices[i] for i in out} - self.excluded.keys()
         return Route(self.stage, {self.devices[i]: m.encode() for i, m in out.items()})
 
     @property
@@ -153,7 +173,9 @@ def resume(config: RoundConfig, identity: SigningIdentity, pipeline: WeightedPip
            stage_timeout_s: float, now: float) -> tuple[SecureRound, list[Route]]:
     """Rebuild a round that a previous run left at `stage` from the messages it had accepted.
 
-    Every stage before `stage` is fed its stored messages and closed, as it was closed then:
+    Every stage before `stage` is fed its stored messages and closed, as it was closed then
+    (the stored messages include those refused as provable disruption, so their senders are
+    excluded again):
     the state machine is deterministic, so it reaches the same state and makes the same
     messages (returned, in order: the last one is what the devices of `stage` were asked).
     `stage` itself gets its stored answers and a fresh deadline. Raises ResumeError if the
@@ -164,7 +186,7 @@ def resume(config: RoundConfig, identity: SigningIdentity, pipeline: WeightedPip
     while True:
         for device, payload in stored(rnd.stage):
             why = rnd.receive(device, payload)
-            if why:
+            if why and device not in rnd.excluded:  # refused then too, excluding its sender
                 raise ResumeError(f"stored {rnd.stage.name} message of {device} does not "
                                   f"replay: {why}")
         if rnd.stage == stage:

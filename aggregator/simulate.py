@@ -49,6 +49,7 @@ from genofed.protocol.topics import Topics
 log = logging.getLogger(__name__)
 Update = Callable[[str, int, np.ndarray], tuple[np.ndarray, int]]  # -> (delta, n_examples)
 Silence = Callable[[str, int], Stage | None]  # the stage a device falls silent at, in a round
+Tamper = Callable[["SimDevice", bytes], bytes]  # what a faulty device sends instead
 
 
 def seeded(seed: int) -> Randomness:
@@ -84,6 +85,7 @@ class SimDevice:
     participation: Participation | None = None
     silent_from: Stage | None = None
     rejected: int = 0
+    tamper: Tamper | None = None  # a faulty device's change to each round message it sends
 
 
 @dataclass
@@ -201,7 +203,7 @@ class Simulation:
                 d.core.on_model(release, self.model.layout.dequantize(release.values,
                                                                       release.scales))
             elif d.participation is not None and not self._silent(d, d.participation.stage):
-                self._from_device(self.topics.outbox(d.name), d.participation.answer(payload))
+                self._send(d, d.participation.answer(payload))
                 if d.participation.done:
                     d.participation = None
         except GenofedError as exc:  # a copy asked again after a restart, or a bad message
@@ -230,7 +232,12 @@ class Simulation:
         d.participation = join(job.task, d.name, d.identity, self.model.layout.trained(delta),
                                n, rng)
         if not self._silent(d, Stage.ADVERTISE_KEYS):
-            self._from_device(self.topics.outbox(d.name), d.participation.advertise())
+            self._send(d, d.participation.advertise())
+
+    def _send(self, d: SimDevice, payload: bytes) -> None:
+        """A round message on the device's outbox (as its fault, if any, changed it)."""
+        self._from_device(self.topics.outbox(d.name),
+                          payload if d.tamper is None else d.tamper(d, payload))
 
 
 def devices(n: int, update: Update, silence: Silence | None = None, *,
