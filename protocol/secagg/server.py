@@ -372,16 +372,22 @@ class SecAggServer:
         return sorted(self._graph.neighbours(v) & self._u3 - self._accusers.get(v, set()))
 
     def _dropped(self) -> list[int]:
-        """The clients of U2 - U3 whose mask key must be rebuilt: some survivor masked with
-        them."""
+        """The clients of U2 - U3 whose mask key is rebuilt."""
         assert self._u3 is not None
-        return sorted(v for v in self._sealed.keys() - self._u3 if self._partners(v))
+        return sorted(v for v in self._sealed.keys() - self._u3 if not self._left_out(v))
+
+    def _left_out(self, v: int) -> bool:
+        """Whether v was accused and nothing of it is in the sum: every survivor among its
+        neighbours accused it, so none masked with it, and its key need not be rebuilt. (A
+        plain dropout keeps the rule it always had: t holders, whoever survived.)"""
+        return self._u3 is not None and v in self._accusers and v not in self._u3 \
+            and not self._partners(v)
 
     def _check_recoverable(self, alive: set[int], after: str) -> None:
         """Every client whose secrets may be rebuilt keeps t holders of its shares alive."""
         for v in sorted(self._sealed):
-            if self._u3 is not None and v not in self._u3 and not self._partners(v):
-                continue  # nothing of v is in the sum: nothing of it to rebuild
+            if self._left_out(v):
+                continue
             holders = self._graph.neighbours(v) - self._accusers.get(v, set())
             live = len(holders & alive)
             if live < self._t:
