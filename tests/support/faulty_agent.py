@@ -1,8 +1,8 @@
-"""A device daemon with faults, for integration tests: `genofed agent run` plus two test-only
+"""A device daemon with faults, for integration tests: `genofed agent run` plus test-only
 behaviours, none of which the production daemon has.
 
     python tests/faulty_agent.py --config DEVICE.toml [--dump-deltas] [--die-after STAGE]
-                                 [--hang-after STAGE]
+                                 [--hang-after STAGE] [--zero-key] [--garbage-shares]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
@@ -11,7 +11,9 @@ exits abruptly with status 137 right after the broker has acknowledged the devic
 to that stage, as a device that loses power would: no clean disconnect, so the broker sends
 its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
 and online, as a device whose process froze would: the next stage waits for it until its
-deadline. Tests start it with `spawn`.
+deadline. --zero-key advertises an all-zero X25519 mask key, --garbage-shares seals random
+bytes to every neighbour, each signed by the device's own identity (`disrupt.py`): a device
+with a valid certificate that keeps answering and disrupts. Tests start it with `spawn`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from genofed.errors import GenofedError
 from genofed.protocol.secagg import Stage
 from genofed.transport.mqtt import MqttLink
 
+try:
+    from support import disrupt
+except ImportError:  # run as a script: its own folder is on the path
+    import disrupt  # type: ignore[no-redef]
+
 log = logging.getLogger("genofed.tests.faulty_agent")
 SCRIPT = Path(__file__).resolve()
 
@@ -43,10 +50,12 @@ class FaultyAgent(Agent):
     """`Agent` that may dump its plain deltas and may die after answering one stage."""
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
-                 die_after: str | None = None, hang_after: str | None = None) -> None:
+                 die_after: str | None = None, hang_after: str | None = None,
+                 zero_key: bool = False, garbage_shares: bool = False) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
+        self.zero_key, self.garbage_shares = zero_key, garbage_shares
         self.hung = False
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
@@ -57,6 +66,10 @@ class FaultyAgent(Agent):
         return delta, n
 
     def send(self, link: MqttLink, payload: bytes) -> None:
+        if self.zero_key:
+            payload = disrupt.zero_key(payload, self.identity)
+        if self.garbage_shares:
+            payload = disrupt.garbage_shares(payload, self.identity)
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
         p = self.participation
         answered = None if p is None else Stage(p.stage - 1).name
@@ -81,13 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = [s.name for s in Stage if s < Stage.UNMASKING]
     p.add_argument("--die-after", choices=stages)
     p.add_argument("--hang-after", choices=stages)
+    p.add_argument("--zero-key", action="store_true")
+    p.add_argument("--garbage-shares", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
-                            die_after=args.die_after, hang_after=args.hang_after)
+                            die_after=args.die_after, hang_after=args.hang_after,
+                            zero_key=args.zero_key, garbage_shares=args.garbage_shares)
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -98,12 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
-          die_after: str | None = None, hang_after: str | None = None
-          ) -> subprocess.Popen[bytes]:
+          die_after: str | None = None, hang_after: str | None = None,
+          zero_key: bool = False, garbage_shares: bool = False) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
         argv.append("--dump-deltas")
+    if zero_key:
+        argv.append("--zero-key")
+    if garbage_shares:
+        argv.append("--garbage-shares")
     if die_after is not None:
         argv += ["--die-after", die_after]
     if hang_after is not None:
