@@ -6,6 +6,12 @@ wasted training run per round, and in a small federation it aborts every round. 
 rests a device after `sideline_after` consecutive rounds in which it was picked and sent
 nothing, for `sideline_s`, doubling with each further silent round up to `MAX_REST_S`. An
 answer, or a new connection (its status turning online again), ends the rest.
+
+A device that keeps answering can still stop rounds: an unusable key, shares that do not
+open, a false accusation. One excluded from a round for such provable disruption
+(`protocol/secagg/blame.py`) rests at once, `sideline_s` times two per offence (its first rest
+is twice a silent one's) up to `MAX_REST_S`; neither an answer nor a new connection ends that
+rest, and its offences are never forgotten while the aggregator runs.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class Sidelined:
         self.after, self.rest_s = policy.sideline_after, policy.sideline_s
         self.silent_rounds: dict[str, int] = {}
         self.until: dict[str, float] = {}
+        self.offences: dict[str, int] = {}
+        self.barred: dict[str, float] = {}  # until when a device rests for disrupting
 
     def round_closed(self, picked: Collection[str], answered: Collection[str],
                      now: float) -> dict[str, float]:
@@ -78,14 +86,26 @@ class Sidelined:
                 self.until[d] = now + resting[d]
         return resting
 
+    def blamed(self, devices: Collection[str], now: float) -> dict[str, float]:
+        """Count an offence of each of `devices` (excluded from a round for provable
+        disruption); returns their rests in s."""
+        resting: dict[str, float] = {}
+        for d in devices:
+            n = self.offences[d] = self.offences.get(d, 0) + 1
+            resting[d] = min(MAX_REST_S, self.rest_s * 2.0 ** n)
+            self.barred[d] = max(self.barred.get(d, now), now + resting[d])
+        return resting
+
     def forget(self, device: str) -> None:
-        """A fresh start for `device` (it answered, or it connected again)."""
+        """A fresh start for `device` after silence (it answered, or it connected again); a
+        rest for disrupting stays."""
         self.silent_rounds.pop(device, None)
         self.until.pop(device, None)
 
     def resting(self, now: float) -> set[str]:
         """The devices to leave out of a cohort drawn at `now` (rests that ended are
         forgotten, so this holds no more than the devices resting)."""
-        for d in [d for d, t in self.until.items() if t <= now]:
-            del self.until[d]
-        return set(self.until)
+        for rests in (self.until, self.barred):
+            for d in [d for d, t in rests.items() if t <= now]:
+                del rests[d]
+        return set(self.until) | set(self.barred)

@@ -5,7 +5,8 @@
     effects = core.handle(Delivered(topic, payload, token, now))
     effects = core.handle(Ticked(now, enrolled))          # enrolled when core.cohort_due(now)
 
-Inside: which devices are online and which rest after silent rounds (`cohort.py`), when a
+Inside: which devices are online and which rest after silent rounds or provable disruption
+(`cohort.py`; the culprits of a round are named in the log, counted and journaled), when a
 round opens and on which cohort, its SecAgg+ parameters and ring bits, the signed task
 (`rounds.py`), each stage of the secure round (`secure_round.py`), the decoded mean and the
 server optimizer (`optimizers.py`), the journal record, the counts. Outside, in the shell:
@@ -192,6 +193,7 @@ class AggregatorCore:
             self._reject("no_round", f"dropped a message from {device}: no round is open", out)
             return
         stage = f.rnd.stage.name
+        blamed = device in f.rnd.excluded
         why = f.rnd.receive(device, payload)
         digest = hashlib.sha256(payload).digest()
         if why and digest in f.seen:
@@ -200,6 +202,9 @@ class AggregatorCore:
                          out)
         elif why:
             self._reject("refused", f"dropped a message from {device}: {why}", out)
+            if not blamed and device in f.rnd.excluded:  # the evidence, replayed on a restart
+                f.seen[digest] = stage
+                out.append(StoreMessage(f.task.round, stage, device, payload))
         else:
             f.seen[digest] = stage
             f.bytes_up += len(payload)
@@ -242,6 +247,10 @@ class AggregatorCore:
                  task.codec.bits, self.model.n_trained, self.model.n_params)
 
     def _poll(self, f: Flight, now: float, out: list[Effect]) -> None:
+        for device, blame in f.rnd.take_blame():
+            log.warning("round %d: %s (client %d) excluded for provable disruption (%s): %s",
+                        f.task.round, device, blame.client, blame.kind, blame.reason)
+            out.append(Count("excluded", blame.kind))
         ev = f.rnd.poll(now)
         if isinstance(ev, Route):
             log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
@@ -270,7 +279,9 @@ class AggregatorCore:
                           examples=weight, mean_loss=float("nan"), bytes_up=f.bytes_up,
                           bytes_down=f.bytes_down, seconds=now - f.opened,
                           cohort=len(f.task.members()), reason=reason,
-                          stage_seconds=dict(f.rnd.log.seconds))
+                          stage_seconds=dict(f.rnd.log.seconds),
+                          excluded={d: f"{b.kind}: {b.reason}"
+                                    for d, b in sorted(f.rnd.excluded.items())})
         self.flight = None
         model = None if new is None else (self.version + 1, new)
         moments = (self.opt_state.m, self.opt_state.v) if self.opt_state.m.size else None
@@ -278,10 +289,14 @@ class AggregatorCore:
         out.append(Count("dropouts", value=rec.cohort - rec.participants))
         for stage, seconds in rec.stage_seconds.items():
             out.append(Count("stage_seconds", stage, seconds))
-        rests = self.sidelined.round_closed(f.task.members(), f.rnd.advertised, now)
+        rests = self.sidelined.round_closed(f.task.members(),
+                                            f.rnd.advertised | f.rnd.excluded.keys(), now)
         for device, rest_s in sorted(rests.items()):
             log.warning("%s was picked and sent nothing in %d rounds in a row: left out of "
                         "rounds for %.0f s", device, self.sidelined.silent_rounds[device], rest_s)
+        for device, rest_s in sorted(self.sidelined.blamed(f.rnd.excluded, now).items()):
+            log.warning("%s disrupted round %d (%s): left out of rounds for %.0f s", device,
+                        rec.round, f.rnd.excluded[device].kind, rest_s)
         log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
                  rec.participants, rec.cohort, weight, rec.seconds)
         if new is not None:

@@ -45,6 +45,9 @@ class Metrics:
         self.aggregates_rejected = Counter(
             "genofed_aggregates_rejected", "Rounds aborted because the survivors' sum failed an "
             "aggregate check (a poisoned input), by check", ["check"], registry=r)
+        self.excluded = Counter("genofed_devices_excluded",
+                                "Devices excluded from a round for provable disruption, by "
+                                "reason", ["reason"], registry=r)
         self.bytes = Counter("genofed_bytes", "Payload bytes, by direction", ["direction"],
                              registry=r)
         self.stage_seconds = Histogram("genofed_stage_seconds", "Latency of a round's stages",
@@ -54,7 +57,7 @@ class Metrics:
         self._by_name: dict[str, Counter | Gauge | Histogram] = {
             "rounds": self.rounds, "resumed": self.resumed, "participants": self.participants,
             "dropouts": self.dropouts, "accepted": self.accepted, "rejected": self.rejected,
-            "aggregates_rejected": self.aggregates_rejected,
+            "aggregates_rejected": self.aggregates_rejected, "excluded": self.excluded,
             "bytes": self.bytes, "stage_seconds": self.stage_seconds,
             "model_version": self.model_version}
         self._server: Any = None

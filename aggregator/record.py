@@ -25,3 +25,4 @@ class RoundRecord:
     cohort: int = 0
     reason: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # device: why (provable disruption)

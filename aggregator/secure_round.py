@@ -7,8 +7,9 @@ closes the stage when it is time and says what to send to whom, or that the roun
 (with the survivors' mean update, once their sum passed the codec's aggregate check) or
 aborted. Messages are checked twice: the SecAgg+ signature against the roster identity, and
 the roster identity against the outbox it came on, so a device cannot speak for another even
-with a valid key of its own. `resume` rebuilds a round after a restart from the messages it
-had accepted.
+with a valid key of its own. A device the SecAgg+ server excludes for provable disruption
+(`protocol/secagg/blame.py`) is named in `excluded` and no longer waited for. `resume`
+rebuilds a round after a restart from the messages it had accepted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from genofed.errors import LocalInputError
 from genofed.protocol.codec import CodecError
 from genofed.protocol.codec_mean import MeanPipeline, SumRejected
 from genofed.protocol.secagg import RoundAborted, RoundConfig, SecAggError, SecAggServer, Stage
+from genofed.protocol.secagg.blame import Blame
 from genofed.protocol.secagg.keys import SigningIdentity
 from genofed.protocol.secagg.messages import decode
 
@@ -87,6 +89,8 @@ class SecureRound:
         self.stage_opened = now
         self.log = StageLog()
         self.finished = False
+        self.excluded: dict[str, Blame] = {}  # device: why, for provable disruption
+        self._fresh: list[tuple[str, Blame]] = []
 
     @property
     def stage(self) -> Stage:
@@ -106,8 +110,23 @@ class SecureRound:
             self.server.receive(msg)
         except SecAggError as exc:  # forged, replayed, wrong round or stage, malformed
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            self._note_culprits()
         self.received.add(device)
         return None
+
+    def take_blame(self) -> list[tuple[str, Blame]]:
+        """The devices excluded since the last call, and why (each once)."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
+
+    def _note_culprits(self) -> None:
+        for i, blame in self.server.culprits.items():
+            device = self.devices[i]
+            if device not in self.excluded:
+                self.excluded[device] = blame
+                self._fresh.append((device, blame))
+        self.expected -= self.excluded.keys()  # nothing more is taken from them
 
     def poll(self, now: float) -> Event | None:
         """Close the current stage if everyone asked has answered or its deadline passed."""
@@ -149,7 +168,7 @@ class SecureRound:
                 return Aborted(f"the survivors' sum does not decode: {exc}")
             return Done(mean_delta=np.asarray(mean, dtype=np.float64), weight=len(survivors),
                         survivors=survivors)
-        self.expected = {self.devices[i] for i in out}
+        self.expected = {self.devices[i] for i in out} - self.excluded.keys()
         return Route(self.stage, {self.devices[i]: m.encode() for i, m in out.items()})
 
     @property
@@ -163,7 +182,9 @@ def resume(config: RoundConfig, identity: SigningIdentity, pipeline: MeanPipelin
            stage_timeout_s: float, now: float) -> tuple[SecureRound, list[Route]]:
     """Rebuild a round that a previous run left at `stage` from the messages it had accepted.
 
-    Every stage before `stage` is fed its stored messages and closed, as it was closed then:
+    Every stage before `stage` is fed its stored messages and closed, as it was closed then
+    (the stored messages include those refused as provable disruption, so their senders are
+    excluded again):
     the state machine is deterministic, so it reaches the same state and makes the same
     messages (returned, in order: the last one is what the devices of `stage` were asked).
     `stage` itself gets its stored answers and a fresh deadline. Raises ResumeError if the
@@ -174,7 +195,7 @@ def resume(config: RoundConfig, identity: SigningIdentity, pipeline: MeanPipelin
     while True:
         for device, payload in stored(rnd.stage):
             why = rnd.receive(device, payload)
-            if why:
+            if why and device not in rnd.excluded:  # refused then too, excluding its sender
                 raise ResumeError(f"stored {rnd.stage.name} message of {device} does not "
                                   f"replay: {why}")
         if rnd.stage == stage:

@@ -4,10 +4,11 @@ The devices run the real device-side logic of a round (the signed task and model
 they arrive, `AgentCore`, the codec, the SecAgg+ client through `agent.secure.join`); only
 training is replaced by `update`, a function of (device, round, weights). A device given a
 `tamper` function is a poisoner: what it returns replaces the device's honest ring vector
-before the masks go on (tests and benchmarks of the aggregate check; the daemon has no such
+before the masks go on (tests and benchmarks of the aggregate check); one given a `disrupt`
+function changes each round message it sends (tests of blame; the daemon has neither
 hook). The broker keeps retained messages, queues what is published, and redelivers to the
 aggregator what it has not acknowledged. The store (`MemoryStore`) keeps what the durable
-effects said, so the aggregator can be killed between any two effects (`crash_after`) and
+effects said, so the aggregator can be killed between any two effects (`crash_before`) and
 restarted from it, as a process killed mid-round restarts from SQLite. Time is virtual.
 
     sim = Simulation(cfg, model, devices, randomness=seeded(7))
@@ -57,6 +58,7 @@ Silence = Callable[[str, int], Stage | None]  # the stage a device falls silent 
 # vector it sends instead of its honest encoding, or None to stay honest this round
 Tamper = Callable[[str, SecureTask, np.ndarray, np.ndarray, np.random.Generator],
                   RingVector | None]
+Disrupt = Callable[["SimDevice", bytes], bytes]  # a faulty device's change to a message
 
 
 def seeded(seed: int) -> Randomness:
@@ -93,6 +95,7 @@ class SimDevice:
     participation: Participation | None = None
     silent_from: Stage | None = None
     rejected: int = 0
+    disrupt: Disrupt | None = None  # a faulty device's change to each round message it sends
 
 
 @dataclass
@@ -212,7 +215,7 @@ class Simulation:
                 d.core.on_model(release, self.model.layout.dequantize(release.values,
                                                                       release.scales))
             elif d.participation is not None and not self._silent(d, d.participation.stage):
-                self._from_device(self.topics.outbox(d.name), d.participation.answer(payload))
+                self._send(d, d.participation.answer(payload))
         except GenofedError as exc:  # a copy asked again after a restart, or a bad message
             d.rejected += 1
             log.debug("%s dropped a message on %s: %s", d.name, topic, exc)
@@ -247,7 +250,12 @@ class Simulation:
         assert job.task.secagg is not None
         d.core.mark_joined(job.task.secagg.digest.raw.hex())
         if not self._silent(d, Stage.ADVERTISE_KEYS):
-            self._from_device(self.topics.outbox(d.name), d.participation.advertise())
+            self._send(d, d.participation.advertise())
+
+    def _send(self, d: SimDevice, payload: bytes) -> None:
+        """A round message on the device's outbox (as its fault, if any, changed it)."""
+        self._from_device(self.topics.outbox(d.name),
+                          payload if d.disrupt is None else d.disrupt(d, payload))
 
 
 def devices(n: int, update: Update, silence: Silence | None = None, *,

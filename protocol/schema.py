@@ -8,7 +8,7 @@
 | `device/<id>/outbox`        | SecAgg+ client messages      | `protocol/secagg/messages.py`   |
 | `device/<id>/status` (ret.) | `DeviceStatus` (JSON)        | plain; the broker's ACL vouches |
 
-Envelope: `protocol/envelope.py` (b"GFS1", version 1). SecAgg+ messages: b"GSA1". Every
+Envelope: `protocol/envelope.py` (b"GFS1", version 1). SecAgg+ messages: b"GSA2". Every
 payload is size-checked before it is parsed and signature-checked before it is trusted; a
 change to any format is a new magic.
 """

@@ -5,7 +5,9 @@ any one of them, while clients drop out at any stage and the aggregator may lie 
 Client and server are state machines with no I/O (`client`, `server`); `driver` runs a whole
 round in memory. Modules: `params` (k and t from n, corrupt and dropout fractions), `graph`
 (permuted Harary graph), `prg` (seeds, ChaCha20 masks), `shamir` (t-of-k over
-GF(2^61 - 1)), `keys` (typed keys), `messages` (byte encodings), `errors`. The ring and its
+GF(2^61 - 1)), `keys` (typed keys), `sealing` (the share bundles), `messages` (byte
+encodings), `errors`; `blame` (who is excluded from a round for provable disruption, on what
+evidence) and `proof` (that a revealed pairwise key is the right one). The ring and its
 vectors are the codec's too: `genofed.protocol.ring`.
 """
 

@@ -7,26 +7,32 @@
 
 Every server message is checked before it changes anything: its round (WrongRound), the
 aggregator's signature (ForgedMessage), its stage and recipient (ReplayedMessage), every
-advert, ciphertext and endorsement inside it (ForgedMessage), and its consistency with what
-this client already signed (InconsistentRequest). Below threshold the client aborts
-(RoundAborted) and answers nothing more. It reveals the self-mask share of a peer only if that
-peer is in the survivor set it signed and at least t neighbours endorsed, the key share only if
-the peer is not, and never both for one peer.
+advert and endorsement inside it (ForgedMessage), and its consistency with what this client
+already signed (InconsistentRequest). Below threshold the client aborts (RoundAborted) and
+answers nothing more. It reveals the self-mask share of a peer only if that peer is in the
+survivor set it signed and at least t neighbours endorsed, the key share only if the peer is
+not, and never both for one peer.
+
+One bad peer never stops it. A peer whose advertised key is unusable (which the aggregator
+refuses on arrival, so it only sees one from an aggregator that did not) is treated as dropped.
+A peer whose bundle does not open, under that peer's own signature, is accused: the client
+holds none of its shares, leaves its pair mask out, and puts into its MaskedInput the pairwise
+key with the proof that it is the right one (`proof.py`), which costs it nothing (`blame.py`).
+A bundle that does not open and is not signed by its sender is the aggregator's doing: the
+whole delivery is refused (ForgedMessage), and nothing is revealed.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 
-import nacl.exceptions
-import nacl.secret
 import numpy as np
 
 from genofed.protocol.ring import RingVector
 from genofed.protocol.secagg import shamir
 from genofed.protocol.secagg.config import RoundConfig
-from genofed.protocol.secagg.encoding import Reader, Writer
 from genofed.protocol.secagg.errors import (
     ForgedMessage,
     InconsistentRequest,
@@ -43,12 +49,15 @@ from genofed.protocol.secagg.keys import (
     Digest,
     Entropy,
     MaskSeed,
+    PairKey,
+    SealKeyPair,
     SelfMaskSeed,
     ShareValue,
     SigningIdentity,
 )
 from genofed.protocol.secagg.messages import (
     SERVER,
+    Accusation,
     AdvertiseKeys,
     ClientMessage,
     ConsistencySignature,
@@ -69,17 +78,18 @@ from genofed.protocol.secagg.messages import (
     endorsement_bytes,
     survivors_digest,
 )
-from genofed.protocol.secagg.prg import RoundContext, apply_mask, pair_seed, self_seed
+from genofed.protocol.secagg.prg import apply_mask, pair_seed, self_seed
+from genofed.protocol.secagg.proof import prove
+from genofed.protocol.secagg.sealing import (
+    NONCE_BYTES,
+    UnopenedBundle,
+    accusation_context,
+    open_bundle,
+    seal_bundle,
+)
 
 log = logging.getLogger(__name__)
 SELF_MASK, KEY = "self-mask", "key"
-
-
-def seal_plaintext(ctx: RoundContext, sender: int, recipient: int, s_share: ShareValue,
-                   b_share: ShareValue) -> bytes:
-    """What a client encrypts to a neighbour: both shares, bound to round, sender, recipient."""
-    return Writer().fixed(ctx.encode()).u32(sender).u32(recipient).fixed(s_share.raw) \
-        .fixed(b_share.raw).getvalue()
 
 
 class SecAggClient:
@@ -97,12 +107,12 @@ class SecAggClient:
         self._ctx = config.context
         self._neighbours = config.graph.neighbours(index)
         self._input: RingVector | None = None  # our own copy, masked in place at stage 2
-        self._c = AgreementKeyPair.generate(entropy)
+        self._c = SealKeyPair.generate(entropy)
         self._s = AgreementKeyPair.generate(entropy)
         self._peers: dict[int, AdvertiseKeys] = {}  # neighbours whose keys we took (U1)
         self._held: dict[int, tuple[ShareValue, ShareValue]] = {}  # peer -> (s, b) shares (U2)
         self._pair: dict[int, MaskSeed] = {}
-        self._boxes: dict[int, nacl.secret.SecretBox] = {}
+        self._seal: dict[int, PairKey] = {}
         self._b: SelfMaskSeed | None = None
         self._survivors: frozenset[int] = frozenset()
         self._digest: Digest | None = None
@@ -164,14 +174,9 @@ class SecAggClient:
                 raise ForgedMessage(f"client {self.index}: advert of client {j} is not signed "
                                     "by its enrolled identity")
             peers[j] = a
-        keys = [self._c.public, self._s.public] + [k for a in peers.values()
-                                                   for k in (a.c_pk, a.s_pk)]
-        if len(set(keys)) != len(keys):
-            raise ForgedMessage(f"client {self.index}: a public key appears twice in the round")
+        seal, pair = self._agree(peers)
+        peers = {j: peers[j] for j in seal}
         self._need(len(peers), "neighbours advertised keys")
-        boxes = {j: self._c.secret.box(a.c_pk) for j, a in peers.items()}
-        pair = {j: pair_seed(self._s.secret, a.s_pk, self._ctx, self.index, j)
-                for j, a in peers.items()}
         self._b = SelfMaskSeed(self._entropy(32))
         order = sorted(peers)
         secrets = np.frombuffer(self._s.secret.raw + self._b.raw, dtype=np.uint8).reshape(2, 32)
@@ -180,33 +185,70 @@ class SecAggClient:
         s_bytes, b_bytes = shamir.shares_to_bytes(shares[0]), shamir.shares_to_bytes(shares[1])
         sealed = []
         for pos, j in enumerate(order):
-            text = seal_plaintext(self._ctx, self.index, j, ShareValue(s_bytes[pos]),
-                                  ShareValue(b_bytes[pos]))
-            sealed.append(Sealed(j, bytes(boxes[j].encrypt(text, self._entropy(24)))))
-        self._peers, self._boxes, self._pair = peers, boxes, pair
+            box = seal_bundle(seal[j], self._ctx, self.index, j, ShareValue(s_bytes[pos]),
+                               ShareValue(b_bytes[pos]), self._entropy(NONCE_BYTES))
+            sealed.append(Sealed.create(self._identity, self._ctx, self.index, j, box))
+        self._peers, self._seal, self._pair = peers, seal, pair
         self.stage = Stage.MASKED_INPUT
         return EncryptedShares.create(self._identity, self._header(), sealed=tuple(sealed))
 
+    def _agree(self, peers: dict[int, AdvertiseKeys]
+               ) -> tuple[dict[int, PairKey], dict[int, MaskSeed]]:
+        """The sealing keys and pair-mask seeds with each peer whose keys are usable. A key
+        that is not (the agreement fails exactly then, `keys.py`), or that shows up twice in
+        the round (also as one of ours), makes its peer a dropout to this client, never a
+        reason to leave the round."""
+        seen = Counter([self._c.public.raw, self._s.public.raw] +
+                       [k for a in peers.values() for k in (a.c_pk.raw, a.s_pk.raw)])
+        seal: dict[int, PairKey] = {}
+        pair: dict[int, MaskSeed] = {}
+        for j, a in sorted(peers.items()):
+            try:
+                if seen[a.c_pk.raw] != 1 or seen[a.s_pk.raw] != 1:
+                    raise ForgedMessage("a key that appears twice in the round")
+                seal[j] = self._c.secret.agree(a.c_pk)
+                pair[j] = pair_seed(self._s.secret, a.s_pk, self._ctx, self.index, j)
+            except ForgedMessage as exc:
+                seal.pop(j, None)
+                log.warning("client %d: client %d advertised an unusable key (%s): treated as "
+                            "dropped", self.index, j, exc)
+        return seal, pair
+
     def masked_input(self, msg: ShareDelivery) -> MaskedInput:
-        """Stage 2: open the neighbours' shares; send the input plus self and pair masks."""
+        """Stage 2: open the neighbours' shares, accusing those whose bundles do not open;
+        send the input plus self and pair masks (with the peers whose shares it holds)."""
         self._accept(msg)
         if self._input is None:
             raise SecAggError(f"client {self.index}: no input set before the masked input stage")
         held: dict[int, tuple[ShareValue, ShareValue]] = {}
+        accused: dict[int, Accusation] = {}
         for s in msg.sealed:
             j = s.peer
             if j not in self._peers:
                 raise InconsistentRequest(f"client {self.index}: shares from {j}, whose keys "
                                           "it never took")
-            if j in held:
+            if j in held or j in accused:
                 raise ReplayedMessage(f"client {self.index}: two share bundles from {j}")
-            held[j] = self._open(j, s.ciphertext)
+            try:
+                held[j] = open_bundle(self._seal[j], self._ctx, j, self.index, s.ciphertext)
+            except UnopenedBundle as exc:
+                accused[j] = self._accuse(j, s, exc)
         self._need(len(held), "neighbours shared their keys")
         y = self._mask(sorted(held))
-        self._held, self._pair, self._input = held, {}, None
+        self._held, self._pair, self._seal, self._input = held, {}, {}, None
         self.stage = Stage.CONSISTENCY_CHECK
         return MaskedInput.create(self._identity, self._header(), bits=self.config.ring.bits,
-                                  words=y)
+                                  words=y, accusations=tuple(accused[j] for j in sorted(accused)))
+
+    def _accuse(self, j: int, s: Sealed, why: UnopenedBundle) -> Accusation:
+        """The accusation of a peer whose bundle did not open, if the peer signed it."""
+        if not s.verify(self.config.roster[j].identity, self._ctx, j, self.index):
+            raise ForgedMessage(f"client {self.index}: a bundle relayed as {j}'s does not open "
+                                f"and is not signed by {j}") from None
+        log.warning("client %d accuses client %d: %s", self.index, j, why)
+        proof = prove(self._c.secret, self._peers[j].c_pk,
+                      accusation_context(self._ctx, self.index, j), self._entropy)
+        return Accusation(j, proof)
 
     def _mask(self, partners: list[int]) -> RingVector:
         """Input + self mask + sign(i, j) * pair mask for each partner j, reduced mod 2^b; the
@@ -279,25 +321,6 @@ class SecAggClient:
             self._identity, self._header(),
             self_shares=tuple(RevealedShare(j, self._held[j][1]) for j in wanted_b),
             key_shares=tuple(RevealedShare(j, self._held[j][0]) for j in wanted_s))
-
-    def _open(self, j: int, ciphertext: bytes) -> tuple[ShareValue, ShareValue]:
-        try:
-            text = self._boxes[j].decrypt(ciphertext)
-        except (nacl.exceptions.CryptoError, ValueError):
-            raise ForgedMessage(f"client {self.index}: shares from {j} do not authenticate") \
-                from None
-        r = Reader(text, "sealed shares")
-        try:
-            bound = r.fixed(len(self._ctx.encode())) == self._ctx.encode() and r.u32() == j \
-                and r.u32() == self.index
-            shares = ShareValue(r.fixed(40)), ShareValue(r.fixed(40))
-            r.end()
-        except MalformedMessage:
-            bound = False
-        if not bound:
-            raise ForgedMessage(f"client {self.index}: shares from {j} are bound to another "
-                                "round or pair")
-        return shares
 
     def _reveal(self, j: int, kind: str) -> None:
         if self._revealed.get(j, kind) != kind:

@@ -3,7 +3,9 @@
 Every message crosses as wire bytes (encode, decode), so the byte encodings are exercised too.
 `drop` names, per stage, the clients that fall silent before sending that stage's message (and
 stay silent); `intercept` sees every message in transit as (stage, sender, recipient, message)
-and may replace it or return None to lose it. Client and server seconds are measured per call.
+and may replace it or return None to lose it. A message the server refuses is lost (and its
+refusal kept in `refused`), as the aggregator drops it; the server's `culprits` end up in the
+result. Client and server seconds are measured per call.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genofed.protocol.secagg.blame import Blame
 from genofed.protocol.secagg.client import SecAggClient
 from genofed.protocol.secagg.config import RoundConfig
-from genofed.protocol.secagg.errors import RoundAborted
+from genofed.protocol.secagg.errors import ProtocolViolation, RoundAborted
 from genofed.protocol.secagg.keys import SYSTEM_ENTROPY, Entropy, SigningIdentity
 from genofed.protocol.secagg.messages import SERVER, Message, Stage, decode
 from genofed.protocol.secagg.server import SecAggServer
@@ -36,6 +39,8 @@ class RoundResult:
     server_seconds: float = 0.0
     upload_bytes: dict[int, int] = field(default_factory=dict)  # all stages
     masked_bytes: dict[int, int] = field(default_factory=dict)  # the MaskedInput message
+    culprits: dict[int, Blame] = field(default_factory=dict)  # excluded, and why
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (sender, why)
 
 
 def make_clients(config: RoundConfig, identities: Mapping[int, SigningIdentity], *,
@@ -73,8 +78,13 @@ def run_round(config: RoundConfig, server: SecAggServer, clients: Mapping[int, S
                 return
             wire = msg.encode()
         t0 = time.perf_counter()
-        server.receive_bytes(wire)
-        res.server_seconds += time.perf_counter() - t0
+        try:
+            server.receive_bytes(wire)
+        except ProtocolViolation as exc:
+            res.refused.append((i, str(exc)))
+        finally:
+            res.server_seconds += time.perf_counter() - t0
+            res.culprits = server.culprits
 
     def advance() -> dict[int, bytes] | None:
         t0 = time.perf_counter()

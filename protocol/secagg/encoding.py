@@ -124,6 +124,10 @@ class Reader:
         n = self.count(max_count)
         return tuple(struct.unpack(f">{n}I", self._take(4 * n)))
 
+    def at_end(self) -> bool:
+        """Whether every byte has been read."""
+        return self._pos == len(self._data)
+
     def end(self) -> None:
         """Refuse trailing bytes."""
         if self._pos != len(self._data):

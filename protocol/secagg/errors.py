@@ -26,6 +26,15 @@ class ProtocolViolation(SecAggError, MessageError):
     """A message that breaks the protocol; it is rejected and changes no state."""
 
 
+class Disruption(ProtocolViolation):
+    """A signed message of the current stage that provably disrupts the round: its sender is
+    excluded from the round (`blame.py`); `kind` names how it disrupted."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class MalformedMessage(ProtocolViolation):
     """Bytes that do not parse as the expected message."""
 

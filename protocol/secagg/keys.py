@@ -1,8 +1,14 @@
 """Typed keys, seeds and signatures: no key is ever a bare `bytes` in our signatures.
 
-Ed25519 (device identities, enrolled ahead of the round) signs every message; X25519 gives the
-two per-round key pairs of each client, `c` to encrypt the shares it sends to its neighbours and
-`s` to agree the pairwise mask seeds. Secret material never shows in a repr.
+Ed25519 (device identities, enrolled ahead of the round) signs every message. Each client has
+two per-round key pairs: `s` (X25519) agrees the pairwise mask seeds; `c` (a scalar and a
+point of the prime-order Ed25519 group, libsodium's `crypto_core_ed25519`) agrees the key that
+seals the shares it sends to each neighbour. `c` lives in a group with point addition so that
+a client can prove, without its secret, that a revealed pairwise key is the right one
+(`proof.py`). An advertised key that is not usable (a small-order or non-canonical X25519 key,
+a `c` key outside the prime-order group) is refused by the aggregator on arrival, and a client
+treats a peer with one as dropped: `usable` is the same public predicate on both sides.
+Secret material never shows in a repr.
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.public
-import nacl.secret
 import nacl.signing
 import nacl.utils
 
@@ -90,9 +96,33 @@ class IdentitySeed(_Secret):
     """The 32-byte seed of an Ed25519 identity."""
 
 
+_P25519 = (1 << 255) - 19
+_PROBE = bytes([9] * 32)  # any scalar: X25519 clamps it to a multiple of 8 below 2^255
+
+
 @dataclass(frozen=True)
 class AgreementPublicKey(_Fixed):
     """An X25519 public key."""
+
+    @property
+    def canonical(self) -> bool:
+        """Whether u < p (so the top bit is clear): one encoding per key."""
+        return int.from_bytes(self.raw, "little") < _P25519
+
+    def usable(self) -> bool:
+        """Whether it is a canonical key of large order. libsodium refuses a small-order key
+        (the all-zero one among them) for every secret key alike: a clamped scalar is a
+        multiple of 8 below the group order, so its product with a point is zero exactly
+        when the point's order divides 8. One probe therefore answers for every peer, and
+        a peer's `AgreementSecretKey.agree` with a canonical key fails exactly when this
+        does."""
+        if not self.canonical:
+            return False
+        try:
+            sodium.crypto_scalarmult(_PROBE, self.raw)
+        except nacl.exceptions.CryptoError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -103,21 +133,12 @@ class AgreementSecretKey(_Secret):
         """The matching public key."""
         return AgreementPublicKey(bytes(nacl.public.PrivateKey(self.raw).public_key))
 
-    def box(self, peer: AgreementPublicKey) -> nacl.secret.SecretBox:
-        """Authenticated encryption with `peer`: NaCl's Box (X25519, XSalsa20-Poly1305)."""
-        from nacl.bindings import crypto_box_beforenm
-
-        try:
-            return nacl.secret.SecretBox(crypto_box_beforenm(peer.raw, self.raw))
-        except nacl.exceptions.CryptoError:
-            raise ForgedMessage("peer's encryption key is a low-order point") from None
-
     def agree(self, peer: AgreementPublicKey) -> SharedSecret:
-        """The raw X25519 shared secret with `peer`; low-order keys are refused."""
-        from nacl.bindings import crypto_scalarmult
-
+        """The raw X25519 shared secret with `peer`; a key that is not `usable` is refused."""
+        if not peer.canonical:
+            raise ForgedMessage("peer's mask key is not canonical")
         try:
-            return SharedSecret(crypto_scalarmult(self.raw, peer.raw))
+            return SharedSecret(sodium.crypto_scalarmult(self.raw, peer.raw))
         except nacl.exceptions.CryptoError:
             raise ForgedMessage("peer's mask key is a low-order point") from None
 
@@ -134,6 +155,59 @@ class AgreementKeyPair:
         """A fresh key pair from `entropy`."""
         secret = AgreementSecretKey(entropy(32))
         return cls(secret, secret.public())
+
+
+@dataclass(frozen=True)
+class SealPublicKey(_Fixed):
+    """A round's key for sealing shares to a client: a point of the prime-order Ed25519 group."""
+
+    def usable(self) -> bool:
+        """Whether it is the canonical encoding of a point of the prime-order subgroup, not the
+        identity nor of small order (libsodium's `crypto_core_ed25519_is_valid_point`)."""
+        return bool(sodium.crypto_core_ed25519_is_valid_point(self.raw))
+
+
+@dataclass(frozen=True)
+class SealSecretKey(_Secret):
+    """A non-zero scalar modulo the group order L, little-endian."""
+
+    def public(self) -> SealPublicKey:
+        """The matching public key, scalar times the base point."""
+        return SealPublicKey(sodium.crypto_scalarmult_ed25519_base_noclamp(self.raw))
+
+    def agree(self, peer: SealPublicKey) -> PairKey:
+        """The Diffie-Hellman point with `peer` (the same from either side). A key that is not
+        `usable` is refused: libsodium checks the very same conditions before multiplying,
+        and the product of a non-zero scalar and a point of prime order is never the
+        identity."""
+        try:
+            return PairKey(sodium.crypto_scalarmult_ed25519_noclamp(self.raw, peer.raw))
+        except nacl.exceptions.CryptoError:
+            raise ForgedMessage("peer's sealing key is not a point of the prime-order "
+                                "group") from None
+
+
+@dataclass(frozen=True)
+class SealKeyPair:
+    """One sealing key pair."""
+
+    secret: SealSecretKey
+    public: SealPublicKey
+
+    @classmethod
+    def generate(cls, entropy: Entropy = SYSTEM_ENTROPY) -> SealKeyPair:
+        """A fresh key pair from `entropy` (64 bytes reduced mod L: uniform to 2^-250)."""
+        while True:
+            scalar = sodium.crypto_core_ed25519_scalar_reduce(entropy(64))
+            if any(scalar):
+                secret = SealSecretKey(scalar)
+                return cls(secret, secret.public())
+
+
+@dataclass(frozen=True)
+class PairKey(_Secret):
+    """The Diffie-Hellman point of two clients' sealing keys: it seals the shares between the
+    two. A recipient that accuses the sender reveals it, with a proof (`proof.py`)."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """The messages of a round, frozen dataclasses with one explicit byte encoding each.
 
-Wire: b"GSA1" | core | Ed25519 signature (64 bytes). The signature covers
-b"genofed/secagg/v1\\0" | core (in MaskedInput with the packed values replaced by their
+Wire: b"GSA2" | core | Ed25519 signature (64 bytes). The signature covers
+b"genofed/secagg/v2\\0" | core (in MaskedInput with the packed values replaced by their
 BLAKE2b-256), and core always starts with the header: kind (u8), stage (u8),
 federation (text), round (u64), configuration digest (32 bytes), sender (u32 roster index, or
 SERVER). So every signature binds federation, round, configuration, stage and sender, and a
 signature of one kind of message never verifies as another.
 
-Client -> server: AdvertiseKeys, EncryptedShares, MaskedInput, ConsistencySignature,
-UnmaskShares. Server -> client(s): KeyList, ShareDelivery, SurvivorList, UnmaskRequest.
+Version 2 (blame for provable disruption) changed three things, so that a recipient can prove
+a neighbour's shares bad (`blame.py`): the `c` key of AdvertiseKeys is a point of the Ed25519
+group (`SealPublicKey`), each sealed bundle carries its sender's own signature over
+(round, sender, recipient, ciphertext) in EncryptedShares and ShareDelivery alike, and a
+MaskedInput may end with accusations (none: the version 1 body, byte for byte).
+
+Client -> server: AdvertiseKeys, EncryptedShares, MaskedInput (with any accusations),
+ConsistencySignature, UnmaskShares. Server -> client(s): KeyList, ShareDelivery, SurvivorList,
+UnmaskRequest.
 """
 
 from __future__ import annotations
@@ -33,15 +40,18 @@ from genofed.protocol.secagg.keys import (
     AgreementPublicKey,
     Digest,
     IdentityKey,
+    SealPublicKey,
     ShareValue,
     Signature,
     SigningIdentity,
 )
 from genofed.protocol.secagg.prg import RoundContext
+from genofed.protocol.secagg.proof import PROOF_BYTES, KeyProof
 from genofed.protocol.secagg.shamir import SHARE_BYTES
 
-MAGIC = b"GSA1"
-DOMAIN = b"genofed/secagg/v1\x00"
+MAGIC = b"GSA2"
+DOMAIN = b"genofed/secagg/v2\x00"
+SEALED_DOMAIN = b"genofed/secagg/v2/sealed\x00"
 SERVER = 0xFFFFFFFF
 MAX_CLIENTS = 1 << 16
 MAX_CIPHERTEXT = 512
@@ -158,10 +168,31 @@ class Message:
 
 @dataclass(frozen=True)
 class Sealed:
-    """An encrypted share bundle and the peer at its other end."""
+    """An encrypted share bundle, the peer at its other end, and the signature of its sender
+    over (round, sender, recipient, ciphertext): relayed with the bundle, it lets the
+    recipient prove what the sender sent it, and lets no one else pass a bundle off as it."""
 
     peer: int
     ciphertext: bytes = field(repr=False)
+    signature: Signature = field(repr=False)
+
+    @classmethod
+    def create(cls, identity: SigningIdentity, ctx: RoundContext, sender: int, recipient: int,
+               ciphertext: bytes) -> Sealed:
+        """`sender`'s bundle for `recipient`, as it puts it into its EncryptedShares."""
+        return cls(recipient, ciphertext,
+                   identity.sign(sealed_bytes(ctx, sender, recipient, ciphertext)))
+
+    def verify(self, key: IdentityKey, ctx: RoundContext, sender: int, recipient: int) -> bool:
+        """Whether `key` signed this bundle as sent from `sender` to `recipient`."""
+        return key.verify(sealed_bytes(ctx, sender, recipient, self.ciphertext),
+                          self.signature)
+
+
+def sealed_bytes(ctx: RoundContext, sender: int, recipient: int, ciphertext: bytes) -> bytes:
+    """What the sender of a bundle signs (a domain of its own: never a message's bytes)."""
+    return Writer().fixed(SEALED_DOMAIN).fixed(ctx.encode()).u32(sender).u32(recipient) \
+        .blob(ciphertext).getvalue()
 
 
 @dataclass(frozen=True)
@@ -170,7 +201,7 @@ class AdvertiseKeys(Message):
 
     KIND: ClassVar[Kind] = Kind.ADVERTISE_KEYS
     STAGE: ClassVar[Stage] = Stage.ADVERTISE_KEYS
-    c_pk: AgreementPublicKey = field(kw_only=True)
+    c_pk: SealPublicKey = field(kw_only=True)
     s_pk: AgreementPublicKey = field(kw_only=True)
 
     def _write(self, w: Writer) -> None:
@@ -178,7 +209,7 @@ class AdvertiseKeys(Message):
 
     @classmethod
     def _read(cls, r: Reader) -> dict[str, object]:
-        return {"c_pk": AgreementPublicKey(r.fixed(32)), "s_pk": AgreementPublicKey(r.fixed(32))}
+        return {"c_pk": SealPublicKey(r.fixed(32)), "s_pk": AgreementPublicKey(r.fixed(32))}
 
 
 @dataclass(frozen=True)
@@ -205,11 +236,21 @@ class KeyList(Message):
 def _write_sealed(w: Writer, items: tuple[Sealed, ...]) -> None:
     w.u32(len(items))
     for s in items:
-        w.u32(s.peer).blob(s.ciphertext)
+        w.u32(s.peer).blob(s.ciphertext).fixed(s.signature.raw)
 
 
 def _read_sealed(r: Reader) -> tuple[Sealed, ...]:
-    return tuple(Sealed(r.u32(), r.blob(MAX_CIPHERTEXT)) for _ in range(r.count(MAX_CLIENTS)))
+    return tuple(Sealed(r.u32(), r.blob(MAX_CIPHERTEXT), Signature(r.fixed(_SIG)))
+                 for _ in range(r.count(MAX_CLIENTS)))
+
+
+@dataclass(frozen=True)
+class Accusation:
+    """A recipient's claim that `accused` sealed it shares that do not open, with the pairwise
+    key that proves it (`proof.py`, checked against both advertised sealing keys)."""
+
+    accused: int
+    proof: KeyProof = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -254,6 +295,9 @@ class MaskedInput(Message):
     STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
     bits: int = field(kw_only=True)
     words: RingVector = field(kw_only=True, repr=False)  # a vector of Z_(2^bits)
+    # Neighbours whose bundles this client could not open, sorted and each once: it holds
+    # none of their shares and left their pair masks out. Absent from the wire when empty.
+    accusations: tuple[Accusation, ...] = field(kw_only=True, default=())
 
     def _payload(self) -> bytes | memoryview:
         """The values bit-packed at b bits each (the codec's packing); MalformedMessage if they
@@ -269,12 +313,20 @@ class MaskedInput(Message):
 
     def _write(self, w: Writer) -> None:
         w.u8(self.bits).u64(np.size(self.words)).fixed(bytes(self._payload()))
+        self._write_accusations(w)
 
     def _write_signed(self, w: Writer) -> None:
         # Ed25519 would hash megabytes twice (and PyNaCl copy them twice more); one BLAKE2b
         # pass over the packed values binds them as well.
         digest = hashlib.blake2b(self._payload(), digest_size=32, person=b"genofed-masked")
         w.u8(self.bits).u64(np.size(self.words)).fixed(digest.digest())
+        self._write_accusations(w)
+
+    def _write_accusations(self, w: Writer) -> None:
+        if self.accusations:
+            w.u32(len(self.accusations))
+            for a in self.accusations:
+                w.u32(a.accused).fixed(a.proof.encode())
 
     @classmethod
     def _read(cls, r: Reader) -> dict[str, object]:
@@ -284,12 +336,19 @@ class MaskedInput(Message):
         ring = Ring(bits)
         if ring.fills_word:
             words = np.frombuffer(r.view(n * ring.word.itemsize), dtype=ring.word)
-            return {"bits": bits, "words": words}
-        try:
-            words = unpack_bits(r.fixed(packed_size(n, bits)), bits, n)
-        except CodecError as exc:
-            raise MalformedMessage(f"masked input: {exc}") from None
-        return {"bits": bits, "words": words}
+        else:
+            try:
+                words = unpack_bits(r.fixed(packed_size(n, bits)), bits, n)
+            except CodecError as exc:
+                raise MalformedMessage(f"masked input: {exc}") from None
+        accusations: tuple[Accusation, ...] = ()
+        if not r.at_end():
+            count = r.count(MAX_CLIENTS)
+            if count == 0:  # one encoding per message: no accusations is no trailer
+                raise MalformedMessage("masked input: an empty list of accusations")
+            accusations = tuple(Accusation(r.u32(), KeyProof.decode(r.fixed(PROOF_BYTES)))
+                                for _ in range(count))
+        return {"bits": bits, "words": words, "accusations": accusations}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ for its SEMI_MALICIOUS_SERVER adversary, the one that lies about who dropped:
   and t1 < t2; then t = max(t1 + 1, 2).
 - infeasible (refused): corrupt + 2 * dropout > 0.9.
 
+A client that accuses a neighbour of sealing it bad shares (`blame.py`) reveals only their
+pairwise key, which opens nothing the accused cannot open itself: accusers are not counted
+among the A corrupt clients, and an excluded culprit is a dropout like any other.
+
 Explicit (n, k, t) are refused when they cannot be safe: t < 2, t <= k/2, t > k, k > n - 1,
 an odd k below n - 1 (no Harary graph), or an expected (1 - dropout) k survivors per
 neighbourhood below t.

@@ -7,11 +7,15 @@
     server.result                          # the sum of the survivors' inputs, a ring vector
 
 U1..U5 are the clients heard from at each stage. After every stage the server checks that the
-round can still finish: each client that shared its keys (U2) keeps at least t live neighbours
-(and at stage 0, each client has at least t advertised neighbours to share with); otherwise it
-raises RoundAborted, before any share is asked for. The sum reveals nothing else: it is
-unmasked with the self-mask seeds of the survivors U3 and the mask keys of the dropped U2 - U3,
-never both for one client.
+round can still finish: each client whose secrets may have to be rebuilt keeps at least t live
+neighbours holding its shares (and at stage 0, each client has at least t advertised
+neighbours to share with); otherwise it raises RoundAborted, before any share is asked for.
+The sum reveals nothing else: it is unmasked with the self-mask seeds of the survivors U3 and
+the mask keys of the dropped U2 - U3, never both for one client.
+
+A client whose signed message provably disrupts the round is excluded from it (`culprits`,
+`blame.py`): its message is refused, and so is every later one of the round; to the round it
+is a dropout from that stage on.
 """
 
 from __future__ import annotations
@@ -23,10 +27,21 @@ import numpy as np
 
 from genofed.protocol.ring import RingError, RingVector
 from genofed.protocol.secagg import shamir
+from genofed.protocol.secagg.blame import (
+    BAD_SHARES,
+    FALSE_ACCUSATION,
+    INVALID_KEY,
+    VIOLATION,
+    Blame,
+    advert_fault,
+    judge,
+)
 from genofed.protocol.secagg.config import RoundConfig
 from genofed.protocol.secagg.errors import (
+    Disruption,
     ForgedMessage,
     MalformedMessage,
+    ParameterError,
     ProtocolViolation,
     ReplayedMessage,
     RoundAborted,
@@ -78,9 +93,12 @@ class SecAggServer:
         self._t = config.params.t
         self._adverts: dict[int, AdvertiseKeys] = {}  # U1
         self._sealed: dict[int, EncryptedShares] = {}  # U2
-        self._masked: set[int] = set()  # U3
+        self._inputs: dict[int, RingVector] = {}  # summed when the stage closes: U3
         self._sum = config.ring.zeros(config.length)
         self._survivors: tuple[int, ...] = ()
+        self._u3: frozenset[int] | None = None  # once MaskedInputCollection closed
+        self._accusers: dict[int, set[int]] = {}  # accused -> who proved its shares bad
+        self._culprits: dict[int, Blame] = {}
         self._digest: Digest | None = None
         self._endorsements: dict[int, Signature] = {}  # U4
         self._asked: dict[int, UnmaskRequest] = {}
@@ -92,6 +110,11 @@ class SecAggServer:
     def survivors(self) -> tuple[int, ...]:
         """U3: the clients whose inputs are in the sum (after MaskedInputCollection)."""
         return self._survivors
+
+    @property
+    def culprits(self) -> dict[int, Blame]:
+        """The clients excluded for provable disruption, in the order they were caught."""
+        return dict(self._culprits)
 
     @property
     def result(self) -> RingVector:
@@ -124,16 +147,26 @@ class SecAggServer:
         if self.stage != msg.STAGE:
             raise ReplayedMessage(f"{type(msg).__name__} from client {h.sender} during "
                                   f"{self.stage.name}")
-        if isinstance(msg, AdvertiseKeys):
-            self._take_advert(msg)
-        elif isinstance(msg, EncryptedShares):
-            self._take_sealed(msg)
-        elif isinstance(msg, MaskedInput):
-            self._take_masked(msg)
-        elif isinstance(msg, ConsistencySignature):
-            self._take_endorsement(msg)
-        else:
-            self._take_answer(msg)
+        if h.sender in self._culprits:
+            raise ProtocolViolation(f"client {h.sender} is excluded from round "
+                                    f"{self.config.round}: {self._culprits[h.sender].reason}")
+        try:
+            if isinstance(msg, AdvertiseKeys):
+                self._take_advert(msg)
+            elif isinstance(msg, EncryptedShares):
+                self._take_sealed(msg)
+            elif isinstance(msg, MaskedInput):
+                self._take_masked(msg)
+            elif isinstance(msg, ConsistencySignature):
+                self._take_endorsement(msg)
+            else:
+                self._take_answer(msg)
+        except ReplayedMessage:  # a copy: the network can make one
+            raise
+        except ProtocolViolation as exc:  # signed by its sender, for this stage: its doing
+            self._blame(Blame(h.sender, exc.kind if isinstance(exc, Disruption) else VIOLATION,
+                              str(exc)))
+            raise
 
     def advance(self) -> Outbox:
         """Close the current stage; the next stage's messages, or RoundAborted."""
@@ -154,6 +187,9 @@ class SecAggServer:
         j = msg.header.sender
         if j in self._adverts:
             raise ReplayedMessage(f"second AdvertiseKeys from client {j}")
+        fault = advert_fault(msg, self._adverts)
+        if fault is not None:
+            raise Disruption(INVALID_KEY, f"client {j} advertised {fault}")
         self._adverts[j] = msg
 
     def _take_sealed(self, msg: EncryptedShares) -> None:
@@ -168,11 +204,16 @@ class SecAggServer:
         if len(set(peers)) != len(peers) or set(peers) != expected:
             raise ProtocolViolation(f"client {j} sealed shares to {sorted(peers)}, not to its "
                                     f"advertised neighbours {sorted(expected)}")
+        identity = self.config.roster[j].identity
+        for s in msg.sealed:  # the recipient relies on it to accuse j, and only then
+            if not s.verify(identity, self._ctx, j, s.peer):
+                raise Disruption(BAD_SHARES, f"client {j}'s bundle for client {s.peer} is not "
+                                 "signed by it")
         self._sealed[j] = msg
 
     def _take_masked(self, msg: MaskedInput) -> None:
         j, ring = msg.header.sender, self.config.ring
-        if j in self._masked:
+        if j in self._inputs:
             raise ReplayedMessage(f"second MaskedInput from client {j}")
         if j not in self._sealed:
             raise ProtocolViolation(f"client {j} did not share its keys; its masked input is "
@@ -186,14 +227,24 @@ class SecAggServer:
         except RingError as exc:
             raise MalformedMessage(f"masked input of client {j} is not a vector of the ring: "
                                    f"{exc}") from None
-        np.add(self._sum, words, out=self._sum)
-        self._masked.add(j)
+        accused = [a.accused for a in msg.accusations]
+        if accused != sorted(set(accused)):
+            raise ProtocolViolation(f"client {j}'s accusations are not sorted and unique")
+        verdicts = [judge(self._ctx, j, a, self._adverts, self._sealed, self._graph.neighbours(j))
+                    for a in msg.accusations]
+        for v in verdicts:
+            if v.client == j:
+                raise Disruption(FALSE_ACCUSATION, v.reason)
+        for v in verdicts:  # every accusation holds: each accused is out, j's input is in
+            self._blame(v)
+            self._accusers.setdefault(v.client, set()).add(j)
+        self._inputs[j] = words
 
     def _take_endorsement(self, msg: ConsistencySignature) -> None:
         j = msg.header.sender
         if j in self._endorsements:
             raise ReplayedMessage(f"second ConsistencySignature from client {j}")
-        if j not in self._masked:
+        if j not in self._survivors:
             raise ProtocolViolation(f"client {j} is not a survivor; its endorsement is not "
                                     "part of this round")
         if msg.survivors != self._digest:
@@ -212,6 +263,11 @@ class SecAggServer:
             if len(set(owners)) != len(owners) or not set(owners) <= set(want):
                 raise ProtocolViolation(f"client {j} answered for {sorted(owners)}, asked "
                                         f"for {sorted(want)}")
+        try:
+            shamir.shares_from_bytes([s.share.raw for s in (*msg.self_shares, *msg.key_shares)])
+        except ParameterError:
+            raise ProtocolViolation(f"client {j} revealed a share that is not a field element") \
+                from None
         self._answers[j] = msg
 
     # -- closing stages ----------------------------------------------------------------------
@@ -236,13 +292,17 @@ class SecAggServer:
         for u in sorted(u2):
             for s in self._sealed[u].sealed:
                 if s.peer in inbox:
-                    inbox[s.peer].append(Sealed(u, s.ciphertext))
+                    inbox[s.peer].append(Sealed(u, s.ciphertext, s.signature))
         return {v: ShareDelivery.create(self._identity, self._header(), recipient=v,
                                         sealed=tuple(items)) for v, items in inbox.items()}
 
     def _close_masked(self) -> Outbox:
-        self._check_recoverable(self._masked, "MaskedInputCollection")
-        self._survivors = tuple(sorted(self._masked))
+        self._u3 = frozenset(self._inputs.keys() - self._culprits.keys())
+        self._check_recoverable(set(self._u3), "MaskedInputCollection")
+        self._survivors = tuple(sorted(self._u3))
+        for j in self._survivors:
+            np.add(self._sum, self._inputs[j], out=self._sum)
+        self._inputs = {}
         self._digest = survivors_digest(self._ctx, self._survivors)
         msg = SurvivorList.create(self._identity, self._header(), survivors=self._survivors)
         return dict.fromkeys(self._survivors, msg)
@@ -251,20 +311,22 @@ class SecAggServer:
         u4 = set(self._endorsements)
         self._check_recoverable(u4, "ConsistencyCheck")
         assert self._digest is not None
-        u2, u3 = set(self._sealed), set(self._survivors)
+        u3, rebuilt = set(self._survivors), set(self._dropped())
         for u in sorted(u4):
             near = self._graph.neighbours(u)
             self._asked[u] = UnmaskRequest.create(
                 self._identity, self._header(), recipient=u, survivors=self._digest,
                 endorsements=tuple(Endorsement(v, self._endorsements[v])
                                    for v in sorted(near & u4)),
-                self_mask_of=tuple(sorted(near & u3)), key_of=tuple(sorted(near & (u2 - u3))))
+                self_mask_of=tuple(sorted(near & u3)),
+                key_of=tuple(sorted(v for v in near & rebuilt
+                                    if u not in self._accusers.get(v, ()))))
         return dict(self._asked)
 
     def _close_unmasking(self) -> Outbox:
         self._check_recoverable(set(self._answers), "Unmasking")
-        u2, u3 = set(self._sealed), set(self._survivors)
-        dropped = sorted(u2 - u3)
+        u3 = set(self._survivors)
+        dropped = self._dropped()
         owners = sorted(u3) + dropped
         held: dict[int, list[tuple[int, ShareValue]]] = {v: [] for v in owners}
         for j, ans in sorted(self._answers.items()):
@@ -282,7 +344,7 @@ class SecAggServer:
             key = AgreementSecretKey(secret)
             if key.public() != self._adverts[v].s_pk:
                 self._abort(f"shares of client {v}'s mask key do not rebuild its advertised key")
-            for w in sorted(self._graph.neighbours(v) & u3):
+            for w in self._partners(v):
                 # w added sign(w, v) * PRG(s_wv); take it out again.
                 seed = pair_seed(key, self._adverts[w].s_pk, self._ctx, v, w)
                 apply_mask(acc, seed, ring, -1 if w < v else +1)
@@ -303,12 +365,42 @@ class SecAggServer:
             self._abort(f"shares do not reconstruct: {exc}")
         return [bytes(row) for row in out]
 
+    def _partners(self, v: int) -> list[int]:
+        """The survivors that masked with client v: its neighbours in U3 that hold its shares
+        (an accuser of v holds none and left v's mask out)."""
+        assert self._u3 is not None
+        return sorted(self._graph.neighbours(v) & self._u3 - self._accusers.get(v, set()))
+
+    def _dropped(self) -> list[int]:
+        """The clients of U2 - U3 whose mask key is rebuilt."""
+        assert self._u3 is not None
+        return sorted(v for v in self._sealed.keys() - self._u3 if not self._left_out(v))
+
+    def _left_out(self, v: int) -> bool:
+        """Whether v was accused and nothing of it is in the sum: every survivor among its
+        neighbours accused it, so none masked with it, and its key need not be rebuilt. (A
+        plain dropout keeps the rule it always had: t holders, whoever survived.)"""
+        return self._u3 is not None and v in self._accusers and v not in self._u3 \
+            and not self._partners(v)
+
     def _check_recoverable(self, alive: set[int], after: str) -> None:
+        """Every client whose secrets may be rebuilt keeps t holders of its shares alive."""
         for v in sorted(self._sealed):
-            live = len(self._graph.neighbours(v) & alive)
+            if self._left_out(v):
+                continue
+            holders = self._graph.neighbours(v) - self._accusers.get(v, set())
+            live = len(holders & alive)
             if live < self._t:
-                self._abort(f"after {after}, client {v} has {live} live neighbours holding its "
-                            f"shares, threshold {self._t}")
+                culprit = self._culprits.get(v)
+                why = f" (excluded: {culprit.reason})" if culprit else ""
+                self._abort(f"after {after}, client {v}{why} has {live} live neighbours holding "
+                            f"its shares, threshold {self._t}")
+
+    def _blame(self, b: Blame) -> None:
+        if b.client not in self._culprits:
+            self._culprits[b.client] = b
+            log.warning("round %d: client %d excluded (%s): %s", self.config.round, b.client,
+                        b.kind, b.reason)
 
     def _abort(self, why: str) -> NoReturn:
         self._aborted = why

@@ -3,21 +3,23 @@ behaviours, none of which the production daemon has.
 
     python tests/support/faulty_agent.py --config DEVICE.toml [--dump-deltas]
         [--die-after STAGE] [--hang-after STAGE] [--corrupt-share ROUND]
-        [--poison KIND[,KIND...]]
+        [--poison KIND[,KIND...]] [--zero-key] [--garbage-shares]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
-against the plain weighted average. --die-after STAGE (a SecAgg+ stage name, e.g. SHARE_KEYS)
-exits abruptly with status 137 right after the broker has acknowledged the device's answer
-to that stage, as a device that loses power would: no clean disconnect, so the broker sends
-its will. --hang-after STAGE answers that stage and then nothing more while it stays connected
-and online, as a device whose process froze would: the next stage waits for it until its
+against the plain mean. --die-after STAGE (a SecAgg+ stage name, e.g. SHARE_KEYS) exits
+abruptly with status 137 right after the broker has acknowledged the device's answer to that
+stage, as a device that loses power would: no clean disconnect, so the broker sends its will.
+--hang-after STAGE answers that stage and then nothing more while it stays connected and
+online, as a device whose process froze would: the next stage waits for it until its
 deadline. --corrupt-share ROUND sends, in that round, one unmasking share off by one in its
-last byte (properly signed), as a faulty or malicious device might. --poison sends a poisoned
-ring vector instead of its honest encoding (the kinds of `poison.py`: skip-clip,
-crafted-ring, negative-weight, inflated-weight, within-bound, within-bound-flip), the first
-kind in the first round it joins, the next in the next, and so on, then honestly. Tests
-start it with `spawn`.
+last byte (properly signed). --poison sends a poisoned ring vector instead of its honest
+encoding (the kinds of `poison.py`: skip-clip, crafted-ring, negative-weight,
+inflated-weight, within-bound, within-bound-flip), the first kind in the first round it
+joins, the next in the next, and so on, then honestly. --zero-key advertises an all-zero
+X25519 mask key, --garbage-shares seals random bytes to every neighbour, each signed by the
+device's own identity (`disrupt.py`): a device with a valid certificate that keeps answering
+and disrupts. Tests start it with `spawn`.
 """
 
 from __future__ import annotations
@@ -43,22 +45,30 @@ from genofed.protocol.secagg.keys import ShareValue
 from genofed.protocol.secagg.messages import RevealedShare, UnmaskShares, decode
 from genofed.transport.mqtt import MqttLink
 
+try:
+    from support import disrupt, poison
+except ImportError:  # run as a script: its own folder is on the path
+    import disrupt  # type: ignore[no-redef]
+    import poison  # type: ignore[no-redef]
+
 log = logging.getLogger("genofed.tests.faulty_agent")
 SCRIPT = Path(__file__).resolve()
 
 
 class FaultyAgent(Agent):
-    """`Agent` that may dump its plain deltas and may die after answering one stage."""
+    """`Agent` with the faults its flags name."""
 
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
                  die_after: str | None = None, hang_after: str | None = None,
-                 corrupt_share: int | None = None, poison: Sequence[str] = ()) -> None:
+                 corrupt_share: int | None = None, poison: Sequence[str] = (),
+                 zero_key: bool = False, garbage_shares: bool = False) -> None:
         super().__init__(cfg)
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
         self.corrupt_share = corrupt_share
-        self.hung = False
         self.poison = list(poison)  # one kind per round joined, in turn
+        self.zero_key, self.garbage_shares = zero_key, garbage_shares
+        self.hung = False
         self.delta = np.zeros(0)
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
@@ -72,16 +82,18 @@ class FaultyAgent(Agent):
     def start_round(self, job: Job) -> bytes | None:
         advert = super().start_round(job)
         if advert is not None and self.poison and self.participation is not None:
-            from poison import poisoned  # tests/support: this script's folder
-
             kind = self.poison.pop(0)
-            ring = poisoned(kind, job.task, self.layout.trained(job.weights),
-                            self.layout.trained(self.delta))
+            ring = poison.poisoned(kind, job.task, self.layout.trained(job.weights),
+                                   self.layout.trained(self.delta))
             self.participation.client.set_input(ring)  # before stage 2 masks it
             log.warning("test fault: round %d: a poisoned input (%s)", job.task.round, kind)
         return advert
 
     def send(self, link: MqttLink, payload: bytes) -> None:
+        if self.zero_key:
+            payload = disrupt.zero_key(payload, self.identity)
+        if self.garbage_shares:
+            payload = disrupt.garbage_shares(payload, self.identity)
         super().send(link, payload)  # returns once the broker has acknowledged it (QoS 1)
         p = self.participation
         answered = None if p is None else Stage(p.stage - 1).name
@@ -123,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--corrupt-share", type=int, metavar="ROUND",
                    help="send one unmasking share off by one in that round")
     p.add_argument("--poison", default="", help="comma-separated kinds, one per round joined")
+    p.add_argument("--zero-key", action="store_true")
+    p.add_argument("--garbage-shares", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
@@ -131,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent = FaultyAgent(load_agent_config(args.config), dump_deltas=args.dump_deltas,
                             die_after=args.die_after, hang_after=args.hang_after,
                             corrupt_share=args.corrupt_share,
-                            poison=[k for k in args.poison.split(",") if k])
+                            poison=[k for k in args.poison.split(",") if k],
+                            zero_key=args.zero_key, garbage_shares=args.garbage_shares)
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -143,8 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
           die_after: str | None = None, hang_after: str | None = None,
-          corrupt_share: int | None = None,
-          poison: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+          corrupt_share: int | None = None, poison: Sequence[str] = (),
+          zero_key: bool = False, garbage_shares: bool = False) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
@@ -157,6 +172,10 @@ def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
         argv += ["--corrupt-share", str(corrupt_share)]
     if poison:
         argv += ["--poison", ",".join(poison)]
+    if zero_key:
+        argv.append("--zero-key")
+    if garbage_shares:
+        argv.append("--garbage-shares")
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 
