@@ -33,6 +33,7 @@ from genofed.protocol.topics import Topics
 from genofed.transport.mqtt import MqttLink
 
 TICK_S = 0.1
+ROSTER_S = 1.0
 
 
 class Aggregator:
@@ -49,6 +50,7 @@ class Aggregator:
         self.metrics = Metrics()
         self.store: Store | None = None  # opened by the thread that runs the service
         self.link: MqttLink | None = None
+        self._roster_at = 0.0
 
     @property
     def records(self) -> list[RoundRecord]:
@@ -89,7 +91,9 @@ class Aggregator:
             pass
         now = time.monotonic()
         assert self.store is not None
-        enrolled = self.store.devices() if self.core.cohort_due(now) else None
+        enrolled = None  # the device table: for each cohort, and every ROSTER_S (unenroll)
+        if self.core.cohort_due(now) or now >= self._roster_at + ROSTER_S:
+            enrolled, self._roster_at = self.store.devices(), now
         self.apply(self.core.handle(Ticked(now, enrolled)))
 
     def apply(self, effects: Iterable[Effect]) -> None:
