@@ -13,7 +13,8 @@ The result, under one directory:
     mosquitto.conf                   TLS only, client certificates checked against the CRL,
                                      identity = certificate CN = client id, no anonymous
                                      access, packets bounded by the largest legitimate
-                                     message, persistence saved every second
+                                     message, persistence saved by time (docs:
+                                     ARCHITECTURE.md, "MQTT", for the window)
 
 Sizing (`Sizing`): the deployment says how large a model (parameters) and a round (devices)
 it expects, and the broker refuses any packet larger than the largest message such a round
