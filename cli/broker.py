@@ -90,7 +90,10 @@ def _broker_sign_device(args: argparse.Namespace) -> int:
         request = args.csr.read_bytes()
     except OSError as exc:
         raise LocalInputError(f"{args.csr}: {exc.strerror}") from None
-    device, cert = sign_device(args.dir, request, args.device)
+    try:
+        device, cert = sign_device(args.dir, request, args.device)
+    except LocalInputError as exc:
+        raise LocalInputError(f"{args.csr}: {exc}") from None
     if args.out:
         shutil.copyfile(cert, args.out)
     print(f"signed {device}: {args.out or cert} (give the device it and {args.dir / 'ca.crt'})")
