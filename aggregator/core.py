@@ -102,6 +102,8 @@ class AggregatorCore:
             self._delivered(event, out)
         else:
             if event.enrolled is not None:
+                for gone in sorted(set(self.enrolled) - set(event.enrolled)):
+                    log.warning("%s is no longer enrolled: its messages are dropped", gone)
                 self.enrolled = dict(event.enrolled)
             if self.cohort_due(event.now):
                 self._open_round(event.now, out)
@@ -191,6 +193,9 @@ class AggregatorCore:
             return
         if f is None:
             self._reject("no_round", f"dropped a message from {device}: no round is open", out)
+            return
+        if device not in self.enrolled:  # never, or un-enrolled since (revoked) mid-round
+            self._reject("not_enrolled", f"dropped a message from {device}: not enrolled", out)
             return
         stage = f.rnd.stage.name
         blamed = device in f.rnd.excluded

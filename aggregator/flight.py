@@ -37,10 +37,17 @@ class Flight:
 
     @property
     def max_bytes(self) -> int:
-        """No client message of this round can be larger: 8 bytes a ring value (masked input)
-        plus generous room per peer (encrypted shares, unmasking answers) and for headers."""
+        """No client message of this round can be larger (`message_limit`)."""
         assert self.task.secagg is not None
-        return 65536 + 8 * self.task.secagg.length + 1024 * len(self.task.members())
+        return message_limit(self.task.secagg.length, len(self.task.members()))
+
+
+def message_limit(length: int, members: int) -> int:
+    """The largest client message of a round with ring vectors of `length` values over
+    `members` devices: 8 bytes a ring value (masked input) plus generous room per peer
+    (encrypted shares, unmasking answers) and for headers. The broker's packet bound is
+    sized from it too (`broker/deploy.py`)."""
+    return 65536 + 8 * length + 1024 * members
 
 
 def resume_flight(left: OpenRound, cfg: AggregatorConfig, identity: SigningIdentity,

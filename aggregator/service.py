@@ -43,6 +43,7 @@ from genofed.transport.mqtt import LinkStopped, MqttLink
 
 log = logging.getLogger(__name__)
 TICK_S = 0.1
+ROSTER_S = 1.0
 
 
 class Aggregator:
@@ -60,6 +61,7 @@ class Aggregator:
         self.store: Store | None = None  # opened by the thread that runs the service
         self.stop = threading.Event()
         self.link: MqttLink | None = None
+        self._roster_at = 0.0
 
     @property
     def records(self) -> list[RoundRecord]:
@@ -103,7 +105,9 @@ class Aggregator:
             pass
         now = time.monotonic()
         assert self.store is not None
-        enrolled = self.store.devices() if self.core.cohort_due(now) else None
+        enrolled = None  # the device table: for each cohort, and every ROSTER_S (unenroll)
+        if self.core.cohort_due(now) or now >= self._roster_at + ROSTER_S:
+            enrolled, self._roster_at = self.store.devices(), now
         self.apply(self.core.handle(Ticked(now, enrolled)))
 
     def apply(self, effects: Iterable[Effect]) -> None:

@@ -1,8 +1,9 @@
 """The aggregator's state folder: its database, its identity, and what other commands read.
 
 `state_dir/aggregator.db` (`store.py`) and `state_dir/identity.key` (Ed25519, made on first
-use). `enroll_device` is `genofed aggregator enroll`; `read_journal` and `read_model` read a
-running service's database without disturbing it (the demo and the tests follow rounds so).
+use). `enroll_device` and `unenroll_device` are `genofed aggregator enroll` and `unenroll`;
+`read_journal` and `read_model` read a running service's database without disturbing it (the
+demo and the tests follow rounds so).
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ def enroll_device(state_dir: Path, device: str, public_hex: str) -> None:
     store = Store(state_path(state_dir))
     try:
         store.enroll(device, key.raw)
+    finally:
+        store.close()
+
+
+def unenroll_device(state_dir: Path, device: str) -> None:
+    """Forget a device's public key (`genofed aggregator unenroll`): a running service reads
+    its device table every second and drops the device's messages from then on, those the
+    broker still held for it included; it is never picked for a round again."""
+    if not state_path(state_dir).exists():
+        raise LocalInputError(f"no aggregator state at {state_path(state_dir)}")
+    store = Store(state_path(state_dir))
+    try:
+        if not store.unenroll(device):
+            raise LocalInputError(f"device {device!r} is not enrolled with the aggregator")
     finally:
         store.close()
 

@@ -299,5 +299,10 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO devices VALUES (?, ?, ?)",
                         (device, verify_key, time.time()))
 
+    def unenroll(self, device: str) -> bool:
+        """Forget a device's key: it is never picked again, and the running service drops
+        its messages once it reads the table again. False if it was not enrolled."""
+        return self.db.execute("DELETE FROM devices WHERE id=?", (device,)).rowcount == 1
+
     def devices(self) -> dict[str, bytes]:
         return {str(d): bytes(k) for d, k in self.db.execute("SELECT id, verify_key FROM devices")}

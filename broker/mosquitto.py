@@ -6,6 +6,7 @@ import getpass
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -40,8 +41,9 @@ class LocalMosquitto:
     Plain and anonymous by default; with `secured` (a directory made by `genofed broker init`)
     it runs that deployment's TLS-only configuration, certificates and ACL on `port`.
 
-    Persistence is on and saved after every change, so a restart (even after a crash) keeps
-    retained messages, sessions and queued messages, as a deployment's would.
+    Persistence is on, so a restart keeps retained messages, sessions and queued messages, as
+    a deployment's would; killed outright, it loses what it acknowledged since its last save
+    (`broker/deploy.py` AUTOSAVE_S).
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *,
@@ -82,6 +84,13 @@ class LocalMosquitto:
                 time.sleep(0.05)
         self.stop()
         raise LocalInputError(f"mosquitto did not listen on port {self.port} within {timeout_s} s")
+
+    def reload(self) -> None:
+        """SIGHUP, as `systemctl reload mosquitto` sends: Mosquitto reads its configuration,
+        ACL and CRL again (a revocation takes effect); connections stay up."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise LocalInputError("mosquitto is not running")
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL), letting it save its persistence file."""

@@ -25,7 +25,7 @@ from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.aggregator.state import enroll_device, load_identity, read_journal, read_model
-from genofed.broker.deploy import init_broker
+from genofed.broker.deploy import Sizing, init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import AGGREGATOR, PkiLayout
 from genofed.errors import LocalInputError
@@ -81,7 +81,10 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     test = load_labeled(cohort / "test" / "calls.vcf.gz", cohort / "test" / "phenotypes.tsv",
                         panel)
 
-    broker = start_broker(out, [d.name for d in device_dirs])
+    # The broker refuses any packet larger than the largest message of this model and
+    # federation.
+    broker = start_broker(out, [d.name for d in device_dirs],
+                          Sizing(bundle.layout.n_params, len(device_dirs)))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         say(f"mosquitto (TLS, client certificates, ACL) on 127.0.0.1:{broker.port}; starting "
@@ -122,10 +125,12 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     return result
 
 
-def start_broker(out: Path, devices: list[str]) -> LocalMosquitto:
+def start_broker(out: Path, devices: list[str], sizing: Sizing | None = None
+                 ) -> LocalMosquitto:
     """The federation's PKI, ACL and Mosquitto config under `out/broker`, and the broker
-    running it (TLS only, client certificates, no anonymous access) on a free port."""
-    init_broker(out / "broker", "demo", devices, bind="127.0.0.1")
+    running it (TLS only, client certificates, no anonymous access) on a free port; packets
+    bounded for `sizing` (default: `Sizing()`)."""
+    init_broker(out / "broker", "demo", devices, bind="127.0.0.1", sizing=sizing)
     return LocalMosquitto(out / "broker", secured=out / "broker").start()
 
 

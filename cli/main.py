@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genofed import __version__
+from genofed.cli.broker import add_broker_commands
 from genofed.cli.logs import setup_logging
 from genofed.errors import GenofedError, LocalInputError
 
@@ -162,9 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     ar = a.add_parser("run", help="serve federated rounds")
     ar.add_argument("--config", type=Path, required=True)
     ar.set_defaults(handler=_agent_run)
-    ae = a.add_parser("enroll", help="make this device's identity key if absent; print "
-                      "`<device_id> <public key hex>` for the aggregator")
+    ae = a.add_parser("enroll", help="make this device's identity key if absent and print "
+                      "`<device_id> <public key hex>` for the aggregator; with TLS in [broker], "
+                      "make its TLS key if absent and write a certificate request for the "
+                      "broker's CA")
     ae.add_argument("--config", type=Path, required=True)
+    ae.add_argument("--csr", type=Path, help="where to write the certificate request "
+                    "(default: the [broker] key's path with .csr)")
     ae.set_defaults(handler=_agent_enroll)
 
     g = sub.add_parser("aggregator", help="the aggregator service").add_subparsers(
@@ -181,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--key", required=True, help="the device's public key hex "
                     "(from `genofed agent enroll`)")
     ge.set_defaults(handler=_aggregator_enroll)
+    gu = g.add_parser("unenroll", help="forget a device's key: never picked again, its "
+                      "messages dropped (a running service reads this within a second)")
+    gu.add_argument("--config", type=Path, required=True)
+    gu.add_argument("--device", required=True)
+    gu.set_defaults(handler=_aggregator_unenroll)
     gm = g.add_parser("model", help="write a stored global model as named arrays, e.g. for "
                       "`genofed export --init` (read-only; safe while the service runs)")
     gm.add_argument("--config", type=Path, required=True)
@@ -189,21 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     gm.add_argument("--out", "-o", type=Path, required=True, help="output .npz")
     gm.set_defaults(handler=_aggregator_model)
 
-    br = sub.add_parser("broker", help="set up the MQTT broker of a deployment").add_subparsers(
-        required=True, metavar="ACTION")
-    bi = br.add_parser("init", help="CA, certificates, ACL and mosquitto.conf for a federation")
-    bi.add_argument("--out", type=Path, required=True)
-    bi.add_argument("--devices", type=int, required=True, help="enroll dev00 .. devNN")
-    bi.add_argument("--federation", default="default")
-    bi.add_argument("--port", type=int, default=8883)
-    bi.add_argument("--bind", default="0.0.0.0", help="listener address")
-    bi.add_argument("--host", action="append", default=[],
-                    help="a name or address clients use to reach the broker (repeatable)")
-    bi.set_defaults(handler=_broker_init)
-    ba = br.add_parser("add-device", help="enroll one more device")
-    ba.add_argument("--dir", type=Path, required=True, help="the broker directory")
-    ba.add_argument("--device", required=True)
-    ba.set_defaults(handler=_broker_add_device)
+    add_broker_commands(sub)
 
     d = sub.add_parser("demo", help="a whole federation on this machine, end to end")
     d.add_argument("--out", type=Path, default=Path("demo-out"))
@@ -345,11 +341,18 @@ def _agent_run(args: argparse.Namespace) -> int:
 
 def _agent_enroll(args: argparse.Namespace) -> int:
     from genofed.agent.config import identity_path, load_agent_config
+    from genofed.agent.tlskey import ensure_request
     from genofed.models.signing import ensure_signing_key
 
     cfg = load_agent_config(args.config)
     key = ensure_signing_key(identity_path(cfg))
     print(f"{cfg.device_id} {bytes(key.verify_key).hex()}")
+    b = cfg.broker
+    if b.key is not None and b.cert is not None:
+        csr = args.csr or b.key.with_suffix(".csr")
+        done = ensure_request(b.key, b.cert, csr, cfg.device_id, cfg.federation)
+        if done:
+            print(done)
     return 0
 
 
@@ -372,6 +375,15 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
         raise LocalInputError(str(exc)) from None
     enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
     print(f"enrolled {args.device}")
+    return 0
+
+
+def _aggregator_unenroll(args: argparse.Namespace) -> int:
+    from genofed.aggregator.config import load_aggregator_config
+    from genofed.aggregator.state import unenroll_device
+
+    unenroll_device(load_aggregator_config(args.config).state_dir, args.device)
+    print(f"un-enrolled {args.device}")
     return 0
 
 
@@ -402,24 +414,6 @@ def _aggregator_run(args: argparse.Namespace) -> int:
     from genofed.aggregator.service import Aggregator
 
     Aggregator(load_aggregator_config(args.config)).run(_stop_on_signals())
-    return 0
-
-
-def _broker_init(args: argparse.Namespace) -> int:
-    from genofed.broker.deploy import init_broker
-
-    hosts = tuple(dict.fromkeys(["localhost", "127.0.0.1", *args.host]))
-    setup = init_broker(args.out, args.federation, args.devices, port=args.port,
-                        bind=args.bind, hosts=hosts)
-    print(f"{setup.root}: CA, server and {len(setup.devices)} device identities; run "
-          f"`mosquitto -c {setup.root / 'mosquitto.conf'}`")
-    return 0
-
-
-def _broker_add_device(args: argparse.Namespace) -> int:
-    from genofed.broker.deploy import enroll
-
-    print(f"enrolled {args.device}: {enroll(args.dir, args.device)}")
     return 0
 
 
