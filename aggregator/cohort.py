@@ -16,13 +16,15 @@ rest, and its offences are never forgotten while the aggregator runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from genofed.errors import LocalInputError
 
+log = logging.getLogger(__name__)
 MAX_REST_S = 3600.0
 
 
@@ -95,6 +97,18 @@ class Sidelined:
             resting[d] = min(MAX_REST_S, self.rest_s * 2.0 ** n)
             self.barred[d] = max(self.barred.get(d, now), now + resting[d])
         return resting
+
+    def after_round(self, round_: int, picked: Collection[str], answered: Collection[str],
+                    excluded: Mapping[str, str], now: float) -> None:
+        """Count a closed round (`excluded`: device -> the kind of disruption it was excluded
+        for) and say who now rests, and for how long."""
+        rests = self.round_closed(picked, set(answered) | excluded.keys(), now)
+        for device, rest_s in sorted(rests.items()):
+            log.warning("%s was picked and sent nothing in %d rounds in a row: left out of "
+                        "rounds for %.0f s", device, self.silent_rounds[device], rest_s)
+        for device, rest_s in sorted(self.blamed(excluded, now).items()):
+            log.warning("%s disrupted round %d (%s): left out of rounds for %.0f s", device,
+                        round_, excluded[device], rest_s)
 
     def forget(self, device: str) -> None:
         """A fresh start for `device` after silence (it answered, or it connected again); a

@@ -21,7 +21,6 @@ device drops a copy), and a round that cannot be replayed is journaled aborted w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections import deque
@@ -30,8 +29,8 @@ import numpy as np
 
 from genofed.aggregator.cohort import Sidelined, select
 from genofed.aggregator.config import AggregatorConfig
+from genofed.aggregator.deliveries import Deliveries
 from genofed.aggregator.effects import (
-    Ack,
     Count,
     Delivered,
     Effect,
@@ -39,9 +38,9 @@ from genofed.aggregator.effects import (
     Journal,
     OpenRound,
     Publish,
+    Reconnected,
     Restored,
     Snapshot,
-    StoreMessage,
     StoreModel,
     StoreRound,
     StoreStage,
@@ -52,8 +51,7 @@ from genofed.aggregator.record import RoundRecord
 from genofed.aggregator.rounds import ModelSpec, Randomness, plan_round, system_randomness
 from genofed.aggregator.secure_round import Aborted, Done, Route, SecureRound
 from genofed.errors import GenofedError, LocalInputError
-from genofed.protocol.envelope import MAX_MESSAGE_BYTES
-from genofed.protocol.schema import DeviceStatus, SecureTask
+from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import SigningIdentity
 from genofed.protocol.topics import Topics
 
@@ -61,7 +59,7 @@ log = logging.getLogger(__name__)
 RECORDS_KEPT = 100  # recent round records in memory (the store's journal keeps every one)
 
 
-class AggregatorCore:
+class AggregatorCore(Deliveries):
     """One federation's aggregator, driven by `handle`."""
 
     def __init__(self, cfg: AggregatorConfig, identity: SigningIdentity, model: ModelSpec, *,
@@ -100,6 +98,8 @@ class AggregatorCore:
             raise RuntimeError("the aggregator core's first event must be Restored")
         if isinstance(event, Delivered):
             self._delivered(event, out)
+        elif isinstance(event, Reconnected):
+            self._republish(out)
         else:
             if event.enrolled is not None:
                 for gone in sorted(set(self.enrolled) - set(event.enrolled)):
@@ -143,6 +143,14 @@ class AggregatorCore:
         if self.finished:
             self._publish_state("finished", out)
 
+    def _republish(self, out: list[Effect]) -> None:
+        """The retained model and task again, as stored (after the broker came back)."""
+        self._publish_model(out)
+        if self.flight is not None:
+            self._publish(self.topics.task, self.flight.sealed, out, retain=True)
+        elif self.waiting or self.finished:
+            self._publish_state("finished" if self.finished else "waiting", out)
+
     def _recover(self, left: OpenRound, now: float, out: list[Effect]) -> None:
         try:
             self.flight = resume_flight(left, self.cfg, self.identity, self.version,
@@ -157,68 +165,6 @@ class AggregatorCore:
             self._journal(Journal(rec), out)
             log.warning("round %d was in flight when the aggregator stopped: %s", left.round,
                         reason)
-
-    # -- deliveries --------------------------------------------------------------------------
-
-    def _delivered(self, ev: Delivered, out: list[Effect]) -> None:
-        """A status or an outbox message; acknowledged once handled (and stored, if kept)."""
-        device = self.topics.device_of(ev.topic)
-        if device is not None and ev.topic == self.topics.status(device):
-            self._status(device, ev.payload, out)
-        elif device is None or ev.topic != self.topics.outbox(device):
-            self._reject("topic", f"dropped a message on {ev.topic}: not a device outbox", out)
-        else:
-            self._outbox(device, ev.payload, out)
-        out.append(Ack(ev.token))
-
-    def _status(self, device: str, payload: bytes, out: list[Effect]) -> None:
-        try:
-            state = DeviceStatus.decode(payload, device).state
-        except GenofedError as exc:
-            self._reject("malformed", f"dropped a bad status message of {device}: {exc}", out)
-            return
-        if state == "online":
-            self.online.add(device)
-            self.sidelined.forget(device)  # connected again: worth another try
-        else:
-            self.online.discard(device)
-        log.info("%s is %s", device, state)
-
-    def _outbox(self, device: str, payload: bytes, out: list[Effect]) -> None:
-        f = self.flight
-        limit = MAX_MESSAGE_BYTES if f is None else f.max_bytes
-        if len(payload) > limit:
-            self._reject("oversized", f"dropped a message from {device}: {len(payload)} bytes, "
-                         f"more than the {limit} this round's messages can take", out)
-            return
-        if f is None:
-            self._reject("no_round", f"dropped a message from {device}: no round is open", out)
-            return
-        if device not in self.enrolled:  # never, or un-enrolled since (revoked) mid-round
-            self._reject("not_enrolled", f"dropped a message from {device}: not enrolled", out)
-            return
-        stage = f.rnd.stage.name
-        blamed = device in f.rnd.excluded
-        why = f.rnd.receive(device, payload)
-        digest = hashlib.sha256(payload).digest()
-        if why and digest in f.seen:
-            self._reject("duplicate", f"dropped a message from {device}: a copy of its "
-                         f"{f.seen[digest]} message (redelivered after a restart, or replayed)",
-                         out)
-        elif why:
-            self._reject("refused", f"dropped a message from {device}: {why}", out)
-            if not blamed and device in f.rnd.excluded:  # the evidence, replayed on a restart
-                f.seen[digest] = stage
-                out.append(StoreMessage(f.task.round, stage, device, payload))
-        else:
-            f.seen[digest] = stage
-            f.bytes_up += len(payload)
-            out += [StoreMessage(f.task.round, stage, device, payload),
-                    Count("accepted", stage), Count("bytes", "up", len(payload))]
-
-    def _reject(self, reason: str, text: str, out: list[Effect]) -> None:
-        out.append(Count("rejected", reason))
-        log.warning("%s", text)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -279,14 +225,7 @@ class AggregatorCore:
     def _close(self, f: Flight, now: float, status: str, survivors: tuple[str, ...],
                weight: int, reason: str, new: np.ndarray | None, update: np.ndarray | None,
                out: list[Effect]) -> None:
-        rec = RoundRecord(round=f.task.round, model_version=self.version, status=status,
-                          participants=len(survivors), devices=tuple(sorted(survivors)),
-                          examples=weight, mean_loss=float("nan"), bytes_up=f.bytes_up,
-                          bytes_down=f.bytes_down, seconds=now - f.opened,
-                          cohort=len(f.task.members()), reason=reason,
-                          stage_seconds=dict(f.rnd.log.seconds),
-                          excluded={d: f"{b.kind}: {b.reason}"
-                                    for d, b in sorted(f.rnd.excluded.items())})
+        rec = f.record(now, self.version, status, survivors, weight, reason)
         self.flight = None
         model = None if new is None else (self.version + 1, new)
         moments = (self.opt_state.m, self.opt_state.v) if self.opt_state.m.size else None
@@ -294,14 +233,8 @@ class AggregatorCore:
         out.append(Count("dropouts", value=rec.cohort - rec.participants))
         for stage, seconds in rec.stage_seconds.items():
             out.append(Count("stage_seconds", stage, seconds))
-        rests = self.sidelined.round_closed(f.task.members(),
-                                            f.rnd.advertised | f.rnd.excluded.keys(), now)
-        for device, rest_s in sorted(rests.items()):
-            log.warning("%s was picked and sent nothing in %d rounds in a row: left out of "
-                        "rounds for %.0f s", device, self.sidelined.silent_rounds[device], rest_s)
-        for device, rest_s in sorted(self.sidelined.blamed(f.rnd.excluded, now).items()):
-            log.warning("%s disrupted round %d (%s): left out of rounds for %.0f s", device,
-                        rec.round, f.rnd.excluded[device].kind, rest_s)
+        self.sidelined.after_round(rec.round, f.task.members(), f.rnd.advertised,
+                                   {d: b.kind for d, b in f.rnd.excluded.items()}, now)
         log.info("round %d %s: %d of %d devices, weight %d, %.1f s", rec.round, status,
                  rec.participants, rec.cohort, weight, rec.seconds)
         if new is not None:

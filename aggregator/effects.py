@@ -87,7 +87,16 @@ class Ticked:
     enrolled: Mapping[str, bytes] | None = None
 
 
-Event = Restored | Delivered | Ticked
+@dataclass(frozen=True)
+class Reconnected:
+    """The link to the broker came back: a broker that crashed may have lost the retained
+    model and task it held (it saves them every few seconds), so the core publishes them
+    again; a device that had them drops the copy."""
+
+    now: float
+
+
+Event = Restored | Delivered | Ticked | Reconnected
 
 
 # -- effects ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.effects import OpenRound
+from genofed.aggregator.record import RoundRecord
 from genofed.aggregator.secure_round import ResumeError, SecureRound, resume
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import SigningIdentity, Stage
@@ -40,6 +41,18 @@ class Flight:
         """No client message of this round can be larger (`message_limit`)."""
         assert self.task.secagg is not None
         return message_limit(self.task.secagg.length, len(self.task.members()))
+
+    def record(self, now: float, version: int, status: str, survivors: tuple[str, ...],
+               weight: int, reason: str) -> RoundRecord:
+        """What the journal keeps of this round, closed at `now` on model `version`."""
+        return RoundRecord(round=self.task.round, model_version=version, status=status,
+                           participants=len(survivors), devices=tuple(sorted(survivors)),
+                           examples=weight, mean_loss=float("nan"), bytes_up=self.bytes_up,
+                           bytes_down=self.bytes_down, seconds=now - self.opened,
+                           cohort=len(self.task.members()), reason=reason,
+                           stage_seconds=dict(self.rnd.log.seconds),
+                           excluded={d: f"{b.kind}: {b.reason}"
+                                     for d, b in sorted(self.rnd.excluded.items())})
 
 
 def message_limit(length: int, members: int) -> int:

@@ -28,6 +28,7 @@ from genofed.aggregator.effects import (
     Delivered,
     Effect,
     Publish,
+    Reconnected,
     Restored,
     Ticked,
 )
@@ -62,6 +63,7 @@ class Aggregator:
         self.stop = threading.Event()
         self.link: MqttLink | None = None
         self._roster_at = 0.0
+        self._connections = 0  # connections to the broker seen (the first is the start)
 
     @property
     def records(self) -> list[RoundRecord]:
@@ -104,6 +106,10 @@ class Aggregator:
         except queue.Empty:
             pass
         now = time.monotonic()
+        if self.link.connections > self._connections:  # the broker came back
+            self._connections = self.link.connections
+            if self._connections > 1:
+                self.apply(self.core.handle(Reconnected(now)))
         assert self.store is not None
         enrolled = None  # the device table: for each cohort, and every ROSTER_S (unenroll)
         if self.core.cohort_due(now) or now >= self._roster_at + ROSTER_S:

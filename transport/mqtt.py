@@ -98,6 +98,7 @@ class MqttLink:
         self.bytes_in = 0
         self.bytes_out = 0
         self._connected = threading.Event()
+        self.connections = 0  # how many times the connection came up
         self._stop = stop or threading.Event()
         self._lock = threading.Lock()
         self._acked: dict[int, threading.Event] = {}  # mid -> set once the broker has it
@@ -202,6 +203,7 @@ class MqttLink:
             return
         log.info("connected to %s (session present: %s)", self.broker,
                  getattr(flags, "session_present", "?"))
+        self.connections += 1
         for topic in self.subscriptions:
             client.subscribe(topic, qos=QOS)
         if self.birth is not None:

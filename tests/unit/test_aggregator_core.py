@@ -322,3 +322,21 @@ def test_the_core_holds_only_what_the_next_round_needs() -> None:
     assert len(sim.core.records) == RECORDS_KEPT and sim.core.flight is None
     assert len(sim.core.sidelined.until) <= 3
     assert sizes[1] - sizes[0] < 200_000, sizes  # bytes, from round 150 to 300
+
+
+def test_the_broker_coming_back_gets_the_retained_model_and_task_again(
+        uninterrupted: Simulation) -> None:
+    # A broker that crashed may have lost its retained messages (it saves every few seconds).
+    from genofed.aggregator.effects import Reconnected
+    from genofed.protocol.schema import ModelRelease
+    from genofed.protocol.topics import Topics
+
+    sim = uninterrupted
+    effects = sim.core.handle(Reconnected(sim.now))
+    topics = Topics("sim")
+    published = {e.topic: e.payload for e in effects if isinstance(e, Publish)}
+    release = ModelRelease.open(published[topics.model], sim.identity.public, "sim")
+    assert release.version == sim.core.version == 2
+    task = SecureTask.open(published[topics.task], sim.identity.public, "sim")
+    assert task.state == "finished" and all(e.retain for e in effects if isinstance(e, Publish))
+    assert check_effect_order([*sim.log, *effects], sim.identity.public, "sim", LAYOUT) > 0
