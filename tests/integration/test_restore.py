@@ -72,7 +72,11 @@ def test_devices_follow_an_aggregator_restored_from_a_backup(tmp_path: Path, coh
         broker.stop()
     journal = read_journal(state)
     assert [r["round"] for r in journal][:restored_rounds] == list(range(restored_rounds))
-    assert _completed(state) == ahead + 1 and all(r["status"] == "completed" for r in journal)
-    assert all(r["participants"] == 3 for r in journal)
+    assert _completed(state) == ahead + 1
+    # A round the backup caught in flight is resumed, and the devices that had joined it sit
+    # it out (their keys for it are gone): it aborts; every other round completes with all.
+    aborted = [r for r in journal if r["status"] != "completed"]
+    assert len(aborted) <= 1 and all(r["round"] == restored_rounds for r in aborted)
+    assert all(r["participants"] == 3 for r in journal if r["status"] == "completed")
     device_log = (tmp_path / "logs" / f"{names[0]}.log").read_text()
     assert "the aggregator went back from round" in device_log
