@@ -79,9 +79,9 @@ def test_aggregator_core_takes_anything_mid_round(data: st.DataObject) -> None:
     assert [j.record.status for j in sim.journal][-2:] == ["completed", "completed"]
     assert not sim.unacked  # every delivery, junk included, acknowledged
     rejected = sum(c.value for c in sim.log if isinstance(c, Count) and c.metric == "rejected")
-    genuine_status = sum(1 for t, p in junk if t == fed.status("dev000") and
-                         p in (b'{"state": "online"}', b'{"state": "offline"}', b""))
-    assert rejected >= sent - genuine_status
+    # Whatever is not on a status topic must be dropped (a status may be a valid one).
+    per_round = sum(1 for t, _ in junk if not t.endswith("/status"))
+    assert rejected >= per_round * sent // len(junk)
 
 
 # -- the agent -------------------------------------------------------------------------------
