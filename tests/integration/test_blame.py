@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import codec_atol, logs, wait_until
+from support.fedtools import codec_atol, logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -46,10 +46,7 @@ def test_disrupting_devices_are_named_excluded_and_rested(
                            tmp_path / "logs" / "aggregator.log"))
         assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     state = tmp_path / "state" / "aggregator"
     journal = read_journal(state)
     honest = names[:5]

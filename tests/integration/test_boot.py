@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.fedtools import logs, wait_until
+from support.fedtools import all_exit_cleanly, logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal
 from genofed.broker.deploy import init_broker
@@ -45,14 +45,9 @@ def test_broker_down_at_boot_everyone_waits_and_says_why(tmp_path: Path, cohort:
             "cannot reach 127.0.0.1" in p.read_text() for p in every_log), timeout_s=60)
         assert all(p.poll() is None for p in procs), logs(tmp_path)
         broker.start()
-        assert procs[0].wait(timeout=120) == 0, logs(tmp_path)
-        for p in procs[1:]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+        all_exit_cleanly(tmp_path, procs[0], procs[1:], timeout_s=120)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     assert _journal(tmp_path) == [("completed", 3)]
 
 
@@ -106,12 +101,7 @@ def test_clock_two_days_off_waits_for_ntp_then_joins(tmp_path: Path, cohort: Pat
         broker.stop()
         pki.server.cert.write_bytes(original)
         broker.start()
-        assert procs[0].wait(timeout=120) == 0, logs(tmp_path)
-        for p in procs[1:]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+        all_exit_cleanly(tmp_path, procs[0], procs[1:], timeout_s=120)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     assert _journal(tmp_path) == [("completed", 3)]

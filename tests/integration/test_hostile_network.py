@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import codec_atol, logs, mosquitto_pub, wait_until
+from support.fedtools import all_exit_cleanly, codec_atol, logs, mosquitto_pub, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -53,14 +53,9 @@ def test_bad_share_status_bomb_and_noise_end_no_process(tmp_path: Path, cohort: 
         for i in range(40):
             topic = topics.outbox("stranger") if i % 2 else topics.status("stranger")
             mosquitto_pub(tmp_path, broker.port, "stranger", topic, rng(1 + i * 37 % 900))
-        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
-        for p in procs[:-1]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+        all_exit_cleanly(tmp_path, procs[-1], procs[:-1], timeout_s=300)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     journal = read_journal(tmp_path / "state" / "aggregator")
     assert [r["status"] for r in journal].count("completed") == 2, logs(tmp_path)
     bad = next(r for r in journal if r["round"] == 0)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from support import faulty_agent
-from support.fedtools import enroll_ghost, ghost, logs, wait_until
+from support.fedtools import all_exit_cleanly, enroll_ghost, ghost, logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -57,14 +57,9 @@ def test_eight_broker_outages_mid_round(tmp_path: Path, cohort: Path,
             broker.start()
             alive = [p.poll() is None for p in procs]
             assert all(alive) or procs[-1].poll() == 0, (outage, alive, logs(tmp_path))
-        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
-        for p in procs[:-1]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+        all_exit_cleanly(tmp_path, procs[-1], procs[:-1], timeout_s=300)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     journal = read_journal(state)
     assert [r["status"] for r in journal].count("completed") == 4, logs(tmp_path)
     assert {r["status"] for r in journal} <= {"completed", "aborted"}

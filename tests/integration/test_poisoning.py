@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.faulty_agent import spawn as spawn_agent
-from support.fedtools import codec_atol, logs
+from support.fedtools import codec_atol, logs, stop_all
 from support.poison import KINDS
 
 from genofed.aggregator.state import read_journal, read_model
@@ -52,10 +52,7 @@ def test_each_poisoning_aborts_or_moves_the_model_no_more_than_the_clip(
         procs.append(agg)
         assert agg.wait(timeout=300) == 0, logs(tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
 
     journal = read_journal(state)
     assert [(r["round"], r["status"]) for r in journal] == [

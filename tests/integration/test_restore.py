@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support import faulty_agent
-from support.fedtools import logs, wait_until
+from support.fedtools import logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal, state_path
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -66,10 +66,7 @@ def test_devices_follow_an_aggregator_restored_from_a_backup(tmp_path: Path, coh
         for p in procs[:-2]:
             assert p.wait(timeout=60) == 0, logs(tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     journal = read_journal(state)
     assert [r["round"] for r in journal][:restored_rounds] == list(range(restored_rounds))
     assert _completed(state) == ahead + 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from genofed.aggregator.state import enroll_device
+from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import PkiLayout
 from genofed.protocol.secagg import SigningIdentity
 from genofed.protocol.topics import Topics
@@ -122,3 +123,19 @@ def codec_atol(n: int, *, scale: float = 1e6) -> float:
     exceeded with probability ~2e-9 per coordinate."""
     sd = (n / 4) ** 0.5 / scale / n
     return 6 * sd + 1e-7
+
+
+def all_exit_cleanly(root: Path, aggregator: subprocess.Popen[bytes],
+                     agents: list[subprocess.Popen[bytes]], timeout_s: float = 300) -> None:
+    """The aggregator ends its rounds and every agent follows, each with status 0."""
+    assert aggregator.wait(timeout=timeout_s) == 0, logs(root)
+    for p in agents:
+        assert p.wait(timeout=60) == 0, logs(root)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], broker: LocalMosquitto) -> None:
+    """Kill whatever a test left running and stop its broker."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    broker.stop()
