@@ -14,39 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.effect_order import OrderViolation, check_effect_order
+from support.simfed import CLIP, KEEP, LAYOUT, MODEL, config, update
 
-from genofed.aggregator.cohort import CohortPolicy
-from genofed.aggregator.config import AggregatorConfig, CodecSection, RoundsSection
 from genofed.aggregator.effects import Ack, Count, Journal, Publish, StoreMessage, StoreStage
-from genofed.aggregator.rounds import ModelSpec
 from genofed.aggregator.simulate import Simulation, clipped_mean, devices, seeded
 from genofed.aggregator.store import Store
-from genofed.models.layout import ParamLayout
-from genofed.models.manifest import ParamSpec
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.secagg import Stage
 
-SPECS = (ParamSpec("w", "w", (1, 24)), ParamSpec("b", "b", (1,)))
-KEEP = np.array([i % 3 != 2 for i in range(24)] + [True])  # a third of the weights pruned
-LAYOUT = ParamLayout(SPECS, KEEP)
-MODEL = ModelSpec(LAYOUT, "ab" * 32, np.zeros(25, np.float32))
-CLIP = 1.0
 STAGE_NAMES = {Stage.SHARE_KEYS: "ShareKeys", Stage.MASKED_INPUT: "MaskedInputCollection",
                Stage.CONSISTENCY_CHECK: "ConsistencyCheck", Stage.UNMASKING: "Unmasking"}
-
-
-def config(rounds: int, *, min_participants: int = 3) -> AggregatorConfig:
-    return AggregatorConfig(
-        federation="sim", bundle=Path("unused"), state_dir=Path("unused"),
-        rounds=RoundsSection(rounds=rounds, stage_timeout_s=10.0, retry_s=1.0),
-        cohort=CohortPolicy(min_participants=min_participants, max_participants=100),
-        codec=CodecSection(clip=CLIP, scale=1e6))
-
-
-def update(device: str, round_: int, weights: np.ndarray) -> np.ndarray:
-    """A device's delta: noise whose norm is sometimes above the clip."""
-    rng = np.random.default_rng([round_, int(device[3:])])
-    return rng.normal(0, 0.25, weights.size)
 
 
 def dropouts(seed: int) -> object:

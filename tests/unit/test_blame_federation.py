@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from support import disrupt
 from support.effect_order import check_effect_order
-from test_aggregator_core import CLIP, KEEP, LAYOUT, MODEL, config, update
+from support.simfed import CLIP, KEEP, LAYOUT, MODEL, config, update
 
 from genofed.aggregator.cohort import MAX_REST_S, CohortPolicy, Sidelined
 from genofed.aggregator.effects import Count, Journal

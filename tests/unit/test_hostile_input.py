@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.agents import agent_config
+from support.simfed import MODEL, config, update
 from support.tasks import open_task
 
 from genofed.aggregator.effects import Count
@@ -60,7 +62,6 @@ def _topics(fed: Topics) -> st.SearchStrategy[str]:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_aggregator_core_takes_anything_mid_round(data: st.DataObject) -> None:
-    from test_aggregator_core import MODEL, config, update
 
     fed = Topics("sim")
     junk: list[tuple[str, bytes]] = data.draw(st.lists(st.tuples(_topics(fed), _payloads()),
@@ -89,8 +90,6 @@ def test_aggregator_core_takes_anything_mid_round(data: st.DataObject) -> None:
 @pytest.fixture(scope="module")
 def agent(cohort: Path, logreg_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real agent (its bundle, VCF, identity), in the middle of a round."""
-    from test_local_optimizer import _agent_config
-
     from genofed.agent.config import load_agent_config
     from genofed.agent.daemon import Agent
     from genofed.agent.secure import join
@@ -98,7 +97,7 @@ def agent(cohort: Path, logreg_bundle: Path, tmp_path_factory: pytest.TempPathFa
     from genofed.protocol.secagg import SecAggParams
 
     root = tmp_path_factory.mktemp("hostile-agent")
-    a = Agent(load_agent_config(_agent_config(root, cohort, logreg_bundle, "step")))
+    a = Agent(load_agent_config(agent_config(root, cohort, logreg_bundle, "step")))
     a.aggregator_identity = SigningIdentity(IdentitySeed(
         load_signing_key(root / "agg.key").encode()))
     roster = {"dev00": a.identity.public,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.agents import SEED, agent_config
 from support.tasks import open_task
 
 from genofed.agent.config import load_agent_config
@@ -21,7 +22,7 @@ from genofed.agent.trainer import StepTrainer
 from genofed.aggregator.config import load_aggregator_config
 from genofed.aggregator.service import Aggregator
 from genofed.errors import GenofedError, MessageError
-from genofed.models.signing import ensure_signing_key, save_verify_key
+from genofed.models.signing import ensure_signing_key
 from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.schema import ModelRelease
 from genofed.protocol.secagg import (
@@ -29,8 +30,6 @@ from genofed.protocol.secagg import (
     SigningIdentity,
 )
 from genofed.protocol.secagg.keys import IdentitySeed
-
-SEED = 5
 
 
 def _has_ort_training() -> bool:
@@ -57,21 +56,6 @@ def adam_bundle(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                          optimizers=("sgd", "adam"), ort_training=_has_ort_training())
 
 
-def _agent_config(tmp_path: Path, cohort: Path, bundle: Path, backend: str) -> Path:
-    device = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())[0]
-    ensure_signing_key(tmp_path / "state" / "identity.key")
-    save_verify_key(tmp_path / "aggregator.pub",
-                    ensure_signing_key(tmp_path / "agg.key").verify_key)
-    path = tmp_path / "agent.toml"
-    path.write_text(f'device_id = "dev00"\nfederation = "demo"\nbundle = "{bundle}"\n'
-                    f'vcf = "{device / "calls.vcf.gz"}"\n'
-                    f'phenotypes = "{device / "phenotypes.tsv"}"\n'
-                    f'state_dir = "{tmp_path / "state"}"\n'
-                    f'aggregator_key = "{tmp_path / "aggregator.pub"}"\n'
-                    f'[training]\nthreads = 1\nseed = {SEED}\nbackend = "{backend}"\n')
-    return path
-
-
 def _job(agent: Agent, weights: np.ndarray, optimizer: str, round_: int = 1) -> Job:
     """An open round naming `agent` and three other devices, training with `optimizer`."""
     roster = {agent.cfg.device_id: agent.identity.public,
@@ -86,7 +70,7 @@ def _job(agent: Agent, weights: np.ndarray, optimizer: str, round_: int = 1) -> 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_agent_trains_with_the_tasks_optimizer(tmp_path: Path, cohort: Path, adam_bundle: Path,
                                                backend: str) -> None:
-    agent = Agent(load_agent_config(_agent_config(tmp_path, cohort, adam_bundle, backend)))
+    agent = Agent(load_agent_config(agent_config(tmp_path, cohort, adam_bundle, backend)))
     assert agent.trainers == {}  # made when a task first names an optimizer
     b = agent.bundle
     rng = np.random.default_rng(11)
@@ -131,7 +115,7 @@ def test_agent_trains_with_the_tasks_optimizer(tmp_path: Path, cohort: Path, ada
 def test_round_with_an_optimizer_the_bundle_lacks_is_skipped(
         tmp_path: Path, cohort: Path, logreg_bundle: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    agent = Agent(load_agent_config(_agent_config(tmp_path, cohort, logreg_bundle, "step")))
+    agent = Agent(load_agent_config(agent_config(tmp_path, cohort, logreg_bundle, "step")))
     weights = agent.layout.flatten(agent.bundle.initial_params()).astype(np.float64)
     with caplog.at_level(logging.WARNING, logger="genofed.agent.daemon"):
         assert agent.start_round(_job(agent, weights, "adam", round_=4)) is None
@@ -144,7 +128,7 @@ def test_round_with_an_optimizer_the_bundle_lacks_is_skipped(
 @pytest.mark.skipif(not _has_ort_training(), reason="onnxruntime-training is not installed")
 def test_ort_backend_needs_the_bundles_ort_artifacts(tmp_path: Path, cohort: Path,
                                                      logreg_bundle: Path) -> None:
-    cfg = load_agent_config(_agent_config(tmp_path, cohort, logreg_bundle, "ort-training"))
+    cfg = load_agent_config(agent_config(tmp_path, cohort, logreg_bundle, "ort-training"))
     with pytest.raises(GenofedError) as err:
         Agent(cfg)
     msg = str(err.value)
@@ -166,7 +150,7 @@ def test_aggregator_refuses_an_optimizer_its_bundle_lacks(tmp_path: Path,
 
 def test_model_release_must_fit_the_layout_and_the_update_is_the_trained_coordinates(
         tmp_path: Path, cohort: Path, pruned_bundle: Path) -> None:
-    agent = Agent(load_agent_config(_agent_config(tmp_path, cohort, pruned_bundle, "step")))
+    agent = Agent(load_agent_config(agent_config(tmp_path, cohort, pruned_bundle, "step")))
     aggregator = SigningIdentity(IdentitySeed(ensure_signing_key(tmp_path / "agg.key").encode()))
     layout = agent.layout
     assert 0 < layout.n_trained < layout.n_params

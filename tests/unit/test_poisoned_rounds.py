@@ -8,37 +8,27 @@ the check does not prevent (`protocol/codec_mean.py`)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from support.effect_order import check_effect_order
 from support.poison import KINDS, poisoned, unclipped
+from support.simfed import CLIP, KEEP, LAYOUT, MODEL
+from support.simfed import config as simfed_config
 
-from genofed.aggregator.cohort import CohortPolicy
-from genofed.aggregator.config import AggregatorConfig, CodecSection, RoundsSection
+from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.effects import Count, Publish
-from genofed.aggregator.rounds import ModelSpec
 from genofed.aggregator.simulate import Simulation, Tamper, clipped_mean, devices, seeded
-from genofed.models.layout import ParamLayout
-from genofed.models.manifest import ParamSpec
 from genofed.protocol.schema import SecureTask
 from genofed.protocol.topics import Topics
 
-SPECS = (ParamSpec("w", "w", (1, 24)), ParamSpec("b", "b", (1,)))
-KEEP = np.array([i % 3 != 2 for i in range(24)] + [True])  # a third of the weights pruned
-LAYOUT = ParamLayout(SPECS, KEEP)
-MODEL = ModelSpec(LAYOUT, "ab" * 32, np.zeros(25, np.float32))
-CLIP, SCALE, N = 1.0, 1e6, 4
+SCALE, N = 1e6, 4
 ATTACKER = "dev000"
 
 
 def config(rounds: int) -> AggregatorConfig:
-    return AggregatorConfig(
-        federation="sim", bundle=Path("unused"), state_dir=Path("unused"),
-        rounds=RoundsSection(rounds=rounds, stage_timeout_s=10.0, retry_s=1.0),
-        cohort=CohortPolicy(min_participants=N, max_participants=N),
-        codec=CodecSection(clip=CLIP, scale=SCALE))
+    """Rounds of all N devices (the simulated federation's configuration)."""
+    return simfed_config(rounds, min_participants=N)
 
 
 def honest(device: str, round_: int, weights: np.ndarray) -> np.ndarray:

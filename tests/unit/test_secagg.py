@@ -9,12 +9,11 @@ import hashlib
 import math
 from collections.abc import Callable
 
-import nacl.hash
-import nacl.utils
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support.secagg_rounds import Entropy, Federation, federation, inputs_for, ring_sum
 
 from genofed.protocol.ring import Ring, RingError
 from genofed.protocol.secagg import (
@@ -23,7 +22,6 @@ from genofed.protocol.secagg import (
     InconsistentRequest,
     MalformedMessage,
     ParameterError,
-    Participant,
     ReplayedMessage,
     RoundAborted,
     RoundConfig,
@@ -33,7 +31,6 @@ from genofed.protocol.secagg import (
     Stage,
     WrongRound,
     choose_parameters,
-    make_clients,
     run_round,
     shamir,
 )
@@ -51,60 +48,6 @@ from genofed.protocol.secagg.prg import pair_seed, self_seed
 
 BOUNDED = settings(max_examples=80, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class Entropy:
-    """Deterministic stand-in for nacl.utils.random, so every test is reproducible."""
-
-    def __init__(self, seed: int) -> None:
-        self.key, self.calls = nacl.hash.blake2b(seed.to_bytes(8, "big"), digest_size=32,
-                                                 encoder=nacl.encoding.RawEncoder), 0
-
-    def __call__(self, size: int) -> bytes:
-        self.calls += 1
-        key = nacl.hash.blake2b(self.calls.to_bytes(8, "big"), key=self.key, digest_size=32,
-                                encoder=nacl.encoding.RawEncoder)
-        return nacl.utils.randombytes_deterministic(size, key)
-
-
-@dataclasses.dataclass
-class Federation:
-    config: RoundConfig
-    ids: dict[int, SigningIdentity]
-    server_id: SigningIdentity
-    entropy: Entropy
-
-    def clients(self) -> dict[int, SecAggClient]:
-        return make_clients(self.config, self.ids, entropy=self.entropy)
-
-    def server(self) -> SecAggServer:
-        return SecAggServer(self.config, self.server_id)
-
-    def with_round(self, rnd: int) -> Federation:
-        return dataclasses.replace(self, config=dataclasses.replace(self.config, round=rnd))
-
-
-def federation(n: int, k: int, t: int, *, bits: int = 32, length: int = 16, seed: int = 0,
-               rnd: int = 7) -> Federation:
-    e = Entropy(seed)
-    ids = {i: SigningIdentity.generate(e) for i in range(n)}
-    server_id = SigningIdentity.generate(e)
-    config = RoundConfig("fed", rnd, tuple(Participant(f"dev{i}", ids[i].public)
-                                           for i in range(n)),
-                         server_id.public, SecAggParams(n, k, t), Ring(bits), length,
-                         GraphSeed(e(32)))
-    return Federation(config, ids, server_id, e)
-
-
-def inputs_for(f: Federation, seed: int = 1) -> dict[int, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {i: rng.integers(0, 1 << f.config.ring.bits, f.config.length, dtype=np.uint64)
-            for i in range(f.config.n)}
-
-
-def ring_sum(vectors: list[np.ndarray], bits: int) -> np.ndarray:
-    total = [sum(int(v[c]) for v in vectors) % (1 << bits) for c in range(vectors[0].size)]
-    return np.array(total, dtype=np.uint64)
 
 
 # -- whole rounds -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 from support import disrupt
-from test_secagg import Federation, federation, inputs_for, ring_sum
+from support.secagg_rounds import Federation, federation, inputs_for, ring_sum
 
 from genofed.protocol.secagg import (
     ForgedMessage,

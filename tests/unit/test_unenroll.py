@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_aggregator_core import MODEL, config, update
+from support.simfed import MODEL, config, update
 
 from genofed.aggregator.effects import Count, Ticked
 from genofed.aggregator.simulate import Simulation, devices, seeded
