@@ -20,7 +20,7 @@ from pathlib import Path
 
 from genofed.aggregator.state import read_journal
 from genofed.cli.bench import write_results
-from genofed.cli.demo import spawn, start_broker, write_configs
+from genofed.cli.demo import spawn_federation, start_broker, write_configs
 
 STEP = 25
 
@@ -47,7 +47,6 @@ def main() -> None:
         bundle = export_bundle("logreg", root / "cohort" / "panel.tsv", root / "bundle",
                                optimizers=("sgd",), ort_training=False)
         dirs = sorted(d for d in (root / "cohort" / "devices").iterdir() if d.is_dir())
-        (root / "logs").mkdir()
         broker = start_broker(root, [d.name for d in dirs])
         procs: list[subprocess.Popen[bytes]] = []
         rows: list[dict[str, object]] = []
@@ -55,10 +54,7 @@ def main() -> None:
         try:
             cfg = write_configs(root, bundle, dirs, broker.port, rounds=args.rounds,
                                 min_participants=3)
-            procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
-                               root / "logs" / "aggregator.log"))
-            procs += [spawn(["agent", "run", "--config", str(root / "config" / f"{d.name}.toml")],
-                            root / "logs" / f"{d.name}.log") for d in dirs]
+            procs += spawn_federation(root, cfg, [d.name for d in dirs])
             state, mark = root / "state" / "aggregator", STEP
             while procs[0].poll() is None:
                 done = len(read_journal(state))

@@ -91,14 +91,7 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
             f"the aggregator and {len(device_dirs)} agents")
         agg_cfg = write_configs(out, bundle_dir, device_dirs, broker.port, rounds=rounds,
                                 min_participants=len(device_dirs), optimizer=local_optimizer)
-        logs = out / "logs"
-        logs.mkdir()
-        procs.append(spawn(["aggregator", "run", "--config", str(agg_cfg)],
-                           logs / "aggregator.log"))
-        for d in device_dirs:
-            agent_cfg = out / "config" / f"{d.name}.toml"
-            procs.append(spawn(["agent", "run", "--config", str(agent_cfg)],
-                               logs / f"{d.name}.log"))
+        procs += spawn_federation(out, agg_cfg, [d.name for d in device_dirs])
         rows = follow_rounds(out / "state" / "aggregator", procs[0], bundle, test, rounds)
         for p in procs[1:]:
             try:
@@ -177,6 +170,17 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
         key = ensure_signing_key(state / "identity.key")
         enroll_device(agg_state, name, bytes(key.verify_key).hex())
     return agg
+
+
+def spawn_federation(out: Path, agg_cfg: Path, names: list[str]) -> list[subprocess.Popen[bytes]]:
+    """The aggregator, then one agent per device of `write_configs`, each logging to
+    `out/logs/NAME.log` (the folder made if needed)."""
+    (out / "logs").mkdir(exist_ok=True)
+    procs = [spawn(["aggregator", "run", "--config", str(agg_cfg)],
+                   out / "logs" / "aggregator.log")]
+    procs += [spawn(["agent", "run", "--config", str(out / "config" / f"{n}.toml")],
+                    out / "logs" / f"{n}.log") for n in names]
+    return procs
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -16,7 +16,7 @@ from genofed.aggregator.state import read_journal
 from genofed.broker.deploy import init_broker
 from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import PkiLayout
-from genofed.cli.demo import spawn, start_broker, write_configs
+from genofed.cli.demo import spawn_federation, start_broker, write_configs
 
 pytestmark = pytest.mark.integration
 
@@ -29,15 +29,11 @@ def _journal(root: Path) -> list[tuple[str, int]]:
 def test_broker_down_at_boot_everyone_waits_and_says_why(tmp_path: Path, cohort: Path,
                                                           logreg_bundle: Path) -> None:
     dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
-    (tmp_path / "logs").mkdir()
     init_broker(tmp_path / "broker", "demo", [d.name for d in dirs], bind="127.0.0.1")
     broker = LocalMosquitto(tmp_path / "broker", secured=tmp_path / "broker")  # not started
     cfg = write_configs(tmp_path, logreg_bundle, dirs, broker.port, rounds=1,
                         min_participants=3)
-    procs = [spawn(["aggregator", "run", "--config", str(cfg)],
-                   tmp_path / "logs" / "aggregator.log")]
-    procs += [spawn(["agent", "run", "--config", str(tmp_path / "config" / f"{d.name}.toml")],
-                    tmp_path / "logs" / f"{d.name}.log") for d in dirs]
+    procs = spawn_federation(tmp_path, cfg, [d.name for d in dirs])
     try:
         every_log = [tmp_path / "logs" / f"{n}.log"
                      for n in ["aggregator", *[d.name for d in dirs]]]
@@ -81,7 +77,6 @@ def test_clock_two_days_off_waits_for_ntp_then_joins(tmp_path: Path, cohort: Pat
     # certificate valid from two days ahead, until "NTP fixes the clock" (the certificate is
     # dated right again and the broker restarted). Every daemon must wait, say why, and join.
     dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
-    (tmp_path / "logs").mkdir()
     broker = start_broker(tmp_path, [d.name for d in dirs])
     pki = PkiLayout(tmp_path / "broker")
     broker.stop()
@@ -89,10 +84,7 @@ def test_clock_two_days_off_waits_for_ntp_then_joins(tmp_path: Path, cohort: Pat
     broker.start()
     cfg = write_configs(tmp_path, logreg_bundle, dirs, broker.port, rounds=1,
                         min_participants=3)
-    procs = [spawn(["aggregator", "run", "--config", str(cfg)],
-                   tmp_path / "logs" / "aggregator.log")]
-    procs += [spawn(["agent", "run", "--config", str(tmp_path / "config" / f"{d.name}.toml")],
-                    tmp_path / "logs" / f"{d.name}.log") for d in dirs]
+    procs = spawn_federation(tmp_path, cfg, [d.name for d in dirs])
     try:
         device_log = tmp_path / "logs" / f"{dirs[0].name}.log"
         wait_until("a device saying its clock may be wrong", lambda: "certificate is not yet "
