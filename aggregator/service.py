@@ -39,7 +39,6 @@ from genofed.aggregator.state import load_identity, state_path
 from genofed.aggregator.store import Store, StoreUnavailable
 from genofed.errors import LocalInputError
 from genofed.models.manifest import load_bundle
-from genofed.protocol.topics import Topics
 from genofed.transport.mqtt import LinkStopped, MqttLink
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ class Aggregator:
         if cfg.rounds.optimizer not in bundle.steps:
             raise LocalInputError(f"{cfg.bundle}: no step graph for [rounds] optimizer "
                                   f"{cfg.rounds.optimizer!r} (has {', '.join(bundle.steps)})")
-        self.topics = Topics(cfg.federation)
         self.core = AggregatorCore(cfg, load_identity(cfg.state_dir), ModelSpec.of(bundle))
         self.metrics = Metrics()
         self.store: Store | None = None  # opened by the thread that runs the service
@@ -78,8 +76,8 @@ class Aggregator:
         try:
             first = self.core.handle(Restored(self.store.snapshot(), time.monotonic()))
             self.link = MqttLink(f"genofed-{self.cfg.federation}-aggregator", self.cfg.broker,
-                                 subscriptions=[self.topics.all_outboxes,
-                                                self.topics.all_status], manual_ack=True,
+                                 subscriptions=[self.core.topics.all_outboxes,
+                                                self.core.topics.all_status], manual_ack=True,
                                  stop=stop)
             if self.cfg.metrics_port:
                 self.metrics.serve(self.cfg.metrics_port)
