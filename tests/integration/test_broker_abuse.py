@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support import faulty_agent
-from support.fedtools import Recorder, logs, stored_messages, wait_until
+from support.fedtools import Recorder, logs, stop_all, stored_messages, wait_until
 from support.intruder import Flooder, Thief, tls_accepts
 
 from genofed.aggregator.state import read_journal, state_path
@@ -65,10 +65,7 @@ def test_rounds_complete_through_floods_and_takeover_attempts(
     finally:
         big, under = (f.stop() for f in floods)
         thief.stop()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
     journal = read_journal(tmp_path / "state" / "aggregator")
     assert [(r["status"], r["participants"]) for r in journal] == [("completed", 3)] * 2, \
         logs(tmp_path)
@@ -131,11 +128,8 @@ def test_device_revoked_mid_round_is_refused_and_its_queued_message_dropped(
                            tmp_path / "logs" / "aggregator2.log"))
         assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
         recorder.stop()
-        broker.stop()
+        stop_all(procs, broker)
     journal = read_journal(tmp_path / "state" / "aggregator")
     assert [(r["round"], r["status"], r["devices"]) for r in journal] == [
         (0, "completed", names[:3]), (1, "completed", names[:3])], logs(tmp_path)

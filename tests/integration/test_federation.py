@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.fedtools import logs, mosquitto_pub, wait_retained
+from support.fedtools import logs, mosquitto_pub, stop_all, wait_retained
 
 from genofed.agent.trainer import StepTrainer
 from genofed.aggregator.config import load_aggregator_config
@@ -53,10 +53,7 @@ def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path, logreg_bun
             assert p.wait(timeout=60) == 0, logs(tmp_path)
     finally:
         stop.set()
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
 
     state = tmp_path / "state" / "aggregator"
     journal = read_journal(state)

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import codec_atol, enroll_ghost, ghost, logs, stored_messages, wait_until
+from support.fedtools import (
+    codec_atol,
+    enroll_ghost,
+    ghost,
+    logs,
+    stop_all,
+    stored_messages,
+    wait_until,
+)
 from support.mosquitto import restart
 
 from genofed.aggregator.optimizers import ServerOptimizer
@@ -84,10 +92,7 @@ def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
                    lambda: stored_messages(db, round_, stage) == stored)
         yield Fleet(broker, cfg, db, procs)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        broker.stop()
+        stop_all(procs, broker)
 
 
 def test_aggregator_killed_mid_round_resumes_it(

@@ -27,6 +27,7 @@ from support.fedtools import (
     ghost,
     logs,
     mosquitto_pub,
+    stop_all,
     stored_messages,
     wait_until,
 )
@@ -84,11 +85,8 @@ def test_ten_devices_two_killed_injections_and_nothing_private_on_the_wire(
         ghost(tmp_path, broker.port, "offline")
         assert agg.wait(timeout=300) == 0, logs(tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
         recorder.stop()
-        broker.stop()
+        stop_all(procs, broker)
 
     journal = read_journal(state)
     assert [(r["status"], r["participants"], r["cohort"]) for r in journal] == \
