@@ -198,11 +198,11 @@ class AggregatorCore(Deliveries):
                  task.codec.bits, self.model.n_trained, self.model.n_params)
 
     def _poll(self, f: Flight, now: float, out: list[Effect]) -> None:
+        ev = f.rnd.poll(now)  # closing a stage may blame too (wrong shares in Unmasking)
         for device, blame in f.rnd.take_blame():
             log.warning("round %d: %s (client %d) excluded for provable disruption (%s): %s",
                         f.task.round, device, blame.client, blame.kind, blame.reason)
             out.append(Count("excluded", blame.kind))
-        ev = f.rnd.poll(now)
         if isinstance(ev, Route):
             log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
                      len(ev.payloads))

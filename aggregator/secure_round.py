@@ -155,6 +155,8 @@ class SecureRound:
         except RoundAborted as exc:
             self.finished = True
             return Aborted(str(exc))
+        finally:
+            self._note_culprits()
         self.stage_opened, self.received = now, set()
         if self.stage == Stage.DONE:
             self.finished = True

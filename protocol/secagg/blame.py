@@ -47,10 +47,11 @@ round only itself; one that seals garbage to a of them with k - t < a < k leaves
 with fewer than t holders: the round aborts below threshold, with it named and rested, and
 the next round goes on without it.
 
-What is not caught here: a well-formed bundle with a wrong share value (no commitment binds
-the shares to the secret; a wrong mask key is caught when it is rebuilt, as an abort), and a
-wrong share revealed in Unmasking. Both can make the round abort or its sum garbage; the
-aggregate's own check is the backstop.
+Wrong share values, dealt in a well-formed bundle or revealed in Unmasking, are found by the
+shares' own redundancy when the server rebuilds secrets (`reveal.py`: set aside, and blamed as
+INCONSISTENT where one client must be the cause). What is not caught: a dealer whose shares
+are consistent but of another secret than the one it masked with; the sum is then garbage and
+the aggregate's own check is the backstop.
 """
 
 from __future__ import annotations
@@ -63,13 +64,13 @@ from genofed.protocol.secagg.prg import RoundContext
 from genofed.protocol.secagg.proof import verify
 from genofed.protocol.secagg.sealing import UnopenedBundle, accusation_context, open_bundle
 
-INVALID_KEY, BAD_SHARES, FALSE_ACCUSATION, VIOLATION = (
-    "invalid_key", "bad_shares", "false_accusation", "violation")
+INVALID_KEY, BAD_SHARES, FALSE_ACCUSATION, VIOLATION, INCONSISTENT = (
+    "invalid_key", "bad_shares", "false_accusation", "violation", "inconsistent")
 
 
 @dataclass(frozen=True)
 class Blame:
-    """Client `client` is excluded from the round: `kind` (one of the four above) and why."""
+    """Client `client` is excluded from the round: `kind` (one of the five above) and why."""
 
     client: int
     kind: str

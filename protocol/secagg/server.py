@@ -26,7 +26,7 @@ from typing import NoReturn
 import numpy as np
 
 from genofed.protocol.ring import RingError, RingVector
-from genofed.protocol.secagg import shamir
+from genofed.protocol.secagg import reveal, shamir
 from genofed.protocol.secagg.blame import (
     BAD_SHARES,
     FALSE_ACCUSATION,
@@ -332,6 +332,7 @@ class SecAggServer:
         for j, ans in sorted(self._answers.items()):
             for s in (*ans.self_shares, *ans.key_shares):
                 held[s.owner].append((j, s.share))
+        held = self._set_aside_wrong_shares(held)
         for v in owners:
             if len(held[v]) < self._t:
                 self._abort(f"{len(held[v])} shares of client {v}, threshold {self._t}")
@@ -352,6 +353,21 @@ class SecAggServer:
         log.info("round %d unmasked: %d survivors, %d dropped", self.config.round, len(u3),
                  len(dropped))
         return {}
+
+    def _set_aside_wrong_shares(self, held: reveal.Held) -> reveal.Held:
+        """The revealed shares without those that do not fit (`reveal.py`), blaming where one
+        client must be the cause; a misfit that cannot be located aborts the round."""
+        verdict = reveal.examine(held, self._t)
+        for v, j in verdict.set_aside:
+            log.warning("round %d: the share of client %d's secret revealed by client %d does "
+                        "not fit the others; set aside", self.config.round, v, j)
+        for c, why in sorted(verdict.blame.items()):
+            self._blame(Blame(c, reveal.INCONSISTENT, why))
+        untrusted = verdict.blame.keys()
+        kept = {v: [(j, s) for j, s in g if j not in untrusted] for v, g in verdict.held.items()}
+        if verdict.unresolved:
+            self._abort(f"shares do not reconstruct: {min(verdict.unresolved.items())[1]}")
+        return kept
 
     def _reconstruct(self, groups: list[list[tuple[int, ShareValue]]]) -> list[bytes]:
         """All secrets at once from exactly t (holder, share) pairs each."""

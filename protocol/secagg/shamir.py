@@ -127,13 +127,18 @@ def split(secrets: np.ndarray, xs: np.ndarray, t: int,
     return addmod(mulmod(acc, x), secrets_to_limbs(secrets)[:, None, :])
 
 
-def lagrange_at(xs: np.ndarray, at: int = 0) -> np.ndarray:
-    """Lagrange weights at `at` for each row of distinct non-zero x's: (S, t) field elements."""
+def lagrange_at(xs: np.ndarray, at: int | np.ndarray = 0) -> np.ndarray:
+    """Lagrange weights at `at` (one point, or one per row) for each row of distinct non-zero
+    x's: (S, t) field elements."""
     xs = _check_xs(np.asarray(xs, dtype=np.uint64))
     if xs.ndim != 2:
         raise ParameterError("x-sets must be a 2-d array (secrets x shares)")
     t = xs.shape[1]
-    a = np.uint64(at % P)
+    a = np.asarray(at, dtype=np.uint64) % _P
+    if a.ndim:
+        if a.shape != (xs.shape[0],):
+            raise ParameterError(f"one point per x-set: {a.shape} points, {xs.shape[0]} sets")
+        a = a[:, None, None]
     xj = xs[:, :, None]
     xm = xs[:, None, :]
     eye = np.eye(t, dtype=bool)[None, :, :]
@@ -148,8 +153,9 @@ def combine(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return limbs_to_secrets(interpolate(xs, ys, 0))
 
 
-def interpolate(xs: np.ndarray, ys: np.ndarray, at: int) -> np.ndarray:
-    """The polynomials through (xs, ys), evaluated at `at`: (S, 5) field elements."""
+def interpolate(xs: np.ndarray, ys: np.ndarray, at: int | np.ndarray) -> np.ndarray:
+    """The polynomials through (xs, ys), evaluated at `at` (one point, or one per row): (S, 5)
+    field elements."""
     ys = np.asarray(ys, dtype=np.uint64)
     if ys.ndim != 3 or ys.shape[:2] != np.shape(xs) or ys.shape[2] != LIMBS:
         raise ParameterError(f"shares must be (S, t, {LIMBS}) matching x-sets {np.shape(xs)}")
