@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import codec_atol, logs, stop_all, wait_until
+from support.fedtools import codec_atol, exit_status, logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -44,7 +44,7 @@ def test_disrupting_devices_are_named_excluded_and_rested(
             "connected to" in (tmp_path / "logs" / f"{n}.log").read_text() for n in names))
         procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
                            tmp_path / "logs" / "aggregator.log"))
-        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
     finally:
         stop_all(procs, broker)
     state = tmp_path / "state" / "aggregator"
@@ -72,3 +72,46 @@ def test_disrupting_devices_are_named_excluded_and_rested(
     accusers = [n for n in honest if "accuses client 6" in
                 (tmp_path / "logs" / f"{n}.log").read_text()]
     assert accusers, logs(tmp_path)
+
+
+def test_a_device_that_reveals_wrong_shares_is_named_and_rested(
+        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+    """dev06 answers Unmasking with every share off by one, signed, in every round. Before,
+    a round aborted ("shares do not reconstruct") whenever one of its shares was among the t
+    the server used, and it was never rested (here, as the last holder, its shares went unused
+    and it stayed in every round: the test fails on round 1). Now its shares are set aside
+    because the other holders' shares contradict them, the round completes with every input
+    (dev06's own is in the sum and its self mask is rebuilt from the others' shares), and dev06
+    is excluded by name and rested, so the next round goes on without it."""
+    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
+    names = [f"dev{i:02d}" for i in range(7)]
+    (tmp_path / "logs").mkdir()
+    broker = start_broker(tmp_path, names)
+    procs = []
+    try:
+        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % len(dirs)] for i in range(7)],
+                            broker.port, rounds=2, min_participants=3, names=names,
+                            stage_timeout_s=8.0)
+        procs += [faulty_agent.spawn(tmp_path / "config" / f"{n}.toml",
+                                     tmp_path / "logs" / f"{n}.log", dump_deltas=True,
+                                     lie_in_unmasking=n == "dev06") for n in names]
+        wait_until("every agent to connect", lambda: all(
+            "connected to" in (tmp_path / "logs" / f"{n}.log").read_text() for n in names))
+        procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
+                           tmp_path / "logs" / "aggregator.log"))
+        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
+    finally:
+        stop_all(procs, broker)
+    state = tmp_path / "state" / "aggregator"
+    journal = read_journal(state)
+    assert [(r["round"], r["status"], r["devices"]) for r in journal] == \
+        [(0, "completed", names), (1, "completed", names[:6])], logs(tmp_path)
+    assert list(journal[0]["excluded"]) == ["dev06"]
+    assert journal[0]["excluded"]["dev06"].startswith(
+        "inconsistent: client 6 revealed shares of clients [0, 1, 2, 3, 4, 5] that the other "
+        "holders' shares contradict")
+    text = (tmp_path / "logs" / "aggregator.log").read_text()
+    assert "dev06 disrupted round 0 (inconsistent): left out of rounds for 120 s" in text
+    updates = [np.load(tmp_path / "state" / n / "delta-0.npz")["delta"] for n in names]
+    got = read_model(state, 1).astype(np.float64) - read_model(state, 0)
+    np.testing.assert_allclose(got, np.mean(updates, axis=0), atol=codec_atol(len(updates)))

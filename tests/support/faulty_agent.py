@@ -3,7 +3,7 @@ behaviours, none of which the production daemon has.
 
     python tests/support/faulty_agent.py --config DEVICE.toml [--dump-deltas]
         [--die-after STAGE] [--hang-after STAGE] [--corrupt-share ROUND]
-        [--poison KIND[,KIND...]] [--zero-key] [--garbage-shares]
+        [--poison KIND[,KIND...]] [--zero-key] [--garbage-shares] [--lie-in-unmasking]
 
 --dump-deltas writes each round's plain delta into the device's own state folder
 (`delta-{round}.npz`, keys `delta` and `n_examples`), so a test can check the aggregate
@@ -13,7 +13,8 @@ stage, as a device that loses power would: no clean disconnect, so the broker se
 --hang-after STAGE answers that stage and then nothing more while it stays connected and
 online, as a device whose process froze would: the next stage waits for it until its
 deadline. --corrupt-share ROUND sends, in that round, one unmasking share off by one in its
-last byte (properly signed). --poison sends a poisoned ring vector instead of its honest
+last byte (properly signed); --lie-in-unmasking sends every unmasking share off by one, in
+every round. --poison sends a poisoned ring vector instead of its honest
 encoding (the kinds of `poison.py`: skip-clip, crafted-ring, negative-weight,
 inflated-weight, within-bound, within-bound-flip), the first kind in the first round it
 joins, the next in the next, and so on, then honestly. --zero-key advertises an all-zero
@@ -61,8 +62,10 @@ class FaultyAgent(Agent):
     def __init__(self, cfg: AgentConfig, *, dump_deltas: bool = False,
                  die_after: str | None = None, hang_after: str | None = None,
                  corrupt_share: int | None = None, poison: Sequence[str] = (),
-                 zero_key: bool = False, garbage_shares: bool = False) -> None:
+                 zero_key: bool = False, garbage_shares: bool = False,
+                 lie_in_unmasking: bool = False) -> None:
         super().__init__(cfg)
+        self.lie_in_unmasking = lie_in_unmasking
         self.dump_deltas = dump_deltas
         self.die_after, self.hang_after = die_after, hang_after
         self.corrupt_share = corrupt_share
@@ -107,20 +110,25 @@ class FaultyAgent(Agent):
 
     def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
         reply = None if self.hung else super().handle(topic, payload, redelivered=redelivered)
-        if reply is not None and self.corrupt_share is not None:
+        if reply is not None and (self.corrupt_share is not None or self.lie_in_unmasking):
             msg = decode(reply)
-            if isinstance(msg, UnmaskShares) and msg.header.round == self.corrupt_share:
-                # One share off by one in its last byte, the message signed as it should be.
-                log.warning("test fault: one unmasking share off by one")
-                first, *rest = (*msg.self_shares, *msg.key_shares)
-                bad = RevealedShare(first.owner, ShareValue(
-                    first.share.raw[:-1] + bytes([(first.share.raw[-1] + 1) % 256])))
+            if isinstance(msg, UnmaskShares) and (self.lie_in_unmasking or
+                                                  msg.header.round == self.corrupt_share):
+                # Shares off by one in their last byte, the message signed as it should be.
+                shares = (*msg.self_shares, *msg.key_shares)
+                wrong = len(shares) if self.lie_in_unmasking else 1
+                log.warning("test fault: %d unmasking share(s) off by one", wrong)
+                shares = tuple(_off_by_one(s) for s in shares[:wrong]) + shares[wrong:]
                 n = len(msg.self_shares)
-                shares = (bad, *rest)
                 reply = UnmaskShares.create(self.identity, msg.header,
                                             self_shares=shares[:n], key_shares=shares[n:]
                                             ).encode()
         return reply
+
+
+def _off_by_one(s: RevealedShare) -> RevealedShare:
+    return RevealedShare(s.owner, ShareValue(s.share.raw[:-1]
+                                             + bytes([(s.share.raw[-1] + 1) % 256])))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--poison", default="", help="comma-separated kinds, one per round joined")
     p.add_argument("--zero-key", action="store_true")
     p.add_argument("--garbage-shares", action="store_true")
+    p.add_argument("--lie-in-unmasking", action="store_true")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     args = p.parse_args(argv)
@@ -146,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             die_after=args.die_after, hang_after=args.hang_after,
                             corrupt_share=args.corrupt_share,
                             poison=[k for k in args.poison.split(",") if k],
-                            zero_key=args.zero_key, garbage_shares=args.garbage_shares)
+                            zero_key=args.zero_key, garbage_shares=args.garbage_shares,
+                            lie_in_unmasking=args.lie_in_unmasking)
         agent.run(_stop_on_signals())
     except GenofedError as exc:
         print(f"faulty_agent: {exc}", file=sys.stderr)
@@ -159,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
           die_after: str | None = None, hang_after: str | None = None,
           corrupt_share: int | None = None, poison: Sequence[str] = (),
-          zero_key: bool = False, garbage_shares: bool = False) -> subprocess.Popen[bytes]:
+          zero_key: bool = False, garbage_shares: bool = False,
+          lie_in_unmasking: bool = False) -> subprocess.Popen[bytes]:
     """Start this script for `config` in its own process, stdout and stderr to `log_file`."""
     argv = [sys.executable, str(SCRIPT), "--config", str(config), "--log-level", "info"]
     if dump_deltas:
@@ -176,6 +187,8 @@ def spawn(config: Path, log_file: Path, *, dump_deltas: bool = False,
         argv.append("--zero-key")
     if garbage_shares:
         argv.append("--garbage-shares")
+    if lie_in_unmasking:
+        argv.append("--lie-in-unmasking")
     with log_file.open("wb") as fh:
         return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
 
