@@ -1,7 +1,5 @@
 """The aggregator's SQLite state: atomic round closes, verified models, clear errors."""
 
-import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -9,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.disk import fill, tiny_tmpfs
 
 from genofed.aggregator.effects import OpenRound
 from genofed.aggregator.store import Store
@@ -133,31 +132,8 @@ def test_readonly_store_reads_without_writing(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real file system that fills up (needs mount rights, as root in CI)."""
-    import subprocess
-
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up here: {done.stderr.strip()}")
-    try:
+    with tiny_tmpfs(tmp_path / "tiny") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(path: Path) -> None:
-    """Write zeros to `path` until the file system is full, to the last byte."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (65536, 4096, 512, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
 
 
 def test_full_disk_is_waited_out_and_nothing_is_lost(tiny_disk: Path,
