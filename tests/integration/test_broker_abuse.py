@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from support import faulty_agent
-from support.fedtools import Recorder, logs, stop_all, stored_messages, wait_until
+from support.fedtools import Recorder, exit_status, logs, stop_all, stored_messages, wait_until
 from support.intruder import Flooder, Thief, tls_accepts
 
 from genofed.aggregator.state import read_journal, state_path
@@ -59,9 +59,9 @@ def test_rounds_complete_through_floods_and_takeover_attempts(
         procs = [agg, *(spawn(["agent", "run", "--config", str(tmp_path / "config" /
                                                                 f"{n}.toml")],
                               tmp_path / "logs" / f"{n}.log") for n in names)]
-        assert agg.wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(agg, tmp_path, 300) == 0, logs(tmp_path)
         for p in procs[1:]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+            assert exit_status(p, tmp_path, 60) == 0, logs(tmp_path)
     finally:
         big, under = (f.stop() for f in floods)
         thief.stop()
@@ -126,7 +126,7 @@ def test_device_revoked_mid_round_is_refused_and_its_queued_message_dropped(
         assert tls_accepts(root, broker.port, "dev02")
         procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
                            tmp_path / "logs" / "aggregator2.log"))
-        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
     finally:
         recorder.stop()
         stop_all(procs, broker)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.fedtools import logs, mosquitto_pub, stop_all, wait_retained
+from support.fedtools import exit_status, logs, mosquitto_pub, stop_all, wait_retained
 
 from genofed.agent.trainer import StepTrainer
 from genofed.aggregator.config import load_aggregator_config
@@ -50,7 +50,7 @@ def test_two_secure_rounds_three_agents(tmp_path: Path, cohort: Path, logreg_bun
         service.join(timeout=300)
         assert not service.is_alive(), logs(tmp_path)
         for p in procs:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+            assert exit_status(p, tmp_path, 60) == 0, logs(tmp_path)
     finally:
         stop.set()
         stop_all(procs, broker)

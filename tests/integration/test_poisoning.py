@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.faulty_agent import spawn as spawn_agent
-from support.fedtools import codec_atol, logs, stop_all
+from support.fedtools import codec_atol, exit_status, logs, stop_all
 from support.poison import KINDS
 
 from genofed.aggregator.state import read_journal, read_model
@@ -50,7 +50,7 @@ def test_each_poisoning_aborts_or_moves_the_model_no_more_than_the_clip(
         agg = spawn(["aggregator", "run", "--config", str(cfg)],
                     tmp_path / "logs" / "aggregator.log")
         procs.append(agg)
-        assert agg.wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(agg, tmp_path, 300) == 0, logs(tmp_path)
     finally:
         stop_all(procs, broker)
 

@@ -22,6 +22,7 @@ from support import faulty_agent
 from support.fedtools import (
     codec_atol,
     enroll_ghost,
+    exit_status,
     ghost,
     logs,
     stop_all,
@@ -105,7 +106,7 @@ def test_aggregator_killed_mid_round_resumes_it(
         agg.wait()
         ghost(tmp_path, f.broker.port, "offline")
         f.procs.append(_aggregator(tmp_path, f.config, 2))
-        assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(f.procs[-1], tmp_path, 300) == 0, logs(tmp_path)
     journal = read_journal(tmp_path / "state" / "aggregator")
     assert [(r["round"], r["status"], r["participants"]) for r in journal] == \
         [(0, "completed", 3), (1, "completed", 3)], logs(tmp_path)
@@ -134,7 +135,7 @@ def test_aggregator_killed_with_masked_inputs_stored_resumes_the_round(
         f.procs[-1].send_signal(signal.SIGKILL)
         f.procs[-1].wait()
         f.procs.append(_aggregator(tmp_path, f.config, 2))
-        assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(f.procs[-1], tmp_path, 300) == 0, logs(tmp_path)
     state = tmp_path / "state" / "aggregator"
     journal = read_journal(state)
     assert [(r["round"], r["status"], r["devices"]) for r in journal] == \
@@ -162,7 +163,7 @@ def test_agent_restarted_mid_round_sits_it_out_and_joins_the_next(
         f.procs.append(faulty_agent.spawn(tmp_path / "config" / "dev06.toml",
                                           tmp_path / "logs" / "dev06-again.log"))
         ghost(tmp_path, f.broker.port, "offline")
-        assert f.procs[7].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(f.procs[7], tmp_path, 300) == 0, logs(tmp_path)
     journal = read_journal(tmp_path / "state" / "aggregator")
     names = [f"dev{i:02d}" for i in range(7)]
     assert [(r["status"], r["devices"]) for r in journal] == [
@@ -179,7 +180,7 @@ def test_broker_restarted_mid_round(tmp_path: Path, cohort: Path, pruned_bundle:
     with fleet_mid_round(tmp_path, cohort, pruned_bundle) as f:
         restart(f.broker, crash=crash)  # same port; retained messages and sessions persist
         ghost(tmp_path, f.broker.port, "offline")
-        assert f.procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(f.procs[-1], tmp_path, 300) == 0, logs(tmp_path)
     journal = read_journal(tmp_path / "state" / "aggregator")
     statuses = [r["status"] for r in journal]
     # A completed round, or a clean abort followed by a completed one; never a lost model.

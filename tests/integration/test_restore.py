@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from support import faulty_agent
-from support.fedtools import logs, stop_all, wait_until
+from support.fedtools import exit_status, logs, stop_all, wait_until
 
 from genofed.aggregator.state import read_journal, state_path
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -50,7 +50,7 @@ def test_devices_follow_an_aggregator_restored_from_a_backup(tmp_path: Path, coh
             src.backup(dst)  # a consistent copy of the running service's state
         wait_until("two rounds more", lambda: _completed(state) >= 4)
         first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=60) == 0, logs(tmp_path)
+        assert exit_status(first, tmp_path, 60) == 0, logs(tmp_path)
         with sqlite3.connect(backup) as db:
             restored_rounds = db.execute("SELECT COUNT(*) FROM rounds WHERE status='completed'"
                                          ).fetchone()[0]
@@ -62,9 +62,9 @@ def test_devices_follow_an_aggregator_restored_from_a_backup(tmp_path: Path, coh
         cfg.write_text(cfg.read_text().replace("rounds = 100", f"rounds = {ahead + 1}"))
         procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
                            tmp_path / "logs" / "aggregator2.log"))
-        assert procs[-1].wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
         for p in procs[:-2]:
-            assert p.wait(timeout=60) == 0, logs(tmp_path)
+            assert exit_status(p, tmp_path, 60) == 0, logs(tmp_path)
     finally:
         stop_all(procs, broker)
     journal = read_journal(state)

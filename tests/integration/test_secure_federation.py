@@ -24,6 +24,7 @@ from support.fedtools import (
     Recorder,
     codec_atol,
     enroll_ghost,
+    exit_status,
     ghost,
     logs,
     mosquitto_pub,
@@ -83,7 +84,7 @@ def test_ten_devices_two_killed_injections_and_nothing_private_on_the_wire(
         for junk in (b"garbage", b"GSA1" + bytes(256 << 10), advert, old, forged, b""):
             mosquitto_pub(tmp_path, broker.port, "dev00", outbox, junk)
         ghost(tmp_path, broker.port, "offline")
-        assert agg.wait(timeout=300) == 0, logs(tmp_path)
+        assert exit_status(agg, tmp_path, 300) == 0, logs(tmp_path)
     finally:
         recorder.stop()
         stop_all(procs, broker)

@@ -125,12 +125,22 @@ def codec_atol(n: int, *, scale: float = 1e6) -> float:
     return 6 * sd + 1e-7
 
 
+def exit_status(proc: subprocess.Popen[bytes], root: Path, timeout_s: float) -> int:
+    """`proc`'s exit status; if it is still running after `timeout_s`, fail with every log
+    under `root/logs` (a bare TimeoutExpired would hide why it hung)."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{' '.join(map(str, proc.args))} still running after "
+                             f"{timeout_s:.0f} s\n{logs(root)}") from None
+
+
 def all_exit_cleanly(root: Path, aggregator: subprocess.Popen[bytes],
                      agents: list[subprocess.Popen[bytes]], timeout_s: float = 300) -> None:
     """The aggregator ends its rounds and every agent follows, each with status 0."""
-    assert aggregator.wait(timeout=timeout_s) == 0, logs(root)
+    assert exit_status(aggregator, root, timeout_s) == 0, logs(root)
     for p in agents:
-        assert p.wait(timeout=60) == 0, logs(root)
+        assert exit_status(p, root, 60) == 0, logs(root)
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]], broker: LocalMosquitto) -> None:
