@@ -172,8 +172,10 @@ class Agent:
         fed = self.cfg.federation
         try:
             if topic == self.topics.task:
-                self.core.on_task(SecureTask.open(payload, self.aggregator, fed),
-                                  redelivered=redelivered)
+                task = SecureTask.open(payload, self.aggregator, fed)
+                self.core.on_task(task, redelivered=redelivered)
+                if self.participation is not None:
+                    return self.participation.advert_again(task)
             elif topic == self.topics.model:
                 release = ModelRelease.open(payload, self.aggregator, fed)
                 self.core.on_model(release, self.model_weights(release),

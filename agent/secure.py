@@ -23,10 +23,23 @@ class Participation:
                                    entropy=entropy)
         self.client.set_input(ring_input)
         self._answers: dict[bytes, bytes] = {}  # sha256 of a request: the answer sent
+        self._advert: bytes | None = None
 
     def advertise(self) -> bytes:
-        """Stage 0: this round's public keys."""
-        return self.client.advertise().encode()
+        """Stage 0: this round's public keys (the same bytes if asked again)."""
+        if self._advert is None:
+            self._advert = self.client.advertise().encode()
+        return self._advert
+
+    def advert_again(self, task: SecureTask) -> bytes | None:
+        """The advertisement again when this round's task comes again while no key list has
+        come back: the task is republished after the broker came back, and a broker killed
+        between saves may have lost the advertisement it had acknowledged. The aggregator
+        drops a copy it already has."""
+        if task.round != self.round or self._advert is None or \
+                self.client.stage != Stage.SHARE_KEYS:
+            return None
+        return self._advert
 
     def answer(self, payload: bytes) -> bytes:
         """Answer one server message; raises SecAggError subclasses on anything wrong. A

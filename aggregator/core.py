@@ -138,16 +138,19 @@ class AggregatorCore(Deliveries):
         f = self.flight
         if f is not None:  # a device that had the task or a request drops the copy
             self._publish(self.topics.task, f.sealed, out, retain=True)
-            self._route(f, {d: f.resend[d] for d in sorted(f.resend)}, out)
+            self._route(f, f.unanswered(), out)
         self.retry_at = now + self.cfg.rounds.retry_s  # let retained statuses arrive first
         if self.finished:
             self._publish_state("finished", out)
 
     def _republish(self, out: list[Effect]) -> None:
-        """The retained model and task again, as stored (after the broker came back)."""
+        """The retained model and task again, as stored, and the current stage's request to
+        each device that has not answered it (after the broker came back: it may have lost
+        them, or the answers, since its last save)."""
         self._publish_model(out)
         if self.flight is not None:
             self._publish(self.topics.task, self.flight.sealed, out, retain=True)
+            self._route(self.flight, self.flight.unanswered(), out)
         elif self.waiting or self.finished:
             self._publish_state("finished" if self.finished else "waiting", out)
 
@@ -207,6 +210,7 @@ class AggregatorCore(Deliveries):
             log.info("round %d: %s to %d devices", f.task.round, ev.stage.name,
                      len(ev.payloads))
             out.append(StoreStage(f.task.round, ev.stage.name))  # before anyone is asked
+            f.asked = dict(ev.payloads)
             self._route(f, ev.payloads, out)
         elif isinstance(ev, Done):
             update = self.model.layout.expand(ev.mean_delta)

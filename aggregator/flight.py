@@ -34,7 +34,14 @@ class Flight:
     bytes_down: int
     bytes_up: int = 0
     seen: dict[bytes, str] = field(default_factory=dict)  # sha256 of accepted payload: stage
-    resend: dict[str, bytes] = field(default_factory=dict)  # after a restart: asked again
+    # The current stage's request to each device asked, to ask again those that have not
+    # answered after a restart or a broker outage (a broker killed between saves forgets
+    # messages it had acknowledged; a device answers a request again from its stored answer).
+    asked: dict[str, bytes] = field(default_factory=dict)
+
+    def unanswered(self) -> dict[str, bytes]:
+        """The current stage's requests to the devices that have not answered them."""
+        return {d: self.asked[d] for d in sorted(self.rnd.pending) if d in self.asked}
 
     @property
     def max_bytes(self) -> int:
@@ -89,8 +96,8 @@ def resume_flight(left: OpenRound, cfg: AggregatorConfig, identity: SigningIdent
         for _, payload in stored.get(s.name, ()):
             f.seen[hashlib.sha256(payload).digest()] = s.name
             f.bytes_up += len(payload) if s <= stage else 0
-    f.resend = {d: routes[-1].payloads[d] for d in rnd.pending} if routes else {}
+    f.asked = dict(routes[-1].payloads) if routes else {}
     log.warning("round %d resumed at %s from the stored messages: %d of %d answers in, "
                 "%d devices asked again", left.round, stage.name, len(rnd.received),
-                len(rnd.expected), len(f.resend))
+                len(rnd.expected), len(f.unanswered()))
     return f

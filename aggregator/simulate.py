@@ -9,7 +9,8 @@ function changes each round message it sends (tests of blame; the daemon has nei
 hook). The broker keeps retained messages, queues what is published, and redelivers to the
 aggregator what it has not acknowledged. The store (`MemoryStore`) keeps what the durable
 effects said, so the aggregator can be killed between any two effects (`crash_before`) and
-restarted from it, as a process killed mid-round restarts from SQLite. Time is virtual.
+restarted from it, as a process killed mid-round restarts from SQLite; the broker can be
+killed too (`broker_losses`), losing what it had in flight. Time is virtual.
 
     sim = Simulation(cfg, model, devices, randomness=seeded(7))
     sim.run()             # until the configured rounds completed (or `max_ticks`)
@@ -40,6 +41,7 @@ from genofed.aggregator.effects import (
     Effect,
     Journal,
     Publish,
+    Reconnected,
     Restored,
     Ticked,
 )
@@ -107,11 +109,16 @@ class Simulation:
     devices: list[SimDevice]
     randomness: Randomness
     crash_before: set[int] = field(default_factory=set)  # kill it before the k-th effect
+    # The broker is killed and restarted before the k-th delivery, losing every message in
+    # flight (acknowledged to their publishers, not yet delivered): what a broker that saves
+    # its persistence every few seconds can lose on kill -9.
+    broker_losses: set[int] = field(default_factory=set)
     tick_s: float = 1.0
     identity: SigningIdentity = field(default_factory=SigningIdentity.generate)
     now: float = 0.0
     log: list[Effect] = field(default_factory=list)
     restarts: int = 0
+    delivered: int = 0  # messages taken from the broker's queue (or lost with it)
     updates: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     tampered: dict[int, set[str]] = field(default_factory=dict)
     tasks: dict[int, SecureTask] = field(default_factory=dict)
@@ -142,6 +149,10 @@ class Simulation:
         ticks = 0
         while not self.core.finished:
             if self.queue:
+                self.delivered += 1
+                if self.delivered in self.broker_losses:
+                    self._broker_restart()
+                    continue
                 to, topic, payload = self.queue.popleft()
                 if to == "aggregator":
                     token = Token(topic, payload, self)
@@ -157,6 +168,18 @@ class Simulation:
             self.now += self.tick_s
             enrolled = dict(self.store.devices) if self.core.cohort_due(self.now) else None
             self._apply(self.core.handle(Ticked(self.now, enrolled)))
+
+    def _broker_restart(self) -> None:
+        """Lose what is in flight; every client reconnects and gets the retained messages."""
+        log.info("simulated broker restart: %d messages in flight lost", len(self.queue))
+        self.queue.clear()
+        self.unacked = []
+        for topic, payload in self.retained.items():
+            if self.topics.device_of(topic) is None:  # the task and model, to every device
+                self.queue.extend((d.name, topic, payload) for d in self.devices)
+            elif topic.endswith("/status"):
+                self.queue.append(("aggregator", topic, payload))
+        self._apply(self.core.handle(Reconnected(self.now)))
 
     # -- the aggregator ----------------------------------------------------------------------
 
@@ -209,7 +232,12 @@ class Simulation:
         fed, key = self.cfg.federation, self.identity.public
         try:
             if topic == self.topics.task:
-                d.core.on_task(SecureTask.open(payload, key, fed))
+                task = SecureTask.open(payload, key, fed)
+                d.core.on_task(task)
+                p = d.participation
+                again = None if p is None else p.advert_again(task)
+                if p is not None and again is not None and not self._silent(d, p.stage):
+                    self._send(d, again)
             elif topic == self.topics.model:
                 release = ModelRelease.open(payload, key, fed)
                 d.core.on_model(release, self.model.layout.dequantize(release.values,
