@@ -6,10 +6,12 @@ garbage: the round aborted, and with the same device in it the next one did too.
 are a Reed-Solomon code, so with more shares than the threshold t the server can tell which
 ones do not fit, without any new message:
 
-- Detection costs one more interpolation per secret. The shares of a secret are read in
-  windows of t that cover them all (the first t and the last t: `params.py` keeps 2t >= k,
-  and k >= m); every window must rebuild the same secret. A wrong share changes a window's result
-  by its error times a non-zero Lagrange weight, and the two windows weigh it differently.
+- Detection costs about one more reconstruction per secret: every share beyond the first t
+  must lie on the polynomial through the first t (`shamir.consistent`: the t^2 products of
+  the base are shared by all its points, and the points are checked in one random
+  combination). A wrong share beyond the base does not fit; a wrong
+  one in the base moves the polynomial by its error times a non-zero Lagrange weight at every
+  other x, so none of the others fits.
 - Location, only for a secret that failed: with m >= t + 2 shares and one of them wrong, the
   polynomial through t shares without it fits every other share, and one through t shares with
   it fits none. That single wrong share is set aside and the secret rebuilt from the rest.
@@ -85,26 +87,19 @@ def examine(held: Held, t: int) -> Verdict:
 
 
 def _failing(held: Held, t: int) -> list[int]:
-    """The owners whose shares, read in windows of t that cover them all, do not all rebuild
-    the same secret."""
-    rows = [(v, w) for v, g in sorted(held.items()) if len(g) > t for w in _windows(len(g), t)]
-    if not rows:
+    """The owners with a share off the polynomial through their first t shares."""
+    owners = [v for v, g in sorted(held.items()) if len(g) > t]
+    if not owners:
         return []
-    xs = np.array([[j + 1 for j, _ in held[v][w:w + t]] for v, w in rows], dtype=np.uint64)
-    ys = shamir.shares_from_bytes([s.raw for v, w in rows for _, s in held[v][w:w + t]])
-    got = shamir.interpolate(xs, ys.reshape(len(rows), t, shamir.LIMBS), 0)
-    first: dict[int, np.ndarray] = {}
-    bad: set[int] = set()
-    for (v, _), secret in zip(rows, got, strict=True):
-        if np.any(first.setdefault(v, secret) != secret):
-            bad.add(v)
-    return sorted(bad)
-
-
-def _windows(m: int, t: int) -> list[int]:
-    """Starts of windows of t covering m shares: the first t, the last t, and (only if the
-    parameters allow 2t < m) as many between as it takes."""
-    return sorted({*range(0, m - t, t), m - t})
+    probes = max(len(held[v]) for v in owners) - t
+    xs = np.zeros((len(owners), t + probes), dtype=np.uint64)
+    ys = np.zeros((len(owners), t + probes, shamir.LIMBS), dtype=np.uint64)
+    for r, v in enumerate(owners):
+        g = held[v] + held[v][-1:] * (t + probes - len(held[v]))  # pad with a repeat
+        xs[r] = [j + 1 for j, _ in g]
+        ys[r] = shamir.shares_from_bytes([s.raw for _, s in g])
+    fit = shamir.consistent(xs[:, :t], ys[:, :t], xs[:, t:], ys[:, t:])
+    return [v for v, ok in zip(owners, fit, strict=True) if not ok]
 
 
 def _locate(group: list[tuple[int, ShareValue]], t: int) -> int | None:

@@ -582,6 +582,37 @@ def test_mask_seeds_are_bound_to_round_pair_and_purpose() -> None:
 
 # -- Shamir ---------------------------------------------------------------------------------------
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_lagrange_weights_equal_exact_arithmetic(data: st.DataObject) -> None:
+    """The sliced, one-inversion weights against Python integers, at 0, at a point per row
+    (sometimes an x of the row), over slices of every size."""
+    p = shamir.P
+    t = data.draw(st.integers(1, 9))
+    rows = data.draw(st.integers(1, 7))
+    small = data.draw(st.booleans())
+    xs = np.array([data.draw(st.lists(st.integers(1, 40 if small else p - 1), min_size=t,
+                                      max_size=t, unique=True)) for _ in range(rows)],
+                  dtype=np.uint64)
+    at = [int(data.draw(st.sampled_from(list(r)))) if data.draw(st.booleans())
+          else data.draw(st.integers(0, p - 1)) for r in xs]
+    old = shamir.CHUNK_ELEMENTS
+    shamir.CHUNK_ELEMENTS = data.draw(st.integers(1, 200))
+    try:
+        got = shamir.lagrange_at(xs, np.array(at, dtype=np.uint64))
+    finally:
+        shamir.CHUNK_ELEMENTS = old
+    for i, (r, a) in enumerate(zip(xs.tolist(), at, strict=True)):
+        want = []
+        for j, xj in enumerate(r):
+            num = den = 1
+            for i_m, xm in enumerate(r):
+                if i_m != j:
+                    num, den = num * (a - xm) % p, den * (xj - xm) % p
+            want.append(num * pow(den, p - 2, p) % p)
+        assert got[i].tolist() == want, (r, a)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(2, 30), st.data())
 def test_shamir_any_t_shares_reconstruct(k: int, data: st.DataObject) -> None:
