@@ -5,7 +5,10 @@ rebuilds one secret per client from t shares. pycryptodome (`Crypto.Protocol.Sec
 Shamir`, 16-byte secrets, so two chunks per secret; it runs in the benchmark environment of
 `benchmarks/secagg.py`, where Flower brings it) against `genofed.protocol.secagg.shamir`
 (five 61-bit limbs per secret, whole batches at once). Both are checked to reconstruct exactly.
-(k, t) are the rule's choices for n = 100 and 500 at corrupt 0.1 and dropout 0, 0.1, 0.3.
+(k, t) are the rule's choices for n = 100 and 500 at corrupt 0.1 and dropout 0, 0.1, 0.3,
+and n = 1,000 at dropout 0.3 (414, 247). genofed's rows also time the server's check that
+every share of a secret fits its first t (`shamir.consistent`, `reveal.py`) and the peak
+traced memory of rebuilding a 1,000-client round's secrets (SECRETS_AT_SCALE at once).
 
     genofed bench shamir      ->  benchmarks/results/shamir.json
 """
@@ -23,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-CASES = [(12, 12), (32, 22), (72, 42), (82, 57), (276, 164)]
+CASES = [(12, 12), (32, 22), (72, 42), (82, 57), (276, 164), (414, 247)]
+SECRETS_AT_SCALE = 1000
 SECRETS = 100  # secrets rebuilt per timing of genofed's batch combine
 PYCRYPTODOME_SECRETS = 3  # pycryptodome rebuilds this many, one by one
 
@@ -67,7 +71,30 @@ def genofed_case(k: int, t: int) -> dict[str, Any]:
     got = shamir.combine(xs[pick], ys)
     combine_s = (time.perf_counter() - t0) / SECRETS
     assert np.array_equal(got, secrets)
-    return {"k": k, "t": t, "split_s_per_client": split_s, "combine_s_per_secret": combine_s}
+    t0 = time.perf_counter()
+    fit = shamir.consistent(xs[None, :t].repeat(SECRETS, 0), shares[:, :t], xs[None, t:]
+                            .repeat(SECRETS, 0), shares[:, t:]) if k > t else np.ones(1, bool)
+    check_s = (time.perf_counter() - t0) / SECRETS
+    assert fit.all()
+    return {"k": k, "t": t, "split_s_per_client": split_s, "combine_s_per_secret": combine_s,
+            "check_s_per_secret": check_s, "combine_peak_mb_1000": _peak_mb(k, t)}
+
+
+def _peak_mb(k: int, t: int) -> float:
+    """Peak traced memory of rebuilding SECRETS_AT_SCALE secrets at once (one round's)."""
+    import tracemalloc
+
+    from genofed.protocol.secagg import shamir
+
+    secrets = np.frombuffer(os.urandom(32 * SECRETS_AT_SCALE), dtype=np.uint8).reshape(-1, 32)
+    xs = np.arange(1, k + 1, dtype=np.uint64)
+    shares = shamir.split(secrets, xs, t)
+    tracemalloc.start()
+    try:
+        shamir.combine(np.tile(xs[:t], (SECRETS_AT_SCALE, 1)), shares[:, :t])
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def main() -> None:
