@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from genofed.errors import LocalInputError, read_user_text
+from genofed.models.builds import site_problem
 
 COLUMNS = ("chrom", "pos", "ref", "alt", "id", "af")
 KNOWN_BUILDS = ("GRCh37", "GRCh38")
@@ -94,6 +95,9 @@ def load_panel(path: str | Path) -> Panel:
         if not line.strip():
             continue
         sites.append(_parse_site(p, lineno, line))
+        problem = site_problem(build, sites[-1].chrom, sites[-1].pos)
+        if problem is not None:  # the panel's own build says the site cannot exist [4]
+            raise LocalInputError(f"{p}:{lineno}: {problem}")
         key = (sites[-1].chrom, sites[-1].pos, sites[-1].ref, sites[-1].alt)
         if key in seen:
             raise LocalInputError(f"{p}:{lineno}: duplicate site {key[0]}:{key[1]} "
