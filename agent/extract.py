@@ -105,6 +105,7 @@ class Extraction:
         self.indel = np.array([not g.is_snv(s.ref, s.alt) for s in panel.sites])
         self.ambiguous = np.array([g.is_ambiguous(s.ref, s.alt) for s in panel.sites])
         self.dropped = self.ambiguous if opts.drop_ambiguous else np.zeros(n, dtype=bool)
+        self.best = np.zeros(n, dtype=np.int8)  # best allele match of a record so far
         self.duplicates = 0
         self.unnormalized_records = 0
         self.blocks_seen = 0
@@ -112,7 +113,9 @@ class Extraction:
                                       for s in panel.sites)
 
     def add_record(self, call: g.Call, hits: list[int]) -> None:
-        """Use a record for the panel sites at its position."""
+        """Use a record for the panel sites at its position. Where several records share a
+        position (split multi-allelics: T>TA then TA>T), the better match wins in pgsc_calc's
+        order (same, swapped, flipped, flipped and swapped), whatever the record order [17]."""
         parsimonious = g.is_parsimonious(call.alleles)
         if not parsimonious:
             self.unnormalized_records += 1
@@ -127,9 +130,14 @@ class Extraction:
                     self.state[j] = S_MISMATCH
                     self.note[j] = N_NONE if parsimonious else N_UNNORMALIZED
                 continue
-            if self.state[j] == S_RECORD:
+            best = self.best[j]
+            if best and m.kind >= best:  # a record matched as well or better already
                 self.duplicates += 1
                 continue
+            if best:  # this record matches better than the one used: it decides instead
+                self.duplicates += 1
+                self._clear(j)
+            self.best[j] = m.kind
             if kind == g.FAIL:
                 if self.state[j] == S_BLOCK:  # a failed call contradicts the block: unsure
                     self._clear(j)
@@ -151,7 +159,7 @@ class Extraction:
             if self.indel[j]:
                 self.note[j] = N_INDEL  # a run of 0/0 SNV blocks says nothing of an indel
                 continue
-            m = self._reference_match(j)
+            m = self._span_match(j, call)
             if m is None:
                 continue
             self.kind[j] = m.kind
@@ -181,6 +189,24 @@ class Extraction:
                 else:
                     self.note[j] = N_LOW_DEPTH if p.depth < self.opts.min_depth else N_ALT_READS
 
+    def _span_match(self, j: int, call: g.Call) -> g.Match | None:
+        """Orientation of site j inside a hom-ref span: a REF written out base by base (an
+        `ALT=.` record over several bases) is checked against the panel's alleles like any
+        record's REF [11]; a one-base block REF says nothing of the bases after it."""
+        ref = call.alleles[0]
+        offset = self.sites[j].pos - call.pos
+        if len(ref) <= offset or len(ref) < 2:
+            return self._reference_match(j)
+        s, base = self.sites[j], ref[offset]
+        if base == s.ref:
+            return g.Match(g.SAME, None)
+        if base == s.alt:
+            return g.Match(g.SWAPPED, 0)
+        if self.state[j] < S_MISMATCH:
+            self.state[j] = S_MISMATCH
+            self.note[j] = N_NONE
+        return None
+
     def _reference_match(self, j: int) -> g.Match | None:
         """Orientation of a hom-ref call at site j: SAME when the panel's ref is the genome's."""
         if self.panel.ref_is_reference:
@@ -199,6 +225,7 @@ class Extraction:
         return None
 
     def _clear(self, j: int) -> None:
+        self.kind[j] = 0
         self.dosage[:, j] = np.nan
         self.ploidy[:, j] = 0
         self.gcode[:, j] = g.G_OK
@@ -220,6 +247,8 @@ class Extraction:
             if refcall:
                 gt = g.reference_call(gt)
             d, ploidy, reason = g.count_copies(gt, m.target, m.unknown)
+            if reason == g.G_OK and call.ft and call.ft[i]:
+                d, reason = math.nan, g.G_FILTERED  # FORMAT/FT fails, as FILTER would [21]
             if reason == g.G_OK:
                 reason = g.quality_reason(call.gq[i], call.dp[i], min_gq, min_dp)
                 if reason != g.G_OK:
@@ -235,6 +264,7 @@ class Extraction:
         used = np.asarray(observed.any(axis=0), dtype=bool).reshape(n)
         low = np.asarray(np.isin(self.gcode, (g.G_LOW_GQ, g.G_LOW_DP)).all(axis=0),
                          dtype=bool).reshape(n)
+        ft_failed = np.asarray((self.gcode == g.G_FILTERED).all(axis=0), dtype=bool).reshape(n)
         missing = {"absent": 0, "no_coverage": 0, "filtered": 0, "low_quality": 0,
                    "no_call": 0, "allele_mismatch": 0, "unnormalized": 0, "ambiguous": 0,
                    "indel_without_record": 0, "reference_allele_unknown": 0,
@@ -245,7 +275,7 @@ class Extraction:
             if self.dropped[j]:
                 why = "ambiguous"
             elif st >= S_BED:
-                why = "low_quality" if low[j] else "no_call"
+                why = "low_quality" if low[j] else "filtered" if ft_failed[j] else "no_call"
             elif st == S_FILTERED:
                 why = "filtered"
             elif st == S_MISMATCH:
