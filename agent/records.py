@@ -65,8 +65,7 @@ class RecordReader:
             assert contig.id == len(self.by_rid) - 1
 
     def stream(self) -> Runs:
-        """Every record, once, as one run (from the first, whatever was fetched before)."""
-        self.vf.reset()
+        """Every record, once, as one run (nothing was read from this handle before)."""
         yield iter(self.vf), 0
 
     def regions(self, regions: tuple[tuple[str, int, int], ...]) -> Runs:
@@ -111,12 +110,20 @@ class RecordReader:
                     if inside and genotype.is_reference_only(call.alleles):
                         ex.add_block(call, inside)
                 if progress is not None and (chunk or mode == "region"):
-                    done = n_run if mode == "region" else self.vf.tell() >> 16
-                    progress(min(1.0, done / total))
+                    progress(min(1.0, self._done(n_run, mode) / total))
                 if chunk < _PROGRESS_EVERY:
                     break
         if progress is not None:
             progress(1.0)
+
+    def _done(self, n_run: int, mode: str) -> int:
+        """Regions read, or compressed bytes read (0 where a pipe cannot say)."""
+        if mode == "region":
+            return n_run
+        try:
+            return int(self.vf.tell()) >> 16
+        except (NotImplementedError, OSError):
+            return 0
 
     def _call(self, rec: Any, *, block: bool) -> genotype.Call:
         """A pysam record as a Call: alleles, filters, GT, FT, GQ and depth per sample."""

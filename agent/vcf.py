@@ -11,7 +11,6 @@ in `plan.py` (I/O) and `access.py` (the cost model).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from genofed.agent import plan as planning
 from genofed.agent.absence import CallableRegions, ReadDepth, ReferenceGenome
 from genofed.agent.contigs import CONTIG_LENGTHS, BuildMismatch, header_build, normalize_contig
 from genofed.agent.extract import Extraction, ReadOptions
+from genofed.agent.opening import check_path, first_record_has_gt, open_variants, warn_piped
 from genofed.agent.records import RecordReader
 from genofed.errors import LocalInputError
 from genofed.models.builds import named_build
@@ -85,7 +85,7 @@ def read_dosages(vcf: str | Path, panel: Panel, *, min_match_rate: float = 0.75,
 
 def _read(path: Path, panel: Panel, opts: ReadOptions, access_mode: str,
           progress: Progress | None) -> Dosages:
-    _check_path(path)
+    check_path(path)
     stale = planning.index_is_stale(path)
     verbosity = pysam.set_verbosity(0)  # htslib warnings would bypass logging
     try:
@@ -96,14 +96,20 @@ def _read(path: Path, panel: Panel, opts: ReadOptions, access_mode: str,
 
 def _read_open(path: Path, panel: Panel, opts: ReadOptions, access_mode: str,
                progress: Progress | None, stale: bool) -> Dosages:
-    vf = _open(path)
+    opened = open_variants(path)
     try:
-        with vf:
+        with opened.vf as vf:
             samples, build, evidence, reader, plan = _read_records(
-                path, vf, panel, opts, access_mode, progress, stale)
+                path, vf, panel, opts, access_mode, progress, stale or opened.piped)
     except OSError as exc:  # htslib reports a failed read again when the file is closed
         raise LocalInputError(f"{path}: cannot read records (truncated or corrupt file?): "
                               f"{exc.strerror or exc}") from None
+    finally:
+        if opened.feeder is not None:
+            opened.feeder.join()
+    opened.finish(path)
+    if opened.piped:
+        warn_piped(path)
     ex = reader.ex
     reference = ex.reference
     bed = CallableRegions(opts.callable_bed) if opts.callable_bed else None
@@ -142,7 +148,8 @@ def _read_records(path: Path, vf: pysam.VariantFile, panel: Panel, opts: ReadOpt
     samples = tuple(vf.header.samples)
     if not samples:
         raise LocalInputError(f"{path}: VCF has no samples (sites-only file)")
-    if "GT" not in vf.header.formats:
+    if "GT" not in vf.header.formats and not first_record_has_gt(path):
+        # htslib reads a GT the header forgot to declare; refuse only when records lack it
         raise LocalInputError(f"{path}: VCF header declares no GT (genotype) FORMAT field")
     names = [f"##{r.key}={r.value}" for r in vf.header.records
              if r.key in ("reference", "assembly") and r.value]
@@ -251,32 +258,3 @@ def load_npz(path: str | Path) -> Dosages:
                               f"{len(samples)} samples x {len(site_ids)} sites")
     return Dosages(dosage=dosage, samples=samples, site_ids=site_ids, report=report,
                    ploidy=ploidy)
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise LocalInputError(f"{path}: VCF file not found")
-    if path.is_dir():
-        raise LocalInputError(f"{path}: is a directory, not a VCF/BCF file")
-    if path.stat().st_size == 0:
-        raise LocalInputError(f"{path}: file is empty, not a VCF/BCF")
-
-
-def _open(path: Path) -> pysam.VariantFile:
-    """Open a VCF/BCF; every failure is a LocalInputError."""
-    try:
-        vf = pysam.VariantFile(str(path))
-    except ValueError:
-        raise LocalInputError(f"{path}: not a VCF/BCF file") from None
-    except NotImplementedError:  # htslib cannot seek in plain gzip
-        raise LocalInputError(f"{path}: compressed with plain gzip, not bgzip; recompress it: "
-                              f"zcat {path} | bgzip > fixed.vcf.gz") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOEXEC:  # htslib: unrecognised format
-            raise LocalInputError(f"{path}: not a VCF/BCF file") from None
-        raise LocalInputError(f"{path}: cannot open VCF/BCF (truncated or corrupt?): "
-                              f"{exc.strerror or exc}") from None
-    if not vf.is_vcf and not vf.is_bcf:
-        vf.close()
-        raise LocalInputError(f"{path}: not a VCF/BCF file (format {vf.format})")
-    return vf
