@@ -27,10 +27,13 @@ MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p geno
   -m genofed.config -m genofed.errors -m genofed.atomic
 
 # The reader's corpus of real public files (tests/unit/test_public_corpus.py): Debian's
-# python-pyvcf-examples (APT_PACKAGES) and the PGS Catalog's test scoring files, which ship in
-# pgscatalog-core's source distribution (downloaded here with pip, never committed).
+# python-pyvcf-examples (APT_PACKAGES), the VCFs in Debian's r-bioc-variantannotation (1000
+# Genomes chr22, Complete Genomics; the .deb is unpacked here, R is not installed) and the PGS
+# Catalog's test scoring files, which ship in pgscatalog-core's source distribution
+# (downloaded here with pip). Nothing of it is committed.
 CORPUS     := build/corpus
 PGS_SDIST  := pgscatalog-core==1.1.1
+VA_DEB     := r-bioc-variantannotation
 
 .PHONY: all demo test test-device test-aarch64 lint bench system-deps venv clean corpus
 
@@ -81,6 +84,7 @@ $(CORPUS)/.stamp: $(STAMP)
 	$(BIN)/pip download -q --no-binary :all: --no-deps "$(PGS_SDIST)" -d $(CORPUS)
 	tar -xzf $(CORPUS)/pgscatalog_core-*.tar.gz -C $(CORPUS) --strip-components=2 \
 	  --wildcards '*/tests/data/*'
+	cd $(CORPUS) && apt-get download -q $(VA_DEB) && dpkg-deb -x $(VA_DEB)_*.deb variantannotation
 	touch $@
 
 test: $(STAMP) $(DEVICE_STAMP) $(CORPUS)/.stamp

@@ -6,7 +6,8 @@ pgscatalog-core 1.1.1 source distribution (`make corpus` downloads it into build
 
 Oracles: bcftools (`norm -m-` then `query`) for genotypes, and plink2 `--score` run the way
 pgsc_calc runs it (modules/local/plink2_vcf.nf and plink2_score.nf): the VCF made a pfile with
-`--set-all-var-ids @:#:$r:$a --max-alleles 2`, scored with
+`--set-all-var-ids @:#:$r:$a --max-alleles 2 --new-id-max-allele-len 100 missing` (its
+conf/modules.config), scored with
 `header-read cols=+scoresums,+denom,-fid list-variants` and `no-mean-imputation` below 50
 samples.
 """
@@ -27,6 +28,8 @@ import pysam
 PYVCF_DIR = Path("/usr/share/doc/python3-vcf/test")
 REPO = Path(__file__).resolve().parents[2]
 PGS_SDIST = "pgscatalog-core==1.1.1"
+VA_DEB = "r-bioc-variantannotation"
+VA_TREE = "variantannotation/usr/lib/R/site-library/VariantAnnotation"
 Key = tuple[str, int, str, str]
 _BASES = frozenset("ACGT")
 
@@ -46,6 +49,23 @@ def corpus_dir() -> Path | None:
     subprocess.run(["tar", "-xzf", str(sdists[0]), "-C", str(root), "--strip-components=2",
                     "--wildcards", "*/tests/data/*"], check=True)
     return root / "data"
+
+
+def variantannotation_dir() -> Path | None:
+    """The VCFs of Debian's r-bioc-variantannotation (extdata/, unitTests/cases/), unpacked
+    from its .deb by `make corpus` (or here, with apt-get download); None if apt cannot."""
+    root = Path(os.environ.get("GENOFED_CORPUS", REPO / "build" / "corpus"))
+    tree = root / VA_TREE
+    if tree.is_dir():
+        return tree
+    root.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["apt-get", "download", "-q", VA_DEB], cwd=root, capture_output=True)
+    debs = sorted(root.glob(f"{VA_DEB}_*.deb"))
+    if got.returncode != 0 or not debs:
+        return None
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root / "variantannotation")],
+                   check=True)
+    return tree if tree.is_dir() else None
 
 
 def prepare(src: Path, out: Path) -> Path:
@@ -124,9 +144,9 @@ def plink2_pfile(vcf: Path, out: Path) -> Path:
     them by default, as pgsc_calc does)."""
     prefix = out / "vcf_pfile"
     subprocess.run(["plink2", "--threads", "1", "--memory", "1024", "--set-all-var-ids",
-                    "@:#:$r:$a", "--max-alleles", "2", "--vcf-half-call", "missing",
-                    "--allow-extra-chr", "--vcf", str(vcf), "--make-pgen", "--out", str(prefix)],
-                   check=True, capture_output=True)
+                    "@:#:$r:$a", "--max-alleles", "2", "--new-id-max-allele-len", "100",
+                    "missing", "--vcf-half-call", "missing", "--vcf", str(vcf), "--make-pgen",
+                    "--out", str(prefix)], check=True, capture_output=True)
     return prefix
 
 

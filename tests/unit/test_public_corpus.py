@@ -1,5 +1,7 @@
-"""The reader on real public files (issue 15): every VCF Debian's python-pyvcf-examples ships,
-and the PGS Catalog's own test scoring files (pgscatalog-core 1.1.1's sdist), against bcftools
+"""The reader on real public files (issue 15): every VCF Debian's python-pyvcf-examples and
+r-bioc-variantannotation ship (1000 Genomes, GATK, freebayes, samtools, VarScan, Complete
+Genomics with GT last in FORMAT...), and the PGS Catalog's own test scoring files
+(pgscatalog-core 1.1.1's sdist), against bcftools
 for genotypes and plink2 `--score` run the way pgsc_calc runs it for scores. See
 tests/support/corpus.py for the files and the oracles' exact commands.
 
@@ -28,6 +30,7 @@ from support.corpus import (
     plink2_score,
     prepare,
     record_sites,
+    variantannotation_dir,
 )
 
 from genofed.agent.vcf import Dosages, read_dosages
@@ -69,11 +72,38 @@ COMPARED = ("1kg.vcf.gz", "FT.vcf.gz", "bad-info-character.vcf", "example-4.1-pl
             "samples-space.vcf", "samtools.vcf", "uncalled_genotypes.vcf")
 
 
+# The files of r-bioc-variantannotation (paths under its package directory), as above.
+VA_FILES = tuple(f"extdata/{n}" for n in (
+    "chr22.vcf.gz", "chr7-sub.vcf.gz", "ex2.vcf", "gl_chr1.vcf", "h1187-10k.vcf.gz",
+    "hapmap_exome_chr22.vcf.gz", "structural.vcf")) + tuple(f"unitTests/cases/{n}.vcf" for n in (
+        "FORMAT_header_no_SAMPLEs", "VarScan_header", "banded_gvcf", "buffer_realloc",
+        "ex1-seq1-90", "expand", "fewer-FORMAT-than-GENO", "meta_header",
+        "missing-FORMAT-metadata-elt", "mixedStructural", "multiple_INFO_fields",
+        "negative_FORMAT_Number", "no_FORMAT_column", "no_GENO_row", "no_INFO_header",
+        "unspecified_INFO_FORMAT_fields"))
+VA_REFUSED = {
+    "ex2.vcf": "contig 20 has length 62435964", "structural.vcf": "names NCBI36",
+    "FORMAT_header_no_SAMPLEs.vcf": "VCF has no samples",
+    "VarScan_header.vcf": "unable to parse next record",  # htslib cannot parse it either
+    "ex1-seq1-90.vcf": "declares no GT", "fewer-FORMAT-than-GENO.vcf":
+        "unable to parse next record", "missing-FORMAT-metadata-elt.vcf": "declares no GT",
+    "mixedStructural.vcf": "names NCBI36", "multiple_INFO_fields.vcf": "VCF has no samples",
+    "no_FORMAT_column.vcf": "VCF has no samples", "no_GENO_row.vcf": "declares no GT",
+    "unspecified_INFO_FORMAT_fields.vcf": "contig 20 has length 62435964",
+}
+VA_COMPARED = tuple(f"extdata/{n}" for n in (
+    "chr22.vcf.gz", "chr7-sub.vcf.gz", "gl_chr1.vcf", "h1187-10k.vcf.gz",
+    "hapmap_exome_chr22.vcf.gz")) + tuple(f"unitTests/cases/{n}.vcf" for n in (
+        "banded_gvcf", "negative_FORMAT_Number", "no_INFO_header"))
+
 # Files where plink2 and genofed share no site, and the rule that decides.
 NO_SHARED_SITE = {
     "FT.vcf.gz": "every call haploid [18]; FT filters [21] make calls missing",
     "example-4.1-ploidy.vcf": "chrX, haploid and triploid calls [18]",
     "issue-214.vcf": "multi-allelic records only (pgsc_calc's --max-alleles 2)",
+    "banded_gvcf.vcf": "<NON_REF> records only (pgsc_calc's --max-alleles 2)",
+    "no_INFO_header.vcf": "chrX only [18]",
+    "chr7-sub.vcf.gz": "GT last in FORMAT (Complete Genomics): plink2 reads no genotype [22]",
 }
 
 
@@ -81,11 +111,10 @@ def _panel(sites: list[tuple[str, int, str, str]], build: str = "GRCh37") -> Pan
     return Panel(build, tuple(Site(c, p, r, a, f"{c}:{p}:{r}:{a}", 0.3) for c, p, r, a in sites))
 
 
-def _prepared(name: str, tmp: Path) -> Path:
+def _prepared(src: Path, tmp: Path) -> Path:
     """The released file bgzipped and indexed; FT.vcf.gz (GATK genotype filters on a bacterial
     contig named `ref`) is put on contig 22 without a length, its records untouched."""
-    src = PYVCF_DIR / name
-    if name == "FT.vcf.gz":
+    if src == PYVCF_DIR / "FT.vcf.gz":
         text = subprocess.run(["zcat", str(src)], check=True, capture_output=True,
                               text=True).stdout
         text = text.replace("##contig=<ID=ref,length=4888768>\n", "").replace("\nref\t", "\n22\t")
@@ -94,27 +123,46 @@ def _prepared(name: str, tmp: Path) -> Path:
     return prepare(src, tmp)
 
 
-@needs_tools
-@pytest.mark.parametrize("name", RELEASED)
-def test_every_released_file_reads_or_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+def _reads_or_refuses(src: Path, refusal: str | None, tmp_path: Path) -> None:
     """Through the real command, on the file as released (plain gzip, plain text, BGZF)."""
     try:
-        sites = record_sites(_prepared(name, tmp_path), B37)
+        sites = record_sites(_prepared(src, tmp_path), B37)
     except (OSError, ValueError):  # what htslib cannot read or index
         sites = []
     panel = tmp_path / "panel.tsv"
     panel.write_text(_panel(sites or [("22", 100, "A", "G")]).to_tsv())
     done = subprocess.run([sys.executable, "-m", "genofed", "features", "--panel", str(panel),
-                           "--vcf", str(PYVCF_DIR / name), "-o", str(tmp_path / "o.npz"),
+                           "--vcf", str(src), "-o", str(tmp_path / "o.npz"),
                            "--min-match-rate", "0"], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr
-    if name in REFUSED:
+    if refusal is not None:
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"genofed: {PYVCF_DIR / name}: ")
-        assert REFUSED[name] in lines[0]
+        assert len(lines) == 1 and lines[0].startswith(f"genofed: {src}: ")
+        assert refusal in lines[0]
     else:
         assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def va_dir() -> Path:
+    tree = variantannotation_dir()
+    if tree is None:
+        pytest.skip("apt cannot download r-bioc-variantannotation (make corpus)")
+    return tree
+
+
+@needs_tools
+@pytest.mark.parametrize("name", RELEASED)
+def test_every_released_file_reads_or_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    _reads_or_refuses(PYVCF_DIR / name, REFUSED.get(name), tmp_path)
+
+
+@needs_tools
+@pytest.mark.parametrize("name", VA_FILES)
+def test_every_variantannotation_file_reads_or_is_refused_in_one_line(
+        tmp_path: Path, va_dir: Path, name: str) -> None:
+    _reads_or_refuses(va_dir / name, VA_REFUSED.get(Path(name).name), tmp_path)
 
 
 def _compare_with_bcftools(vcf: Path, sites: list[tuple[str, int, str, str]], d: Dosages
@@ -132,27 +180,37 @@ def _compare_with_bcftools(vcf: Path, sites: list[tuple[str, int, str, str]], d:
     return compared
 
 
-def _score_sites(vcf: Path, sites: list[tuple[str, int, str, str]], d: Dosages) -> list[int]:
+def _score_sites(vcf: Path, sites: list[tuple[str, int, str, str]], d: Dosages
+                 ) -> list[int]:
     """Panel sites plink2 and genofed both use: biallelic records (pgsc_calc's
     --max-alleles 2) in upper case that genofed read, on autosomes, without a haploid call
     [18] (plink2 reads one as homozygous, and on X, Y and MT counts by the sex a VCF does not
     carry), and with a call in every sample where pgsc_calc mean-imputes (50 samples or
-    more). FILTER [12] and FT [21] failures are missing in genofed's dosages, which is what
-    is scored."""
+    more), without a call FORMAT/FT fails [21], and with GT first in FORMAT [22]. FILTER
+    failures [12] are missing in genofed's dosages, which is what is scored."""
     import pysam
 
+    oracle = bcftools_genotypes(vcf)
     biallelic = set()
     with pysam.VariantFile(str(vcf)) as vf:
         for rec in vf:
             # plink2 compares allele codes case-sensitively; VCF bases are not (genofed reads
             # `cca` as CCA): sites written in lower case are left out
-            if len(rec.alleles) == 2 and all(a == a.upper() for a in rec.alleles):
+            # and pgsc_calc gives no ID to alleles over 100 bases (--new-id-max-allele-len)
+            # plink2 reads no genotype where GT is not FORMAT's first key; genofed reads it
+            # wherever it is, as bcftools does [22]
+            gt_first = not rec.format.keys() or rec.format.keys()[0] == "GT"
+            if len(rec.alleles) == 2 and gt_first and all(a == a.upper() and len(a) <= 100
+                                                          for a in rec.alleles):
                 biallelic.add((rec.chrom, rec.pos, rec.ref.upper(), rec.alts[0].upper()))
     observed = ~np.isnan(d.dosage)
     keep = []
     for j, key in enumerate(sites):
         if key not in biallelic or not observed[:, j].any() or \
                 key[0].removeprefix("chr") in ("X", "Y", "MT", "M"):
+            continue
+        fts = oracle[key][2]  # plink2 keeps a call FORMAT/FT fails; genofed does not [21]
+        if any(f not in ("PASS", ".", "") for ft in fts for f in ft.split(";")):
             continue
         if (d.ploidy is not None and (d.ploidy[:, j] == 1).any()):
             continue
@@ -167,10 +225,9 @@ def _plink_id(key: tuple[str, int, str, str]) -> str:
     return f"{chrom.removeprefix('chr')}:{pos}:{ref}:{alt}"
 
 
-@needs_tools
-@pytest.mark.parametrize("name", COMPARED)
-def test_dosages_equal_bcftools_and_the_score_equals_plink2(tmp_path: Path, name: str) -> None:
-    vcf = _prepared(name, tmp_path)
+def _against_oracles(src: Path, tmp_path: Path) -> None:
+    name = src.name
+    vcf = _prepared(src, tmp_path)
     sites = record_sites(vcf, B37)
     d = read_dosages(vcf, _panel(sites), min_match_rate=0)
     assert _compare_with_bcftools(vcf, sites, d) > 0
@@ -179,6 +236,8 @@ def test_dosages_equal_bcftools_and_the_score_equals_plink2(tmp_path: Path, name
         assert not keep
         if name == "FT.vcf.gz":
             assert d.report["missing_genotype_by_reason"]["genotype_filtered"] > 0
+        if name == "chr7-sub.vcf.gz":  # read as bcftools reads it, every record
+            assert d.report["gt_not_first_records"] > 1000
         return
     assert keep, "no site both use"
     # Integer weights: plink2 prints six significant digits, exact for these sums.
@@ -189,6 +248,19 @@ def test_dosages_equal_bcftools_and_the_score_equals_plink2(tmp_path: Path, name
     assert len(got) == len(d.samples)
     for i, sample in enumerate(d.samples):
         assert math.isclose(ours[i], got[i], rel_tol=0, abs_tol=1e-9), (sample, name)
+
+
+@needs_tools
+@pytest.mark.parametrize("name", COMPARED)
+def test_dosages_equal_bcftools_and_the_score_equals_plink2(tmp_path: Path, name: str) -> None:
+    _against_oracles(PYVCF_DIR / name, tmp_path)
+
+
+@needs_tools
+@pytest.mark.parametrize("name", VA_COMPARED)
+def test_variantannotation_dosages_equal_bcftools_and_score_plink2(
+        tmp_path: Path, va_dir: Path, name: str) -> None:
+    _against_oracles(va_dir / name, tmp_path)
 
 
 def _scoring_sites(path: Path) -> tuple[str, list[tuple[str, int, str, str]]]:
