@@ -58,7 +58,8 @@ def choose(path: Path, vf: pysam.VariantFile, ex: Extraction, *, use_index: bool
             continue
         sites[name] = ex.index.positions(norm)
     density, probes = _density(path)
-    if not _index_agrees(path, probes) or not _index_ends_with_file(path):
+    summary = _index_summary(index_path(path))
+    if not _index_agrees(path, probes) or not _index_ends_with_file(path, summary):
         index = index_path(path)
         log.warning("%s: the index %s does not find the file's records where they are (made "
                     "for another file?); ignoring it and streaming", path,
@@ -66,6 +67,9 @@ def choose(path: Path, vf: pysam.VariantFile, ex: Extraction, *, use_index: bool
         return _STREAM
     if mode == "region":  # forced: a fetch per site, whatever the cost
         density = access.Density(float("inf"), 1.0)
+    elif density is not None and summary is not None and summary[1]:
+        # the index counts the records exactly; the first blocks' bytes only estimate it
+        density = access.Density(float(summary[1]), density.bp_per_record)
     p = access.plan(sites, density)
     log.info("%s: %s access (estimated %.2f s by region, %.2f s streaming, %d regions)",
              path, p.mode, p.cost_region_s, p.cost_stream_s, len(p.regions))
@@ -123,12 +127,11 @@ def _index_agrees(path: Path, probes: list[tuple[str, int]]) -> bool:
         return False
 
 
-def _index_ends_with_file(path: Path) -> bool:
+def _index_ends_with_file(path: Path, summary: tuple[int, int] | None) -> bool:
     """The last record the index knows ends where the file's records end: reading on from
     there finds nothing. An index made for another file points elsewhere (past the end, into
     the middle of a block, or before records it does not know)."""
-    index = index_path(path)
-    end = _last_offset(index) if index is not None else None
+    end = summary[0] if summary is not None else None
     if end is None:
         return True  # an index this parser does not know: the probes must do
     if end >> 16 >= path.stat().st_size:  # a block past the end of the file
@@ -141,10 +144,12 @@ def _index_ends_with_file(path: Path) -> bool:
         return False
 
 
-def _last_offset(index: Path) -> int | None:
-    """The largest chunk end (a BGZF virtual offset) of a .tbi or .csi (the formats of the
-    SAM/tabix specifications), None if unreadable. Written here because neither pysam nor
-    htslib's Python bindings expose it."""
+def _index_summary(index: Path | None) -> tuple[int, int] | None:
+    """(largest chunk end, a BGZF virtual offset; records the index counts) of a .tbi or .csi
+    (the formats of the SAM/tabix specifications), None if unreadable. Written here because
+    pysam exposes neither (its get_index_statistics is for BAM files)."""
+    if index is None:
+        return None
     try:
         data = gzip.decompress(index.read_bytes())
     except (OSError, EOFError, zlib.error):
@@ -161,7 +166,7 @@ def _last_offset(index: Path) -> int | None:
             at, pseudo, csi = at + 4, ((1 << ((depth + 1) * 3)) - 1) // 7 + 1, True
         else:
             return None
-        last = 0
+        last = records = 0
         for _ in range(n_ref):
             n_bin = struct.unpack_from("<i", data, at)[0]
             at += 4
@@ -170,13 +175,15 @@ def _last_offset(index: Path) -> int | None:
                 at += 12 if csi else 4  # bin (+ loffset in a CSI)
                 n_chunk = struct.unpack_from("<i", data, at)[0]
                 at += 4
-                if bin_id != pseudo and n_chunk:
+                if bin_id == pseudo and n_chunk == 2:  # (file range), (mapped, unmapped)
+                    records += struct.unpack_from("<Q", data, at + 16)[0]
+                elif n_chunk:
                     ends = struct.unpack_from(f"<{2 * n_chunk}Q", data, at)[1::2]
                     last = max(last, *ends)
                 at += 16 * n_chunk
             if not csi:  # the linear index
                 n_intv = struct.unpack_from("<i", data, at)[0]
                 at += 4 + 8 * n_intv
-        return last or None
+        return (last, records) if last else None
     except struct.error:
         return None

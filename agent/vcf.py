@@ -225,11 +225,14 @@ def _log_report(path: Path, r: dict[str, Any]) -> None:
 
 
 def save_npz(path: str | Path, d: Dosages) -> None:
-    """Write dosages to an .npz (keys dosage, samples, site_ids, ploidy, report as JSON)."""
+    """Write dosages to an .npz (keys dosage, samples, site_ids as one string a line per
+    site, ploidy, report as JSON)."""
     p = Path(path)
     arrays: dict[str, np.ndarray] = {
         "dosage": d.dosage.astype(np.float32), "samples": np.array(d.samples, dtype=str),
-        "site_ids": np.array(d.site_ids, dtype=str), "report": np.array(json.dumps(d.report))}
+        # One string, a line per site: a fixed-width array would pad every ID to the longest
+        # (a 3,000-base indel's chrom:pos:ref:alt made a 10,000-site file 140 MB).
+        "site_ids": np.array("\n".join(d.site_ids)), "report": np.array(json.dumps(d.report))}
     if d.ploidy is not None:
         arrays["ploidy"] = d.ploidy.astype(np.int8)
     try:
@@ -246,7 +249,10 @@ def load_npz(path: str | Path) -> Dosages:
         with np.load(p, allow_pickle=False) as z:
             dosage = z["dosage"].astype(np.float32)
             samples = tuple(str(s) for s in z["samples"])
-            site_ids = tuple(str(s) for s in z["site_ids"])
+            ids = z["site_ids"]
+            site_ids = (tuple(str(s) for s in ids) if ids.ndim else  # older: an ID an element
+                        tuple(str(ids).split("\n")) if dosage.ndim == 2 and dosage.shape[1]
+                        else ())
             report = json.loads(str(z["report"])) if "report" in z.files else {}
             ploidy = z["ploidy"].astype(np.int8) if "ploidy" in z.files else None
     except FileNotFoundError:

@@ -12,7 +12,6 @@ reference population (used to impute missing dosages as 2p, never the device's o
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +74,8 @@ class Panel:
 
     def sha256(self) -> str:
         """Hash of the canonical TSV: what a bundle's manifest pins the panel by."""
+        import hashlib  # here: reading a VCF never hashes its panel, and _hashlib costs ~5 ms
+
         return hashlib.sha256(self.to_tsv().encode()).hexdigest()
 
 

@@ -360,3 +360,23 @@ def test_every_pgs_catalog_test_file_loads_or_is_refused_in_one_line(pgs_data: P
             load_pgs(path)
         except GenofedError as exc:
             assert "\n" not in str(exc) and str(exc).startswith(str(path))
+
+
+@needs_tools
+@pytest.mark.parametrize("every", [1, 35])
+def test_access_plan_on_1000_genomes_chr22_streams_what_it_should(tmp_path: Path, va_dir: Path,
+                                                                  every: int) -> None:
+    """The 10,376 records of chr22.vcf.gz (a ##contig line added, so that any reader takes
+    it): a full panel, and a panel of every 35th record, are both read fastest by one stream
+    (measured: 0.33 s against 0.65 s by region for the full panel; 0.075 s against 0.098 s
+    for 300 sites); the plan chose region fetches for both."""
+    src = va_dir / "extdata/chr22.vcf.gz"
+    text = subprocess.run(["zcat", str(src)], check=True, capture_output=True,
+                          text=True).stdout
+    plain = tmp_path / "chr22.vcf"
+    plain.write_text(text.replace("\n#CHROM", "\n##contig=<ID=22,length=51304566>\n#CHROM", 1))
+    vcf = prepare(plain, tmp_path)
+    sites = record_sites(vcf, B37)[::every]
+    d = read_dosages(vcf, _panel(sites), min_match_rate=0)
+    assert d.report["build"] == "GRCh37" and d.report["match_rate"] == 1.0
+    assert d.report["access"] == "stream", d.report["access_cost_s"]

@@ -254,3 +254,22 @@ def test_plain_gzip_is_read_and_its_advice_leads_to_an_indexable_file(tmp_path: 
     for path in (gz, fixed):
         d = read_dosages(path, panel_of(("chr22", 100, "A", "G")))
         assert d.dosage.tolist() == [[1.0]] and d.report["build"] == "unverified"
+
+
+def test_a_full_panel_is_streamed_and_the_index_counts_the_records(tmp_path: Path) -> None:
+    """A panel of every record: its regions cover the whole file, and a region read costs
+    more a record than a stream; the plan streams (it fetched before, twice as slow)."""
+    from genofed.agent import access
+    from genofed.agent.plan import _index_summary
+
+    rows = [("chr22", 1000 + 7 * k, ".", "A", "G", ".", "PASS", ".", "GT", "0/1")
+            for k in range(5000)]
+    vcf = write_vcf(tmp_path / "all.vcf.gz", vcf_text(rows, ("S1",)))
+    summary = _index_summary(Path(str(vcf) + ".tbi"))
+    assert summary is not None and summary[1] == 5000
+    d = read_dosages(vcf, panel_of(*[(r[0], r[1], "A", "G") for r in rows]))
+    assert d.report["access"] == "stream"
+    dense = access.Density(records=10_000, bp_per_record=87)  # 1000 Genomes chr22, 5 samples
+    every = list(range(50_300_000, 50_300_000 + 87 * 10_000, 87))
+    assert access.plan({"22": every}, dense).mode == "stream"
+    assert access.plan({"22": every[::1000]}, dense).mode == "region"
