@@ -45,9 +45,11 @@ def index_is_stale(path: Path) -> bool:
 def choose(path: Path, vf: pysam.VariantFile, ex: Extraction, *, use_index: bool,
            mode: str) -> access.Plan:
     """Region fetches or a stream: forced by `mode`, else the cheaper by access.plan."""
+    index = index_path(path)
     if mode == "stream" or not use_index or vf.index is None:
-        if mode == "region":
-            log.warning("%s: no usable index; streaming instead of region fetches", path)
+        if mode == "region" or (index is not None and use_index and vf.index is None):
+            log.warning("%s: no usable index%s; streaming instead of region fetches", path,
+                        f" ({index.name} cannot be read)" if index and use_index else "")
         return _STREAM
     indexed = {str(n) for n in vf.index}
     sites: dict[str, Sequence[int]] = {}
@@ -58,9 +60,8 @@ def choose(path: Path, vf: pysam.VariantFile, ex: Extraction, *, use_index: bool
             continue
         sites[name] = ex.index.positions(norm)
     density, probes = _density(path)
-    summary = _index_summary(index_path(path))
+    summary = _index_summary(index)
     if not _index_agrees(path, probes) or not _index_ends_with_file(path, summary):
-        index = index_path(path)
         log.warning("%s: the index %s does not find the file's records where they are (made "
                     "for another file?); ignoring it and streaming", path,
                     index.name if index else "?")
@@ -131,9 +132,9 @@ def _index_ends_with_file(path: Path, summary: tuple[int, int] | None) -> bool:
     """The last record the index knows ends where the file's records end: reading on from
     there finds nothing. An index made for another file points elsewhere (past the end, into
     the middle of a block, or before records it does not know)."""
-    end = summary[0] if summary is not None else None
-    if end is None:
-        return True  # an index this parser does not know: the probes must do
+    if summary is None:  # truncated, or not a .tbi/.csi: it cannot say where records are
+        return False
+    end = summary[0]
     if end >> 16 >= path.stat().st_size:  # a block past the end of the file
         return False
     try:

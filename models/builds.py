@@ -7,6 +7,7 @@ Free of I/O: the panel loaders and the VCF reader ask these questions of what th
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Contig lengths per build, keyed by contig name without "chr" (MT as "M").
 CONTIG_LENGTHS: dict[str, dict[str, int]] = {
@@ -53,12 +54,19 @@ def named_build(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+@lru_cache(maxsize=1024)
+def contig_length(build: str, chrom: str) -> int | None:
+    """Length of `chrom` (any alias) in `build`; None if the build lacks it, 0 for a build
+    whose contigs are not known here."""
+    lengths = CONTIG_LENGTHS.get(build)
+    return 0 if lengths is None else lengths.get(normalize_contig(chrom))
+
+
 def site_problem(build: str, chrom: str, pos: int) -> str | None:
     """Why a 1-based position cannot lie on `build` (unknown contig, past its end), or None."""
-    lengths = CONTIG_LENGTHS.get(build)
-    if lengths is None:
+    length = contig_length(build, chrom)
+    if length == 0 or (length is not None and pos <= length):
         return None
-    length = lengths.get(normalize_contig(chrom))
     if length is None:
         return (f"contig {chrom} is not a chromosome of {build} (want 1-22, X, Y or MT, with or "
                 f"without chr)")

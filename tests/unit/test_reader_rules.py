@@ -273,3 +273,26 @@ def test_a_full_panel_is_streamed_and_the_index_counts_the_records(tmp_path: Pat
     every = list(range(50_300_000, 50_300_000 + 87 * 10_000, 87))
     assert access.plan({"22": every}, dense).mode == "stream"
     assert access.plan({"22": every[::1000]}, dense).mode == "region"
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
+def test_a_damaged_index_is_named_and_not_used(tmp_path: Path, damage: str) -> None:
+    rows = [("chr22", 1000 + 7 * k, ".", "A", "G", ".", "PASS", ".", "GT", "1/1")
+            for k in range(5000)]
+    vcf = write_vcf(tmp_path / "d.vcf.gz", vcf_text(rows, ("S1",)))
+    tbi = Path(str(vcf) + ".tbi")
+    data = tbi.read_bytes()
+    tbi.write_bytes({"empty": b"", "garbage": bytes(range(256)) * 8,
+                     "truncated": data[: len(data) // 2]}[damage])
+    p = tmp_path / "panel.tsv"
+    p.write_text(panel_of(("chr22", 1000, "A", "G"), ("chr22", 1000 + 7 * 4000, "A", "G"))
+                 .to_tsv())
+    out = tmp_path / "o.npz"
+    done = run_genofed("features", "--panel", str(p), "--vcf", str(vcf), "-o", str(out),
+                       "--access", "region")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "d.vcf.gz.tbi" in done.stderr
+    from genofed.agent.vcf import load_npz
+
+    d = load_npz(out)
+    assert d.report["access"] == "stream" and d.dosage.tolist() == [[2.0, 2.0]]
