@@ -84,7 +84,9 @@ $(CORPUS)/.stamp: $(STAMP)
 	$(BIN)/pip download -q --no-binary :all: --no-deps "$(PGS_SDIST)" -d $(CORPUS)
 	tar -xzf $(CORPUS)/pgscatalog_core-*.tar.gz -C $(CORPUS) --strip-components=2 \
 	  --wildcards '*/tests/data/*'
-	cd $(CORPUS) && apt-get download -q $(VA_DEB) && dpkg-deb -x $(VA_DEB)_*.deb variantannotation
+	cd $(CORPUS) && { apt-get download -q $(VA_DEB) || \
+	  { $(SUDO) apt-get update -qq && apt-get download -q $(VA_DEB); }; } && \
+	  dpkg-deb -x $(VA_DEB)_*.deb variantannotation
 	touch $@
 
 test: $(STAMP) $(DEVICE_STAMP) $(CORPUS)/.stamp
