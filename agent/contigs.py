@@ -39,9 +39,11 @@ def in_par(build: str, contig: str, pos: int) -> bool:
 def header_build(build: str, contigs: Iterable[tuple[str, int | None]],
                  names: Iterable[str] = ()) -> str:
     """`build` if some header contig length confirms it, "unverified" if none can [4]; raises
-    BuildMismatch naming the contig when a length contradicts it, or naming the line when a
-    `##reference`/`##assembly` value (`names`) points to another build. The mitochondrion is
-    left out: hg19's chrM (16,571 bp) is not GRCh37's MT, yet the nuclear contigs agree."""
+    BuildMismatch naming the contig when a length contradicts it or its name exists only in
+    another build, or naming the line when a `##reference`/`##assembly` value (`names`)
+    points to another build. The mitochondrion's length is left out: hg19's chrM (16,571 bp)
+    is not GRCh37's MT, yet the nuclear contigs agree."""
+    contigs = list(contigs)
     expected = CONTIG_LENGTHS.get(build, {})
     verified = False
     for name, length in contigs:
@@ -57,6 +59,11 @@ def header_build(build: str, contigs: Iterable[tuple[str, int | None]],
                             f"{build} ({expected[norm]}); no liftover is done")
     if verified:
         return build
+    for name, _ in contigs:
+        named = builds.contig_build(name)
+        if named is not None and named != build:
+            raise BuildMismatch(f"contig {name} exists only in {named}; the panel is {build}; "
+                                f"no liftover is done")
     for line in names:
         named = builds.named_build(line)
         if named is not None and named != build:

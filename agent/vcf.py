@@ -29,7 +29,7 @@ from genofed.agent.extract import Extraction, ReadOptions
 from genofed.agent.opening import check_path, first_record_has_gt, open_variants, warn_piped
 from genofed.agent.records import RecordReader
 from genofed.errors import LocalInputError
-from genofed.models.builds import named_build
+from genofed.models.builds import contig_build, named_build
 from genofed.models.panel import Panel
 
 __all__ = ["CONTIG_LENGTHS", "Dosages", "MatchRateTooLow", "ReadOptions", "load_npz",
@@ -197,7 +197,8 @@ def _unverified(path: Path, build: str, names: list[str], reader: RecordReader,
         raise LocalInputError(f"{path}:{contig}:{pos}: a record past the end of {contig} in "
                               f"{build} ({length:,} bp): the file is on another build; no "
                               f"liftover is done")
-    agree = [n for n in names if named_build(n) == build]
+    agree = [n for n in names if named_build(n) == build] + [
+        f"contig {n}" for n in map(str, vf.header.contigs) if contig_build(n) == build][:3]
     evidence = (f"the header names {build} ({'; '.join(agree)})" if agree else
                 f"{'; '.join(names)} names no known build" if names else
                 "no ##reference or ##assembly line")

@@ -40,6 +40,24 @@ _NAME_RE = {build: re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(n) for n in
             for build, names in _BUILD_NAMES.items()}
 
 
+# Contig names that exist in one build only: GRCh38's KI270... scaffolds and hs38DH's HLA and
+# decoy contigs; GRCh37's hs37d5 decoy and hg19's lower-case chrUn_gl000... names. (GL000...
+# accessions are left out: Ensembl's GRCh38 keeps some of them.)
+_CONTIG_BUILD = (
+    (re.compile(r"(^|_)KI27\d{4}(v\d|\.\d)|^HLA-|^chrUn_JTFH|^hs38d1", re.IGNORECASE),
+     "GRCh38"),
+    (re.compile(r"^hs37d5$|(^|_)gl0\d{5}(_random)?$"), "GRCh37"),
+)
+
+
+def contig_build(name: str) -> str | None:
+    """The build a contig's name belongs to when only one build has it, else None."""
+    for rx, build in _CONTIG_BUILD:
+        if rx.search(name):
+            return build
+    return None
+
+
 def normalize_contig(name: str) -> str:
     """Contig name without a `chr` prefix, with `MT` written `M`: `chr1`->`1`, `MT`->`M`."""
     base = name[3:] if name[:3].lower() == "chr" else name

@@ -296,3 +296,26 @@ def test_a_damaged_index_is_named_and_not_used(tmp_path: Path, damage: str) -> N
 
     d = load_npz(out)
     assert d.report["access"] == "stream" and d.dosage.tolist() == [[2.0, 2.0]]
+
+
+@pytest.mark.parametrize(("contig", "build", "refused"), [
+    ("chrUn_KI270742v1", "GRCh37", "exists only in GRCh38"),
+    ("hs37d5", "GRCh38", "exists only in GRCh37"),
+    ("chrUn_gl000220", "GRCh38", "exists only in GRCh37"),
+    ("chrUn_KI270742v1", "GRCh38", None),
+])
+def test_contig_names_of_one_build_are_evidence(tmp_path: Path, contig: str, build: str,
+                                                refused: str | None) -> None:
+    """Without lengths, a contig only one build has says which build the file is on [4]."""
+    rows = [("chr22", 100, ".", "A", "G", ".", "PASS", ".", "GT", "0/1")]
+    vcf = write_vcf(tmp_path / "n.vcf.gz", vcf_text(rows, ("S1",), contigs=(
+        ("chr22", None), (contig, None))))
+    panel = panel_of(("chr22", 100, "A", "G"), build=build)
+    if refused:
+        with pytest.raises(LocalInputError, match=f"contig {contig} {refused}; the panel is "
+                                                  f"{build}"):
+            read_dosages(vcf, panel)
+    else:
+        d = read_dosages(vcf, panel)
+        assert d.report["build"] == "unverified" and f"contig {contig}" in \
+            d.report["build_evidence"]
