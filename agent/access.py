@@ -24,6 +24,7 @@ REGION_FACTOR = 1.4  # a record met inside a region fetch costs this many stream
 REGION_MARGIN = 0.8  # region fetches are chosen below this fraction of the stream's cost
 FETCH_US = 130.0  # one region fetch: seek + block decompression + records before the first hit
 SAMPLE_RECORDS = 2000  # records read from the file's start to measure its density
+PLANNING_US = 20_000.0  # measuring the density and checking the index (1000G chr22: ~20 ms)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ def estimate_density(n_sampled: int, sample_bytes: int, file_bytes: int,
     span = max(1, last_pos - first_pos)
     return Density(records=max(float(n_sampled), file_bytes / per_record),
                    bp_per_record=span / (n_sampled - 1))
+
+
+def stream_without_planning(records: int) -> bool:
+    """True when streaming the whole file costs less than planning would: the most a plan
+    can save is the stream itself."""
+    return records * RECORD_US < PLANNING_US
 
 
 def merge(positions: Sequence[int], gap: int) -> list[tuple[int, int]]:

@@ -59,19 +59,25 @@ def choose(path: Path, vf: pysam.VariantFile, ex: Extraction, *, use_index: bool
             log.info("%s: no records on the panel's contig %s", path, norm)
             continue
         sites[name] = ex.index.positions(norm)
-    density, probes = _density(path)
     summary = _index_summary(index)
-    if not _index_agrees(path, probes) or not _index_ends_with_file(path, summary):
-        log.warning("%s: the index %s does not find the file's records where they are (made "
-                    "for another file?); ignoring it and streaming", path,
-                    index.name if index else "?")
-        return _STREAM
+    if mode != "region" and summary is not None and summary[1] > 0 and \
+            access.stream_without_planning(summary[1]):
+        log.info("%s: %d records: one stream, no plan", path, summary[1])
+        return access.Plan("stream", (), float("inf"), summary[1] * access.RECORD_US / 1e6)
+    density, probes = _density(path)
     if mode == "region":  # forced: a fetch per site, whatever the cost
         density = access.Density(float("inf"), 1.0)
     elif density is not None and summary is not None and summary[1]:
         # the index counts the records exactly; the first blocks' bytes only estimate it
         density = access.Density(float(summary[1]), density.bp_per_record)
     p = access.plan(sites, density)
+    # The index is checked only when it is to be used: a stream needs none of it.
+    if p.mode == "region" and (not _index_agrees(path, probes)
+                               or not _index_ends_with_file(path, summary)):
+        log.warning("%s: the index %s does not find the file's records where they are (made "
+                    "for another file?); ignoring it and streaming", path,
+                    index.name if index else "?")
+        return _STREAM
     log.info("%s: %s access (estimated %.2f s by region, %.2f s streaming, %d regions)",
              path, p.mode, p.cost_region_s, p.cost_stream_s, len(p.regions))
     return p
