@@ -18,14 +18,24 @@ DEVICE_BUNDLES := build/device-bundles
 # The CPU build of PyTorch, used only by the coordinator (export). Override TORCH_SPEC or add
 # PIP_EXTRA="--index-url ..." to pick another build.
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim openssl
+APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim openssl \
+  plink2 python-pyvcf-examples
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \
   -p genofed.models -p genofed.protocol -p genofed.sim -p genofed.transport \
   -m genofed.config -m genofed.errors -m genofed.atomic
 
-.PHONY: all demo test test-device test-aarch64 lint bench system-deps venv clean
+# The reader's corpus of real public files (tests/unit/test_public_corpus.py): Debian's
+# python-pyvcf-examples (APT_PACKAGES), the VCFs in Debian's r-bioc-variantannotation (1000
+# Genomes chr22, Complete Genomics; the .deb is unpacked here, R is not installed) and the PGS
+# Catalog's test scoring files, which ship in pgscatalog-core's source distribution
+# (downloaded here with pip). Nothing of it is committed.
+CORPUS     := build/corpus
+PGS_SDIST  := pgscatalog-core==1.1.1
+VA_DEB     := r-bioc-variantannotation
+
+.PHONY: all demo test test-device test-aarch64 lint bench system-deps venv clean corpus
 
 all: test
 
@@ -66,7 +76,20 @@ demo: $(STAMP)
 
 # The coordinator profile exports (and signs) the parity bundles with PyTorch's losses once;
 # the whole suite runs on them in .venv, then tests/device runs on them in .venv-device.
-test: $(STAMP) $(DEVICE_STAMP)
+corpus: $(CORPUS)/.stamp
+
+$(CORPUS)/.stamp: $(STAMP)
+	@command -v plink2 >/dev/null && [ -d /usr/share/doc/python3-vcf/test ] || $(MAKE) system-deps
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS)
+	$(BIN)/pip download -q --no-binary :all: --no-deps "$(PGS_SDIST)" -d $(CORPUS)
+	tar -xzf $(CORPUS)/pgscatalog_core-*.tar.gz -C $(CORPUS) --strip-components=2 \
+	  --wildcards '*/tests/data/*'
+	cd $(CORPUS) && { apt-get download -q $(VA_DEB) || \
+	  { $(SUDO) apt-get update -qq && apt-get download -q $(VA_DEB); }; } && \
+	  dpkg-deb -x $(VA_DEB)_*.deb variantannotation
+	touch $@
+
+test: $(STAMP) $(DEVICE_STAMP) $(CORPUS)/.stamp
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) system-deps
 	rm -rf $(DEVICE_BUNDLES)
 	$(BIN)/python tests/support/bundles.py $(DEVICE_BUNDLES)

@@ -6,23 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-# Contig lengths per build, keyed by contig name without "chr" (MT as "M").
-CONTIG_LENGTHS: dict[str, dict[str, int]] = {
-    "GRCh38": {
-        "1": 248956422, "2": 242193529, "3": 198295559, "4": 190214555, "5": 181538259,
-        "6": 170805979, "7": 159345973, "8": 145138636, "9": 138394717, "10": 133797422,
-        "11": 135086622, "12": 133275309, "13": 114364328, "14": 107043718, "15": 101991189,
-        "16": 90338345, "17": 83257441, "18": 80373285, "19": 58617616, "20": 64444167,
-        "21": 46709983, "22": 50818468, "X": 156040895, "Y": 57227415,
-    },
-    "GRCh37": {
-        "1": 249250621, "2": 243199373, "3": 198022430, "4": 191154276, "5": 180915260,
-        "6": 171115067, "7": 159138663, "8": 146364022, "9": 141213431, "10": 135534747,
-        "11": 135006516, "12": 133851895, "13": 115169878, "14": 107349540, "15": 102531392,
-        "16": 90354753, "17": 81195210, "18": 78077248, "19": 59128983, "20": 63025520,
-        "21": 48129895, "22": 51304566, "X": 155270560, "Y": 59373566,
-    },
-}
+from genofed.models import builds
+from genofed.models.builds import CONTIG_LENGTHS
+
+__all__ = ["CONTIG_LENGTHS", "BuildMismatch", "header_build", "in_par", "normalize_contig",
+           "resolve"]
 
 # chrX pseudo-autosomal regions (1-based, inclusive): PAR1 and PAR2 per build.
 PAR_X: dict[str, tuple[tuple[int, int], ...]] = {
@@ -38,8 +26,7 @@ class BuildMismatch(ValueError):
 @lru_cache(maxsize=4096)
 def normalize_contig(name: str) -> str:
     """Contig name without a `chr` prefix, with `MT` written `M`: `chr1`->`1`, `MT`->`M`."""
-    base = name[3:] if name[:3].lower() == "chr" else name
-    return "M" if base.upper() in ("M", "MT") else base
+    return builds.normalize_contig(name)
 
 
 def in_par(build: str, contig: str, pos: int) -> bool:
@@ -49,14 +36,19 @@ def in_par(build: str, contig: str, pos: int) -> bool:
     return any(lo <= pos <= hi for lo, hi in PAR_X.get(build, ()))
 
 
-def header_build(build: str, contigs: Iterable[tuple[str, int | None]]) -> str:
-    """`build` if some header contig length confirms it, "unverified" if none can; raises
-    BuildMismatch naming the contig when a length contradicts it."""
+def header_build(build: str, contigs: Iterable[tuple[str, int | None]],
+                 names: Iterable[str] = ()) -> str:
+    """`build` if some header contig length confirms it, "unverified" if none can [4]; raises
+    BuildMismatch naming the contig when a length contradicts it or its name exists only in
+    another build, or naming the line when a `##reference`/`##assembly` value (`names`)
+    points to another build. The mitochondrion's length is left out: hg19's chrM (16,571 bp)
+    is not GRCh37's MT, yet the nuclear contigs agree."""
+    contigs = list(contigs)
     expected = CONTIG_LENGTHS.get(build, {})
     verified = False
     for name, length in contigs:
         norm = normalize_contig(name)
-        if length is None or norm not in expected:
+        if length is None or norm not in expected or norm == "M":
             continue
         if length == expected[norm]:
             verified = True
@@ -65,7 +57,19 @@ def header_build(build: str, contigs: Iterable[tuple[str, int | None]]) -> str:
         what = f"the {others[0]} length" if others else "an unknown length"
         raise BuildMismatch(f"contig {name} has length {length}, {what}; the panel is "
                             f"{build} ({expected[norm]}); no liftover is done")
-    return build if verified else "unverified"
+    if verified:
+        return build
+    for name, _ in contigs:
+        named = builds.contig_build(name)
+        if named is not None and named != build:
+            raise BuildMismatch(f"contig {name} exists only in {named}; the panel is {build}; "
+                                f"no liftover is done")
+    for line in names:
+        named = builds.named_build(line)
+        if named is not None and named != build:
+            raise BuildMismatch(f"header line {line.strip()!r} names {named}; the panel is "
+                                f"{build}; no liftover is done")
+    return "unverified"
 
 
 def resolve(panel_contig: str, names: Iterable[str]) -> str | None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from genofed.agent import genotype as g
 from genofed.agent.absence import CallableRegions, ReadDepth, ReferenceGenome, hom_ref_call
-from genofed.agent.contigs import in_par, normalize_contig
+from genofed.agent.contigs import normalize_contig
 from genofed.errors import LocalInputError
 from genofed.models.panel import Panel
 
@@ -105,6 +105,7 @@ class Extraction:
         self.indel = np.array([not g.is_snv(s.ref, s.alt) for s in panel.sites])
         self.ambiguous = np.array([g.is_ambiguous(s.ref, s.alt) for s in panel.sites])
         self.dropped = self.ambiguous if opts.drop_ambiguous else np.zeros(n, dtype=bool)
+        self.best = np.zeros(n, dtype=np.int8)  # best allele match of a record so far
         self.duplicates = 0
         self.unnormalized_records = 0
         self.blocks_seen = 0
@@ -112,7 +113,9 @@ class Extraction:
                                       for s in panel.sites)
 
     def add_record(self, call: g.Call, hits: list[int]) -> None:
-        """Use a record for the panel sites at its position."""
+        """Use a record for the panel sites at its position. Where several records share a
+        position (split multi-allelics: T>TA then TA>T), the better match wins in pgsc_calc's
+        order (same, swapped, flipped, flipped and swapped), whatever the record order [17]."""
         parsimonious = g.is_parsimonious(call.alleles)
         if not parsimonious:
             self.unnormalized_records += 1
@@ -127,9 +130,14 @@ class Extraction:
                     self.state[j] = S_MISMATCH
                     self.note[j] = N_NONE if parsimonious else N_UNNORMALIZED
                 continue
-            if self.state[j] == S_RECORD:
+            best = self.best[j]
+            if best and m.kind >= best:  # a record matched as well or better already
                 self.duplicates += 1
                 continue
+            if best:  # this record matches better than the one used: it decides instead
+                self.duplicates += 1
+                self._clear(j)
+            self.best[j] = m.kind
             if kind == g.FAIL:
                 if self.state[j] == S_BLOCK:  # a failed call contradicts the block: unsure
                     self._clear(j)
@@ -151,7 +159,7 @@ class Extraction:
             if self.indel[j]:
                 self.note[j] = N_INDEL  # a run of 0/0 SNV blocks says nothing of an indel
                 continue
-            m = self._reference_match(j)
+            m = self._span_match(j, call)
             if m is None:
                 continue
             self.kind[j] = m.kind
@@ -181,6 +189,24 @@ class Extraction:
                 else:
                     self.note[j] = N_LOW_DEPTH if p.depth < self.opts.min_depth else N_ALT_READS
 
+    def _span_match(self, j: int, call: g.Call) -> g.Match | None:
+        """Orientation of site j inside a hom-ref span: a REF written out base by base (an
+        `ALT=.` record over several bases) is checked against the panel's alleles like any
+        record's REF [11]; a one-base block REF says nothing of the bases after it."""
+        ref = call.alleles[0]
+        offset = self.sites[j].pos - call.pos
+        if len(ref) <= offset or len(ref) < 2:
+            return self._reference_match(j)
+        s, base = self.sites[j], ref[offset]
+        if base == s.ref:
+            return g.Match(g.SAME, None)
+        if base == s.alt:
+            return g.Match(g.SWAPPED, 0)
+        if self.state[j] < S_MISMATCH:
+            self.state[j] = S_MISMATCH
+            self.note[j] = N_NONE
+        return None
+
     def _reference_match(self, j: int) -> g.Match | None:
         """Orientation of a hom-ref call at site j: SAME when the panel's ref is the genome's."""
         if self.panel.ref_is_reference:
@@ -199,6 +225,7 @@ class Extraction:
         return None
 
     def _clear(self, j: int) -> None:
+        self.kind[j] = 0
         self.dosage[:, j] = np.nan
         self.ploidy[:, j] = 0
         self.gcode[:, j] = g.G_OK
@@ -220,6 +247,8 @@ class Extraction:
             if refcall:
                 gt = g.reference_call(gt)
             d, ploidy, reason = g.count_copies(gt, m.target, m.unknown)
+            if reason == g.G_OK and call.ft and call.ft[i]:
+                d, reason = math.nan, g.G_FILTERED  # FORMAT/FT fails, as FILTER would [21]
             if reason == g.G_OK:
                 reason = g.quality_reason(call.gq[i], call.dp[i], min_gq, min_dp)
                 if reason != g.G_OK:
@@ -230,73 +259,6 @@ class Extraction:
 
     def report(self, **extra: Any) -> dict[str, Any]:
         """Counts per kind and per missing reason [19]; `extra` is merged in."""
-        n = len(self.sites)
-        observed = ~np.isnan(self.dosage)
-        used = np.asarray(observed.any(axis=0), dtype=bool).reshape(n)
-        low = np.asarray(np.isin(self.gcode, (g.G_LOW_GQ, g.G_LOW_DP)).all(axis=0),
-                         dtype=bool).reshape(n)
-        missing = {"absent": 0, "no_coverage": 0, "filtered": 0, "low_quality": 0,
-                   "no_call": 0, "allele_mismatch": 0, "unnormalized": 0, "ambiguous": 0,
-                   "indel_without_record": 0, "reference_allele_unknown": 0,
-                   "alt_reads_without_call": 0}
-        gvcf = self.blocks_seen > 0
-        for j in np.flatnonzero(~used):
-            st, note = self.state[j], self.note[j]
-            if self.dropped[j]:
-                why = "ambiguous"
-            elif st >= S_BED:
-                why = "low_quality" if low[j] else "no_call"
-            elif st == S_FILTERED:
-                why = "filtered"
-            elif st == S_MISMATCH:
-                why = "unnormalized" if note == N_UNNORMALIZED else "allele_mismatch"
-            elif note == N_INDEL:
-                why = "indel_without_record"
-            elif note == N_REF_UNKNOWN:
-                why = "reference_allele_unknown"
-            elif note == N_ALT_READS:
-                why = "alt_reads_without_call"
-            elif note in (N_NOT_CALLABLE, N_LOW_DEPTH) or gvcf:
-                why = "no_coverage"
-            else:
-                why = "absent"
-            missing[why] += 1
-        kinds = {name: int(((self.kind == k) & used).sum())
-                 for k, name in g.ALLELE_KINDS.items()}
-        evidence = {name: int(((self.state == st) & used).sum())
-                    for st, name in EVIDENCE.items()}
-        calls = observed[:, used]
-        reasons = self.gcode[:, used]
-        haploid = (self.ploidy == 1) & observed
-        par = np.array([in_par(self.panel.build, s.chrom, s.pos) for s in self.sites], bool)
-        flipped = kinds["flipped"] + kinds["flipped_swapped"]
-        n_used = int(used.sum())
-        return {
-            "panel_sites": n,
-            "samples": int(self.dosage.shape[0]),
-            "matched": kinds["same"],
-            "matched_swapped": kinds["swapped"],
-            "matched_flipped": kinds["flipped"],
-            "matched_flipped_swapped": kinds["flipped_swapped"],
-            "matched_by_evidence": evidence,
-            "missing": missing,
-            "missing_absent": missing["absent"],
-            "missing_filtered": missing["filtered"],
-            "missing_genotype": int((~calls).sum()),
-            "missing_genotype_by_reason": {name: int((reasons == code).sum())
-                                           for code, name in g.GENOTYPE_REASONS.items()},
-            "ambiguous_matched": int((self.ambiguous & used).sum()),
-            "ambiguous_dropped": int(self.dropped.sum()),
-            "strand_flips": flipped,
-            "ploidy": {"diploid": int(((self.ploidy == 2) & observed).sum()),
-                       "haploid": int(haploid.sum()),
-                       "haploid_in_par": int((haploid & par[None, :]).sum())},
-            "haploid_calls": int(haploid.sum()),
-            "duplicate_records": self.duplicates,
-            "unnormalized_records": self.unnormalized_records,
-            "panel_unnormalized": int(self.panel_unnormalized),
-            "gvcf": gvcf,
-            "call_rate": float(observed.mean()) if observed.size else 0.0,
-            "match_rate": n_used / n,
-            **extra,
-        }
+        from genofed.agent.report import extraction_report
+
+        return extraction_report(self, **extra)

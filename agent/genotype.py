@@ -23,9 +23,10 @@ NO_ALT = "."
 KEEP, REFCALL, FAIL = 0, 1, 2
 PASSING = frozenset({"PASS", "."})
 # Why one sample's genotype at a used record gives no dosage (0: it gives one).
-G_OK, G_NO_CALL, G_HALF_CALL, G_LOW_GQ, G_LOW_DP, G_UNKNOWN_ALLELE = 0, 1, 2, 3, 4, 5
+G_OK, G_NO_CALL, G_HALF_CALL, G_LOW_GQ, G_LOW_DP, G_UNKNOWN_ALLELE, G_FILTERED = range(7)
 GENOTYPE_REASONS = {G_NO_CALL: "no_call", G_HALF_CALL: "half_call", G_LOW_GQ: "low_gq",
-                    G_LOW_DP: "low_dp", G_UNKNOWN_ALLELE: "unknown_allele"}
+                    G_LOW_DP: "low_dp", G_UNKNOWN_ALLELE: "unknown_allele",
+                    G_FILTERED: "genotype_filtered"}
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
 _AMBIGUOUS = frozenset({("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")})
 
@@ -44,6 +45,7 @@ class Call:
     gts: tuple[Genotype, ...]  # allele indices per sample; None for a missing allele
     gq: tuple[int | None, ...]  # per sample; None where the record has no GQ
     dp: tuple[int | None, ...]  # per sample; None where the record has no depth
+    ft: tuple[bool, ...] = ()  # per sample: FORMAT/FT names a failing filter [21]
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,9 @@ def match_alleles(ref: str, alt: str, alleles: Sequence[str]) -> Match | None:
     ref_only = is_reference_only(alleles)
     symbolic = tuple(i for i, a in enumerate(alleles) if i and a in SYMBOLIC)
     for kind, want_ref, want_other in orientations:
-        if rec_ref != want_ref:
+        if rec_ref != want_ref or (ref_only and kind in (FLIPPED, FLIPPED_SWAPPED)):
+            # A record without a real ALT says only its REF base; taking any base for either
+            # strand would match every non-ambiguous SNV to every REF [11].
             continue
         swapped = kind in (SWAPPED, FLIPPED_SWAPPED)
         if want_other in alts:
@@ -110,6 +114,14 @@ def filter_kind(filters: Iterable[str]) -> int:
     if not failing:
         return KEEP
     return REFCALL if failing == {"RefCall"} else FAIL
+
+
+def genotype_filter_fails(value: object) -> bool:
+    """True if a FORMAT/FT value names a failing filter; PASS, `.` and missing pass [21]."""
+    if value is None:
+        return False
+    values = value if isinstance(value, tuple) else str(value).split(";")
+    return any(v not in PASSING and v is not None for v in values)
 
 
 def quality_reason(gq: int | None, dp: int | None, min_gq: int, min_dp: int) -> int:

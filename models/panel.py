@@ -12,13 +12,13 @@ reference population (used to impute missing dosages as 2p, never the device's o
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from genofed.errors import LocalInputError, read_user_text
+from genofed.models.builds import site_problem
 
 COLUMNS = ("chrom", "pos", "ref", "alt", "id", "af")
 KNOWN_BUILDS = ("GRCh37", "GRCh38")
@@ -74,6 +74,8 @@ class Panel:
 
     def sha256(self) -> str:
         """Hash of the canonical TSV: what a bundle's manifest pins the panel by."""
+        import hashlib  # here: reading a VCF never hashes its panel, and _hashlib costs ~5 ms
+
         return hashlib.sha256(self.to_tsv().encode()).hexdigest()
 
 
@@ -94,6 +96,9 @@ def load_panel(path: str | Path) -> Panel:
         if not line.strip():
             continue
         sites.append(_parse_site(p, lineno, line))
+        problem = site_problem(build, sites[-1].chrom, sites[-1].pos)
+        if problem is not None:  # the panel's own build says the site cannot exist [4]
+            raise LocalInputError(f"{p}:{lineno}: {problem}")
         key = (sites[-1].chrom, sites[-1].pos, sites[-1].ref, sites[-1].alt)
         if key in seen:
             raise LocalInputError(f"{p}:{lineno}: duplicate site {key[0]}:{key[1]} "

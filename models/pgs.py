@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from genofed.errors import LocalInputError, read_user_text
+from genofed.models.builds import site_problem
 from genofed.models.panel import KNOWN_BUILDS, Panel, Site, load_panel
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ def load_pgs(path: str | Path, *, af_file: str | Path | None = None) -> Score:
                                   f"number") from None
         if pos < 1 or not math.isfinite(weight):
             raise LocalInputError(f"{where}: bad {pos_c} {pos} or effect_weight {weight}")
+        problem = site_problem(build, chrom, pos)
+        if problem is not None:  # the score's own build says the site cannot exist [4]
+            raise LocalInputError(f"{where}: {problem}")
         af = _effect_af(where, f, col, freqs, chrom, pos, other, effect)
         site_key = (chrom, pos, other, effect)
         if site_key in seen:

@@ -51,18 +51,29 @@ def _make(d: Path, kind: str) -> tuple[Path, Path]:
     if kind == "missing_gt":
         rows = [["chr22", 100, ".", "A", "G", ".", "PASS", ".", "DP", "3", "4"]]
         return write_vcf(d / "nogt.vcf.gz", vcf_text(rows, SAMPLES, formats=["DP"])), panel
-    if kind == "contig_not_in_header":
-        rows = [*GOOD, ["chr21", 100, ".", "A", "G", ".", "PASS", ".", "GT", "0/1", "1/1"]]
-        return write_vcf(d / "undeclared.vcf.gz", vcf_text(rows, SAMPLES)), panel
+    if kind == "build_named_other":  # no contig lengths; ##reference says GRCh37
+        text = vcf_text(GOOD, SAMPLES, contigs=()).replace(
+            "##fileformat=VCFv4.2\n", "##fileformat=VCFv4.2\n##reference=file:///r/hs37d5.fa\n")
+        return write_vcf(d / "hs37d5.vcf.gz", text), panel
+    if kind == "past_contig_end":  # no contig lengths; a GRCh37 position past GRCh38's end
+        rows = [*GOOD, ["chr22", 51_000_000, ".", "A", "G", ".", "PASS", ".", "GT", "0/1", "1/1"]]
+        return write_vcf(d / "b37.vcf.gz", vcf_text(rows, SAMPLES, contigs=())), panel
+    if kind == "gt_unreadable":  # GT not first, and not a genotype
+        rows = [["chr22", 100, ".", "A", "G", ".", "PASS", ".", "GQ:GT", "9:0/3", "9:1/1"]]
+        return write_vcf(d / "gt.vcf.gz", vcf_text(rows, SAMPLES, formats=["GQ", "GT"])), panel
+    if kind in ("panel_past_end", "panel_unknown_contig"):
+        site = "chr22\t60000000" if kind == "panel_past_end" else "chrUn_KI270742v1\t100"
+        panel.write_text(PANEL + f"{site}\tC\tT\tb\t0.2\n")
+        return write_vcf(d / "ok.vcf.gz", vcf_text(GOOD, SAMPLES)), panel
     if kind == "empty_file":
         (d / "empty.vcf.gz").write_bytes(b"")
         return d / "empty.vcf.gz", panel
     if kind == "not_a_vcf":
         (d / "notes.vcf").write_text("these are not calls\n")
         return d / "notes.vcf", panel
-    if kind == "plain_gzip":
-        with gzip.open(d / "gz.vcf.gz", "wt") as f:
-            f.write(vcf_text(GOOD, SAMPLES))
+    if kind == "truncated_plain_gzip":  # plain gzip is read through a pipe; cut, it refuses
+        data = gzip.compress(vcf_text(_big_rows(), SAMPLES).encode())
+        (d / "gz.vcf.gz").write_bytes(data[: len(data) // 2])
         return d / "gz.vcf.gz", panel
     if kind == "no_samples":
         return write_vcf(d / "sites.vcf.gz", vcf_text([GOOD[0][:8]], [])), panel
@@ -79,10 +90,15 @@ BROKEN = {  # kind: (words in the message, which file it names)
     "truncated_bcf": ("truncated", "vcf"),
     "wrong_build": ("length 51304566, the GRCh37 length", "vcf"),
     "missing_gt": ("no GT", "vcf"),
-    "contig_not_in_header": (":chr21:100: contig chr21 is not declared", "vcf"),
+    "build_named_other": ("'##reference=file:///r/hs37d5.fa' names GRCh37", "vcf"),
+    "past_contig_end": (":chr22:51000000: a record past the end of chr22 in GRCh38", "vcf"),
+    "gt_unreadable": (":chr22:100: cannot read GT '0/3' (FORMAT key 2, GT not first)", "vcf"),
+    "panel_past_end": (":4: position chr22:60000000 is past the end of chr22", "panel"),
+    "panel_unknown_contig": (":4: contig chrUn_KI270742v1 is not a chromosome of GRCh38",
+                             "panel"),
     "empty_file": ("file is empty", "vcf"),
     "not_a_vcf": ("not a VCF/BCF", "vcf"),
-    "plain_gzip": ("not bgzip", "vcf"),
+    "truncated_plain_gzip": ("truncated", "vcf"),
     "no_samples": ("no samples", "vcf"),
     "missing_file": ("not found", "vcf"),
     "duplicate_panel_site": (":4: duplicate site chr22:100 A>G", "panel"),
