@@ -39,6 +39,10 @@
     [server]
     optimizer = "fedavg"   # or "fedadam"
     lr = 1.0
+
+    [store]                # absent: SQLite, state_dir/aggregator.db
+    url = "postgresql://genofed@db.example.org/genofed"   # PostgreSQL (psycopg 3) instead
+    lease_s = 10           # PostgreSQL: an active/standby pair's lease (see lease.py)
 """
 
 from __future__ import annotations
@@ -105,6 +109,23 @@ class ServerSection:
 
 
 @dataclass(frozen=True)
+class StoreSection:
+    """Where the state lives: "" is SQLite in `state_dir`; a `postgresql://` URL (libpq's
+    form: user, host, port, database, `?sslmode=...`) is PostgreSQL, where aggregators of
+    one federation take turns as active under a lease of `lease_s` seconds."""
+
+    url: str = ""
+    lease_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise LocalInputError(f"[store] url must be empty (SQLite in state_dir) or a "
+                                  f"postgresql:// URL, got {self.url.split('@')[-1]!r}")
+        if not 1.0 <= self.lease_s <= 3600:
+            raise LocalInputError(f"[store] lease_s must be 1-3600 s, got {self.lease_s}")
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     federation: str
     bundle: Path
@@ -115,6 +136,7 @@ class AggregatorConfig:
     secagg: SecAggSection = field(default_factory=SecAggSection)
     codec: CodecSection = field(default_factory=CodecSection)
     server: ServerSection = field(default_factory=ServerSection)
+    store: StoreSection = field(default_factory=StoreSection)
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:

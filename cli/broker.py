@@ -106,7 +106,7 @@ def _broker_revoke_device(args: argparse.Namespace) -> int:
     if args.aggregator_config:  # fail on a bad config before changing anything
         from genofed.aggregator.config import load_aggregator_config
 
-        state_dir = load_aggregator_config(args.aggregator_config).state_dir
+        agg = load_aggregator_config(args.aggregator_config)
     serial = revoke_device(args.dir, args.device)
     print(f"revoked {args.device} (certificate serial {serial:x}): CRL and ACL rewritten; "
           f"the broker applies them when reloaded: `systemctl reload mosquitto` or "
@@ -114,7 +114,7 @@ def _broker_revoke_device(args: argparse.Namespace) -> int:
     if args.aggregator_config:
         from genofed.aggregator.state import unenroll_device
 
-        unenroll_device(state_dir, args.device)
+        unenroll_device(agg.state_dir, args.device, agg.store.url)
         print(f"un-enrolled {args.device} from the aggregator")
     else:
         print(f"un-enroll it from the aggregator too: `genofed aggregator unenroll --config "

@@ -373,7 +373,8 @@ def _aggregator_enroll(args: argparse.Namespace) -> int:
         check_name("device id", args.device)
     except ValueError as exc:
         raise LocalInputError(str(exc)) from None
-    enroll_device(load_aggregator_config(args.config).state_dir, args.device, args.key)
+    cfg = load_aggregator_config(args.config)
+    enroll_device(cfg.state_dir, args.device, args.key, cfg.store.url)
     print(f"enrolled {args.device}")
     return 0
 
@@ -382,7 +383,8 @@ def _aggregator_unenroll(args: argparse.Namespace) -> int:
     from genofed.aggregator.config import load_aggregator_config
     from genofed.aggregator.state import unenroll_device
 
-    unenroll_device(load_aggregator_config(args.config).state_dir, args.device)
+    cfg = load_aggregator_config(args.config)
+    unenroll_device(cfg.state_dir, args.device, cfg.store.url)
     print(f"un-enrolled {args.device}")
     return 0
 
@@ -398,7 +400,8 @@ def _aggregator_model(args: argparse.Namespace) -> int:
 
     cfg = load_aggregator_config(args.config)
     try:
-        version, model, arrays = model_arrays(cfg.state_dir, cfg.bundle, args.version)
+        version, model, arrays = model_arrays(cfg.state_dir, cfg.bundle, args.version,
+                                              cfg.store.url)
     except LocalInputError as exc:
         raise LocalInputError(f"{args.config}: {exc}") from None
     buf = io.BytesIO()

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.postgres import pg_server, pg_url
+
+__all__ = ["pg_server", "pg_url"]  # fixtures: a real PostgreSQL server, a fresh database
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""The aggregator's SQLite state: atomic round closes, verified models, clear errors."""
+"""The aggregator's state: atomic round closes, verified models, clear errors, on SQLite and on
+a real PostgreSQL server (the tests marked `backend` run on both)."""
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +11,32 @@ import pytest
 from support.disk import fill, tiny_tmpfs
 
 from genofed.aggregator.effects import OpenRound
+from genofed.aggregator.storage import SqlStore
 from genofed.aggregator.store import Store
 from genofed.errors import GenofedError
 
+Opener = Callable[[], SqlStore]
 
-def test_round_life_cycle_survives_reopen(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.db")
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the same store again each call: one SQLite file, or one PostgreSQL database."""
+    if request.param == "sqlite":
+        return lambda: Store(tmp_path / "a.db")
+    from genofed.aggregator.store_pg import PgStore
+
+    url = request.getfixturevalue("pg_url")
+    return lambda: PgStore(url)
+
+
+def test_round_life_cycle_survives_reopen(opener: Opener) -> None:
+    s = opener()
     s.put_model(0, np.arange(3, dtype=np.float32))
     s.open_round(0, 0, opened=100.0)
     assert s.put_message(0, "update", "dev00", b"x")
     assert not s.put_message(0, "update", "dev00", b"again")  # one per device and stage
     s.close()
-    s = Store(tmp_path / "a.db")
+    s = opener()
     flight = s.open_round_in_flight()
     assert flight is not None and (flight.round, flight.model_version) == (0, 0)
     assert s.messages(0, "update") == [("dev00", b"x")]
@@ -32,38 +47,40 @@ def test_round_life_cycle_survives_reopen(tmp_path: Path) -> None:
     assert s.journal() == [{"round": 0}] and s.next_round() == 1
 
 
-def test_failed_close_changes_nothing(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.db")
+def test_failed_close_changes_nothing(opener: Opener) -> None:
+    s = opener()
     s.put_model(0, np.zeros(2, dtype=np.float32))
     s.open_round(0, 0, opened=1.0)
-    with pytest.raises(Exception, match="UNIQUE"):
+    with pytest.raises(Exception, match=r"(?i)unique"):
         s.close_round(0, "completed", {}, new_model=(0, np.ones(2, dtype=np.float32)))
     assert s.open_round_in_flight() is not None  # the round is still open, model 0 intact
     assert s.latest_model()[1].tolist() == [0, 0]  # type: ignore[index]
 
 
-def test_tampered_model_and_bad_file(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.db")
+def test_tampered_model(opener: Opener) -> None:
+    s = opener()
     s.put_model(0, np.zeros(2, dtype=np.float32))
-    s.db.execute("UPDATE models SET weights=? WHERE version=0",
-                 (np.ones(2, dtype="<f4").tobytes(),))
+    s.execute("UPDATE models SET weights=? WHERE version=0", (np.ones(2, dtype="<f4").tobytes(),))
     with pytest.raises(GenofedError, match="hash check"):
         s.latest_model()
+
+
+def test_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "junk.db"
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(GenofedError, match=r"junk\.db"):
         Store(bad)
 
 
-def test_round_in_flight_keeps_its_task_and_stage(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.db")
+def test_round_in_flight_keeps_its_task_and_stage(opener: Opener) -> None:
+    s = opener()
     s.put_model(0, np.zeros(2, dtype=np.float32))
     s.open_round(0, 0, opened=time.time() - 5.0, task=b"sealed task")
     s.put_message(0, "ADVERTISE_KEYS", "dev01", b"b")
     s.put_message(0, "ADVERTISE_KEYS", "dev00", b"a")
     s.set_stage(0, "SHARE_KEYS")
     s.close()
-    s = Store(tmp_path / "a.db")
+    s = opener()
     left = s.open_round_in_flight()
     assert left is not None and 5.0 <= left.age_s < 60.0
     # Replayed in the order they were accepted, which the round's messages depend on.
@@ -73,8 +90,8 @@ def test_round_in_flight_keeps_its_task_and_stage(tmp_path: Path) -> None:
     assert again is not None and again.messages == left.messages
 
 
-def test_optimizer_moments_are_stored_with_their_model(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.db")
+def test_optimizer_moments_are_stored_with_their_model(opener: Opener) -> None:
+    s = opener()
     s.put_model(0, np.zeros(3, dtype=np.float32))
     assert s.moments(0) is None  # FedAvg, or before the first FedAdam step
     s.open_round(0, 0, opened=1.0)
@@ -82,7 +99,7 @@ def test_optimizer_moments_are_stored_with_their_model(tmp_path: Path) -> None:
     s.close_round(0, "completed", {}, new_model=(1, np.ones(3, dtype=np.float32)),
                   moments=(m, v))
     s.close()
-    got = Store(tmp_path / "a.db").moments(1)
+    got = opener().moments(1)
     assert got is not None
     np.testing.assert_array_equal(got[0], m)
     np.testing.assert_array_equal(got[1], v)
