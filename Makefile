@@ -74,8 +74,6 @@ demo: $(STAMP)
 	rm -rf demo-out
 	$(BIN)/genofed demo --out demo-out --report demo-out/report.json
 
-# The coordinator profile exports (and signs) the parity bundles with PyTorch's losses once;
-# the whole suite runs on them in .venv, then tests/device runs on them in .venv-device.
 corpus: $(CORPUS)/.stamp
 
 $(CORPUS)/.stamp: $(STAMP)
@@ -89,6 +87,8 @@ $(CORPUS)/.stamp: $(STAMP)
 	  dpkg-deb -x $(VA_DEB)_*.deb variantannotation
 	touch $@
 
+# The coordinator profile exports (and signs) the parity bundles with PyTorch's losses once;
+# the whole suite runs on them in .venv, then tests/device runs on them in .venv-device.
 test: $(STAMP) $(DEVICE_STAMP) $(CORPUS)/.stamp
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) system-deps
 	rm -rf $(DEVICE_BUNDLES)
