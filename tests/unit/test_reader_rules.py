@@ -76,6 +76,15 @@ def test_gt_anywhere_in_format_is_read_as_bcftools_reads_it(tmp_path: Path,
     assert d.report["gt_not_first_records"] == 2
 
 
+def test_a_gt_allele_past_the_records_alleles_is_never_a_dosage(tmp_path: Path) -> None:
+    """`0/3` on a biallelic record: htslib reads the index past the alleles as missing, so
+    the call is a counted missing one, never 0 copies of the ALT (a silent wrong dosage)."""
+    rows = [("chr22", 100, ".", "A", "G", ".", "PASS", ".", "GT", "0/3")]
+    vcf = write_vcf(tmp_path / "bad.vcf.gz", vcf_text(rows, ("s1",), formats=("GT",)))
+    d = read_dosages(vcf, panel_of(("chr22", 100, "A", "G")), min_match_rate=0)
+    assert np.isnan(d.dosage[0, 0]) and d.report["missing"]["no_call"] == 1
+
+
 @pytest.mark.parametrize("order", ["insertion_first", "deletion_first"])
 def test_exact_allele_match_wins_whatever_the_record_order(tmp_path: Path, order: str) -> None:
     """Split multi-allelic records at one position: the exact (REF, ALT) match decides [17]."""
