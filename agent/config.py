@@ -5,7 +5,7 @@
     bundle = "/var/lib/genofed/bundle"
     vcf = "/data/calls.vcf.gz"
     phenotypes = "/data/phenotypes.tsv"
-    state_dir = "/var/lib/genofed"                     # identity.key: `genofed agent enroll`
+    state_dir = "/var/lib/genofed"                     # the default; identity.key, status.json
     aggregator_key = "/etc/genofed/aggregator.pub"     # drop tasks and models it did not sign
     coordinator_key = "/etc/genofed/coordinator.pub"   # refuse bundles it did not sign
 
@@ -34,6 +34,8 @@ from genofed.errors import LocalInputError
 from genofed.protocol.topics import check_name
 from genofed.transport.mqtt import BrokerAddress
 
+DEFAULT_STATE_DIR = Path("/var/lib/genofed")
+
 
 @dataclass(frozen=True)
 class TrainingSection:
@@ -60,8 +62,8 @@ class AgentConfig:
     bundle: Path
     vcf: Path
     phenotypes: Path
-    state_dir: Path
     aggregator_key: Path
+    state_dir: Path = DEFAULT_STATE_DIR  # the service's StateDirectory=genofed
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     training: TrainingSection = field(default_factory=TrainingSection)
     exit_when_finished: bool = False

@@ -14,10 +14,19 @@ routed to its inbox. Only masked values leave the device. A task whose optimizer
 (or backend) cannot train is skipped with a warning. The round keys live in memory only; the
 configuration digest of the round joined is written to `state_dir/joined-round` before the
 advertisement goes out, so an agent restarted mid-round sits that round out (`AgentCore`).
+
+As a service (`agent/unit.py`): it tells the service manager it is ready, alive (watchdog)
+and what it does (sd_notify, `notify.py`); SIGTERM (`stop`) leaves a round at any point,
+training included, and publishes its offline status; SIGHUP (`reload`) reads the config and
+the VCF again without a restart. It joins rounds only while its owner's consent allows
+(`consent.py`: a withdrawal leaves the round in flight), writes the global model it holds
+to `state_dir/model.npz` (`genofed agent predict`), its status to `status.json`, and each
+round's cost and audit entry (`roundlog.py`).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import secrets
@@ -30,19 +39,23 @@ import numpy as np
 from nacl.signing import VerifyKey
 
 from genofed import atomic
-from genofed.agent.config import AgentConfig, identity_path
+from genofed.agent import consent
+from genofed.agent.config import AgentConfig, identity_path, load_agent_config
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
+from genofed.agent.notify import Notifier
 from genofed.agent.ort_training import make_trainer
 from genofed.agent.phenotypes import read_phenotypes
+from genofed.agent.roundlog import RoundLog, progress
 from genofed.agent.secure import Participation, join
+from genofed.agent.status import StatusBoard
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
 from genofed.models.manifest import Bundle, load_bundle
 from genofed.models.signing import load_signing_key, load_verify_key
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
-from genofed.protocol.secagg import IdentityKey, SigningIdentity
+from genofed.protocol.secagg import IdentityKey, RoundAborted, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.transport.mqtt import LinkStopped, MqttLink, Will
@@ -88,8 +101,12 @@ def load_identity(cfg: AgentConfig) -> SigningIdentity:
 class Agent:
     """One device: its data, its trainer, its identity, its connection and its round state."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, *, config_path: Path | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
+        self.notifier = notifier or Notifier({})
+        self.board = StatusBoard(cfg.state_dir, cfg.device_id, self.notifier)
         self.identity = load_identity(cfg)
         self.aggregator = IdentityKey(bytes(load_verify_key(cfg.aggregator_key)))
         self.bundle = load_bundle(cfg.bundle, trust=_trusted_key(cfg))
@@ -108,13 +125,24 @@ class Agent:
         self.rng = np.random.default_rng(cfg.training.seed)
         self.participation: Participation | None = None
         self.rejected = 0
+        self.stop = threading.Event()
+        self.rounds = RoundLog(cfg.state_dir, self.board, self.topics.outbox(cfg.device_id))
+        self.consent = consent.read_consent(cfg.state_dir)
+        self._consent_seen = _mtime(consent.consent_path(cfg.state_dir))
+        self._saved_version: int | None = None
+        self._beat = time.monotonic()
+        self._waiting = False
+        self.board.update(consent=self.consent.describe(time.time()))
         log.info("%s: %d samples, %d panel sites, match rate %.3f", cfg.device_id,
                  self.data.x.shape[0], self.data.x.shape[1],
                  float(self.data.report.get("match_rate", float("nan"))))  # type: ignore[arg-type]
 
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Serve rounds until `stop` is set (or the federation finishes, if configured)."""
-        stop = stop or threading.Event()
+    def run(self, stop: threading.Event | None = None,
+            reload: threading.Event | None = None) -> None:
+        """Serve rounds until `stop` is set (or the federation finishes, if configured);
+        read the config again whenever `reload` is set."""
+        stop = self.stop = stop or threading.Event()
+        reload = reload or threading.Event()
         me = self.cfg.device_id
         status = self.topics.status(me)
         link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
@@ -122,13 +150,28 @@ class Agent:
                                        self.topics.inbox(me)],
                         will=Will(status, DeviceStatus(me, "offline").encode()),
                         birth=Will(status, DeviceStatus(me, "online").encode()), stop=stop)
+        self.notifier.ready("waiting for the broker")
+        self.board.update(state="waiting for the broker")
+        watchdog = threading.Thread(target=self._watchdog, daemon=True, name="watchdog")
+        watchdog.start()
         try:
+            self._waiting = True
             link.start()  # waits for the broker as long as it takes, saying why
+            self._waiting = False
+            self.board.update(state="idle", connected=True)
             while not stop.is_set():
+                self._beat = time.monotonic()
+                if reload.is_set():
+                    reload.clear()
+                    self.reload()
+                self._check_consent()
+                self.board.update(connected=link.connected)
                 try:
                     got = link.inbox.get(timeout=0.5)
                 except queue.Empty:
                     continue
+                if got.topic == self.topics.inbox(me):
+                    self.rounds.received(len(got.payload))
                 reply = self.handle(got.topic, got.payload, redelivered=got.dup)
                 if reply is not None:
                     self.send(link, reply)
@@ -138,14 +181,85 @@ class Agent:
                 job = self.core.next_job()
                 if job is not None:
                     self.core.mark_done(job.task.round)
+                    if not self.consent.allows_joining(time.time()):
+                        progress.warning("round %d: not joining: consent %s", job.task.round,
+                                         self.consent.describe(time.time()))
+                        continue
                     advert = self.start_round(job)
                     if advert is not None and self._mark_joined(job):
                         self.send(link, advert)
+                        self.rounds.joined()
+                    else:
+                        self.rounds.closed("did not join")
+            self.rounds.closed("left: the agent was stopped" if stop.is_set()
+                               else "left: the federation finished")
+            self._waiting = True
             link.publish(status, DeviceStatus(me, "offline").encode(), retain=True)
         except LinkStopped as exc:  # asked to stop while the broker was away
             log.info("%s", exc)
+            self.rounds.closed("left: the agent was stopped")
         finally:
             link.stop()
+            self.notifier.stopping("stopped")
+            self.board.update(state="offline", connected=False)
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 while the loop turns (or waits on the broker, as long as that takes):
+        a loop stuck anywhere else lets systemd restart the service."""
+        period = self.notifier.watchdog_s
+        if period is None:
+            return
+        while not self.stop.wait(period / 2):
+            if self._waiting or time.monotonic() - self._beat < period:
+                self.notifier.ping()
+
+    def _check_consent(self) -> None:
+        """Read the owner's consent again if its file changed; a withdrawal leaves the round
+        in flight at once (a dropout for the aggregator)."""
+        seen = _mtime(consent.consent_path(self.cfg.state_dir))
+        if seen == self._consent_seen:
+            return
+        self._consent_seen = seen
+        try:
+            self.consent = consent.read_consent(self.cfg.state_dir)
+        except GenofedError as exc:  # unreadable: take it as a withdrawal, never as consent
+            log.error("%s; joining no round until it is fixed", exc)
+            self.consent = consent.Consent(state="withdrawn", recorded=True)
+        said = self.consent.describe(time.time())
+        self.board.update(consent=said)
+        progress.warning("consent is now %s", said)
+        if not self.consent.allows_staying() and self.participation is not None \
+                and not self.participation.done:
+            progress.warning("round %d: consent withdrawn: leaving the round; joining no "
+                             "later one", self.participation.round)
+            self.participation = None
+            self.rounds.closed("left: consent withdrawn")
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again; a new VCF, phenotypes or [training] apply from the
+        next round. Identity, federation, broker, bundle and state_dir need a restart."""
+        if self.config_path is None:
+            log.warning("reload asked, but this agent was given no config file")
+            return
+        try:
+            new = load_agent_config(self.config_path)
+            fixed = [k for k in ("device_id", "federation", "broker", "bundle", "state_dir",
+                                 "aggregator_key", "coordinator_key")
+                     if getattr(new, k) != getattr(self.cfg, k)]
+            if fixed:
+                raise LocalInputError(f"{self.config_path}: {', '.join(fixed)} changed: "
+                                      f"restart the agent for that")
+            data = load_local_data(new, self.bundle)
+        except GenofedError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.board.update(last_error=str(exc))
+            return
+        if new.training != self.cfg.training:
+            self.trainers.clear()
+            self.rng = np.random.default_rng(new.training.seed)
+        self.cfg, self.data = new, data
+        progress.warning("reloaded %s: %d samples from %s", self.config_path,
+                         data.x.shape[0], new.vcf)
 
     def _mark_joined(self, job: Job) -> bool:
         """Write the round's digest before its keys are committed to (a restarted agent must
@@ -164,7 +278,14 @@ class Agent:
     def send(self, link: MqttLink, payload: bytes) -> None:
         """Publish one round message (an advertisement or a stage answer) on the outbox; returns
         once the broker has acknowledged it."""
-        link.publish(self.topics.outbox(self.cfg.device_id), payload)
+        self._waiting = True
+        try:
+            link.publish(self.topics.outbox(self.cfg.device_id), payload)
+        finally:
+            self._waiting = False
+        self.rounds.sent(len(payload))
+        if self.participation is not None and self.participation.done:
+            self.rounds.closed("answered every stage")
 
     def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
         """Feed one message to the round state; returns the answer to send, if any. Drops
@@ -178,10 +299,15 @@ class Agent:
                 release = ModelRelease.open(payload, self.aggregator, fed)
                 self.core.on_model(release, self.model_weights(release),
                                    redelivered=redelivered)
+                self._save_model()
             elif topic == self.topics.inbox(self.cfg.device_id):
                 if self.participation is None:
                     raise MessageError("no round in progress")
-                answer = self.participation.answer(payload)
+                try:
+                    answer = self.participation.answer(payload)
+                except RoundAborted as exc:
+                    self.rounds.closed(f"aborted: {exc}")
+                    raise
                 if self.participation.done:
                     log.info("round %d: answered every stage", self.participation.round)
                 return answer
@@ -210,7 +336,12 @@ class Agent:
         except LocalInputError as exc:  # the bundle cannot train the task's optimizer here
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
+        assert task.secagg is not None
+        self.rounds.opened(task.round, task.secagg.digest.raw.hex(), task.model_version)
         delta, _ = self.train(job)  # every update counts equally: the count stays here
+        self.rounds.phase("train")
+        if self.stop.is_set():
+            return None
         rng = np.random.default_rng(secrets.randbits(128))
         try:
             self.participation = join(task, self.cfg.device_id, self.identity,
@@ -218,7 +349,9 @@ class Agent:
         except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
-        return self.participation.advertise()
+        advert = self.participation.advertise()
+        self.rounds.phase("join")
+        return advert
 
     def trainer(self, optimizer: str) -> Trainer:
         """The trainer of `optimizer` on the configured backend, made on first use; a
@@ -239,12 +372,46 @@ class Agent:
         trainer.set_weights(job.weights)
         start_loss = trainer.mean_loss(self.data.x, self.data.y)
         trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
-                      batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
+                      batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
+                      interrupt=self._interrupted)
         delta = np.subtract(trainer.weights(), job.weights, dtype=np.float64)
         log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], spec.optimizer,
                  self.cfg.training.backend, start_loss, time.monotonic() - t0)
         return delta, int(self.data.x.shape[0])
+
+
+    def _interrupted(self) -> bool:
+        """Asked between training steps: stop now? (and the loop is alive)"""
+        self._beat = time.monotonic()
+        return self.stop.is_set()
+
+    def _save_model(self) -> None:
+        """The global model this device holds, for `genofed agent predict`."""
+        v, w = self.core.model_version, self.core.weights
+        if v is None or w is None or v == self._saved_version:
+            return
+        buf = io.BytesIO()
+        np.savez(buf, version=np.int64(v), weights=w.astype(np.float32))
+        try:
+            atomic.write_bytes(model_path(self.cfg), buf.getvalue(), mode=0o600)
+        except OSError as exc:
+            log.warning("%s: cannot write the global model: %s", model_path(self.cfg), exc)
+            return
+        self._saved_version = v
+        self.board.update(model_version=v)
+
+
+def model_path(cfg: AgentConfig) -> Path:
+    """Where the agent keeps the latest global model (version and flat float32 weights)."""
+    return cfg.state_dir / "model.npz"
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def joined_path(cfg: AgentConfig) -> Path:
