@@ -26,7 +26,6 @@ round's cost and audit entry (`roundlog.py`).
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import secrets
@@ -39,16 +38,15 @@ import numpy as np
 from nacl.signing import VerifyKey
 
 from genofed import atomic
-from genofed.agent import consent
-from genofed.agent.config import AgentConfig, identity_path, load_agent_config
+from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
 from genofed.agent.notify import Notifier
 from genofed.agent.ort_training import make_trainer
 from genofed.agent.phenotypes import read_phenotypes
-from genofed.agent.roundlog import RoundLog, progress
+from genofed.agent.roundlog import progress
 from genofed.agent.secure import Participation, join
-from genofed.agent.status import StatusBoard
+from genofed.agent.service import ServiceControls
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
@@ -98,15 +96,12 @@ def load_identity(cfg: AgentConfig) -> SigningIdentity:
     return SigningIdentity(IdentitySeed(load_signing_key(path).encode()))
 
 
-class Agent:
+class Agent(ServiceControls):
     """One device: its data, its trainer, its identity, its connection and its round state."""
 
     def __init__(self, cfg: AgentConfig, *, config_path: Path | None = None,
                  notifier: Notifier | None = None) -> None:
         self.cfg = cfg
-        self.config_path = config_path
-        self.notifier = notifier or Notifier({})
-        self.board = StatusBoard(cfg.state_dir, cfg.device_id, self.notifier)
         self.identity = load_identity(cfg)
         self.aggregator = IdentityKey(bytes(load_verify_key(cfg.aggregator_key)))
         self.bundle = load_bundle(cfg.bundle, trust=_trusted_key(cfg))
@@ -125,14 +120,7 @@ class Agent:
         self.rng = np.random.default_rng(cfg.training.seed)
         self.participation: Participation | None = None
         self.rejected = 0
-        self.stop = threading.Event()
-        self.rounds = RoundLog(cfg.state_dir, self.board, self.topics.outbox(cfg.device_id))
-        self.consent = consent.read_consent(cfg.state_dir)
-        self._consent_seen = _mtime(consent.consent_path(cfg.state_dir))
-        self._saved_version: int | None = None
-        self._beat = time.monotonic()
-        self._waiting = False
-        self.board.update(consent=self.consent.describe(time.time()))
+        self.start_service(config_path, notifier)
         log.info("%s: %d samples, %d panel sites, match rate %.3f", cfg.device_id,
                  self.data.x.shape[0], self.data.x.shape[1],
                  float(self.data.report.get("match_rate", float("nan"))))  # type: ignore[arg-type]
@@ -145,11 +133,11 @@ class Agent:
         reload = reload or threading.Event()
         me = self.cfg.device_id
         status = self.topics.status(me)
-        link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
+        link = self.link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
                         subscriptions=[self.topics.task, self.topics.model,
                                        self.topics.inbox(me)],
                         will=Will(status, DeviceStatus(me, "offline").encode()),
-                        birth=Will(status, DeviceStatus(me, "online").encode()), stop=stop)
+                        birth=self._presence(), stop=stop)
         self.notifier.ready("waiting for the broker")
         self.board.update(state="waiting for the broker")
         watchdog = threading.Thread(target=self._watchdog, daemon=True, name="watchdog")
@@ -164,7 +152,7 @@ class Agent:
                 if reload.is_set():
                     reload.clear()
                     self.reload()
-                self._check_consent()
+                self._check_consent(link)
                 self.board.update(connected=link.connected)
                 try:
                     got = link.inbox.get(timeout=0.5)
@@ -200,66 +188,8 @@ class Agent:
             self.rounds.closed("left: the agent was stopped")
         finally:
             link.stop()
-            self.notifier.stopping("stopped")
             self.board.update(state="offline", connected=False)
-
-    def _watchdog(self) -> None:
-        """WATCHDOG=1 while the loop turns (or waits on the broker, as long as that takes):
-        a loop stuck anywhere else lets systemd restart the service."""
-        period = self.notifier.watchdog_s
-        if period is None:
-            return
-        while not self.stop.wait(period / 2):
-            if self._waiting or time.monotonic() - self._beat < period:
-                self.notifier.ping()
-
-    def _check_consent(self) -> None:
-        """Read the owner's consent again if its file changed; a withdrawal leaves the round
-        in flight at once (a dropout for the aggregator)."""
-        seen = _mtime(consent.consent_path(self.cfg.state_dir))
-        if seen == self._consent_seen:
-            return
-        self._consent_seen = seen
-        try:
-            self.consent = consent.read_consent(self.cfg.state_dir)
-        except GenofedError as exc:  # unreadable: take it as a withdrawal, never as consent
-            log.error("%s; joining no round until it is fixed", exc)
-            self.consent = consent.Consent(state="withdrawn", recorded=True)
-        said = self.consent.describe(time.time())
-        self.board.update(consent=said)
-        progress.warning("consent is now %s", said)
-        if not self.consent.allows_staying() and self.participation is not None \
-                and not self.participation.done:
-            progress.warning("round %d: consent withdrawn: leaving the round; joining no "
-                             "later one", self.participation.round)
-            self.participation = None
-            self.rounds.closed("left: consent withdrawn")
-
-    def reload(self) -> None:
-        """SIGHUP: read the config again; a new VCF, phenotypes or [training] apply from the
-        next round. Identity, federation, broker, bundle and state_dir need a restart."""
-        if self.config_path is None:
-            log.warning("reload asked, but this agent was given no config file")
-            return
-        try:
-            new = load_agent_config(self.config_path)
-            fixed = [k for k in ("device_id", "federation", "broker", "bundle", "state_dir",
-                                 "aggregator_key", "coordinator_key")
-                     if getattr(new, k) != getattr(self.cfg, k)]
-            if fixed:
-                raise LocalInputError(f"{self.config_path}: {', '.join(fixed)} changed: "
-                                      f"restart the agent for that")
-            data = load_local_data(new, self.bundle)
-        except GenofedError as exc:
-            log.error("reload failed, keeping the running configuration: %s", exc)
-            self.board.update(last_error=str(exc))
-            return
-        if new.training != self.cfg.training:
-            self.trainers.clear()
-            self.rng = np.random.default_rng(new.training.seed)
-        self.cfg, self.data = new, data
-        progress.warning("reloaded %s: %d samples from %s", self.config_path,
-                         data.x.shape[0], new.vcf)
+            self.notifier.stopping("stopped")
 
     def _mark_joined(self, job: Job) -> bool:
         """Write the round's digest before its keys are committed to (a restarted agent must
@@ -337,10 +267,13 @@ class Agent:
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
         assert task.secagg is not None
-        self.rounds.opened(task.round, task.secagg.digest.raw.hex(), task.model_version)
+        self.rounds.opened(task.round, task.secagg.digest.raw.hex(), task.model_version,
+                           int(self.data.x.shape[0]))
         delta, _ = self.train(job)  # every update counts equally: the count stays here
         self.rounds.phase("train")
-        if self.stop.is_set():
+        if self.stop.is_set() or not self.consent.allows_staying():
+            self.rounds.closed("left: the agent was stopped" if self.stop.is_set()
+                               else "left: consent withdrawn")
             return None
         rng = np.random.default_rng(secrets.randbits(128))
         try:
@@ -371,47 +304,18 @@ class Agent:
         trainer = self.trainer(spec.optimizer)
         trainer.set_weights(job.weights)
         start_loss = trainer.mean_loss(self.data.x, self.data.y)
-        trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
-                      batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
-                      interrupt=self._interrupted)
+        steps = trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
+                              batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
+                              interrupt=self._interrupted)
+        total = spec.local_epochs * -(-self.data.x.shape[0] // spec.batch_size)
+        if len(steps) < total:
+            progress.warning("round %d: training interrupted after %d of %d steps",
+                             job.task.round, len(steps), total)
         delta = np.subtract(trainer.weights(), job.weights, dtype=np.float64)
         log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], spec.optimizer,
                  self.cfg.training.backend, start_loss, time.monotonic() - t0)
         return delta, int(self.data.x.shape[0])
-
-
-    def _interrupted(self) -> bool:
-        """Asked between training steps: stop now? (and the loop is alive)"""
-        self._beat = time.monotonic()
-        return self.stop.is_set()
-
-    def _save_model(self) -> None:
-        """The global model this device holds, for `genofed agent predict`."""
-        v, w = self.core.model_version, self.core.weights
-        if v is None or w is None or v == self._saved_version:
-            return
-        buf = io.BytesIO()
-        np.savez(buf, version=np.int64(v), weights=w.astype(np.float32))
-        try:
-            atomic.write_bytes(model_path(self.cfg), buf.getvalue(), mode=0o600)
-        except OSError as exc:
-            log.warning("%s: cannot write the global model: %s", model_path(self.cfg), exc)
-            return
-        self._saved_version = v
-        self.board.update(model_version=v)
-
-
-def model_path(cfg: AgentConfig) -> Path:
-    """Where the agent keeps the latest global model (version and flat float32 weights)."""
-    return cfg.state_dir / "model.npz"
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
 
 
 def joined_path(cfg: AgentConfig) -> Path:

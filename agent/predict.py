@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from genofed.agent.config import AgentConfig
-from genofed.agent.daemon import _trusted_key, model_path
+from genofed.agent.daemon import _trusted_key
 from genofed.agent.encode import encode_dosages
+from genofed.agent.service import model_path
 from genofed.agent.trainer import StepTrainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import LocalInputError

@@ -30,13 +30,14 @@ class RoundLog:
         self.digest = ""
         self.model_version: int | None = None
 
-    def opened(self, round_: int, digest: str, model_version: int) -> None:
+    def opened(self, round_: int, digest: str, model_version: int, examples: int) -> None:
         if self.meter is not None:
             self.closed("left unfinished (a newer round began)")
         self.meter = RoundMeter(round_, root=self.sensors_root)
         self.digest, self.model_version = digest, model_version
         self.board.update(state=f"training for round {round_}", current_round=round_)
-        progress.info("round %d: training on model version %d", round_, model_version)
+        progress.info("round %d: training on %d examples from model version %d", round_,
+                      examples, model_version)
 
     def phase(self, name: str) -> None:
         if self.meter is not None:

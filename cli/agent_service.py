@@ -15,6 +15,7 @@ shows at the default level.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import logging
 import signal
@@ -156,8 +157,7 @@ def _consent(args: argparse.Namespace) -> int:
         if args.action != "grant":
             raise LocalInputError("--until goes with grant only")
         try:
-            expires = time.mktime(time.strptime(args.until + " UTC", "%Y-%m-%d %Z")) \
-                - time.timezone
+            expires = float(calendar.timegm(time.strptime(args.until, "%Y-%m-%d")))
         except ValueError:
             raise LocalInputError(f"--until {args.until}: not a date YYYY-MM-DD") from None
     c = consent.set_consent(cfg.state_dir, {"grant": "granted", "pause": "paused",
