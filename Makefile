@@ -18,7 +18,7 @@ DEVICE_BUNDLES := build/device-bundles
 # The CPU build of PyTorch, used only by the coordinator (export). Override TORCH_SPEC or add
 # PIP_EXTRA="--index-url ..." to pick another build.
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim openssl
+APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim openssl systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \

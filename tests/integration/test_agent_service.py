@@ -148,7 +148,7 @@ def test_reload_withdrawal_and_the_owners_view(tmp_path: Path, cohort: Path,
         half.write_text("\n".join(lines[: 1 + (len(lines) - 1) // 2]) + "\n")
         cfg.write_text(cfg.read_text().replace(str(pheno), str(half)))
         procs[0].send_signal(signal.SIGHUP)
-        wait_until("the reload", lambda: "reloaded" in log.read_text())
+        _until("the reload", lambda: "reloaded" in log.read_text(), procs, tmp_path)
         assert procs[0].poll() is None
         assert "left out" in log.read_text()  # the samples without a phenotype now
         n_half = int(re.search(r"reloaded \S+: (\d+) samples", log.read_text()).group(1))  # type: ignore[union-attr]
