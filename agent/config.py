@@ -19,6 +19,10 @@
     min_match_rate = 0.75
     backend = "step"        # "step" (stock onnxruntime) or "ort-training" (onnxruntime-training)
 
+    [conditions]            # optional: when the device may take part (agent/conditions.py)
+    hours = "22:00-06:30"
+    max_temperature_c = 70.0
+
 The round's task names the local optimizer (sgd, sgd_momentum or adam); the device trains
 with that optimizer's step graph, or with the bundle's ORT artifacts for "ort-training".
 """
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genofed import config
+from genofed.agent.conditions import ConditionsSection
 from genofed.agent.trainer import BACKENDS
 from genofed.errors import LocalInputError
 from genofed.protocol.topics import check_name
@@ -68,6 +73,7 @@ class AgentConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
     exit_when_finished: bool = False
     coordinator_key: Path | None = None
+    conditions: ConditionsSection = field(default_factory=ConditionsSection)
 
     def __post_init__(self) -> None:
         check_name("device_id", self.device_id)

@@ -153,6 +153,8 @@ class Agent(ServiceControls):
                     reload.clear()
                     self.reload()
                 self._check_consent(link)
+                self._look_at_conditions()
+                self._announce(link)
                 self.board.update(connected=link.connected)
                 try:
                     got = link.inbox.get(timeout=0.5)
@@ -169,9 +171,9 @@ class Agent(ServiceControls):
                 job = self.core.next_job()
                 if job is not None:
                     self.core.mark_done(job.task.round)
-                    if not self.consent.allows_joining(time.time()):
-                        progress.warning("round %d: not joining: consent %s", job.task.round,
-                                         self.consent.describe(time.time()))
+                    why = self.unavailable()
+                    if why is not None:
+                        progress.warning("round %d: not joining: %s", job.task.round, why)
                         continue
                     advert = self.start_round(job)
                     if advert is not None and self._mark_joined(job):

@@ -17,6 +17,7 @@ import numpy as np
 
 from genofed import atomic
 from genofed.agent import consent
+from genofed.agent.conditions import RECHECK_S, read_now, unmet
 from genofed.agent.config import AgentConfig, load_agent_config
 from genofed.agent.notify import Notifier
 from genofed.agent.roundlog import RoundLog, progress
@@ -73,7 +74,12 @@ class ServiceControls:
         self._beat = time.monotonic()
         self._waiting = False
         self.link = None
+        self.sensors_root = Path("/")
+        self._unmet: str | None = None  # the conditions not met at the last look
+        self._looked = float("-inf")
+        self._announced: str | None = None
         self.board.update(consent=self.consent.describe(time.time()))
+        self._look_at_conditions()
 
     def _watchdog(self) -> None:
         """WATCHDOG=1 while the loop turns (or waits on the broker, as long as that takes):
@@ -85,12 +91,40 @@ class ServiceControls:
             if self._waiting or time.monotonic() - self._beat < period:
                 self.notifier.ping()
 
+    def unavailable(self) -> str | None:
+        """Why this device may not join a round now (None: it may)."""
+        if not self.consent.allows_joining(time.time()):
+            return f"consent {self.consent.describe(time.time())}"
+        return self._unmet
+
+    def _look_at_conditions(self) -> None:
+        """The owner's [conditions], read again every RECHECK_S."""
+        cond = self.cfg.conditions
+        now = time.monotonic()
+        if not cond.any or now - self._looked < RECHECK_S:
+            return
+        self._looked = now
+        self._unmet = unmet(cond, read_now(cond, self.sensors_root))
+
     def _presence(self) -> Will:
-        """The status this device announces on (re)connecting: online, or offline while its
-        owner's consent does not let it join rounds (so the aggregator does not pick it)."""
-        state = "online" if self.consent.allows_joining(time.time()) else "offline"
+        """The status this device announces on (re)connecting: online, or offline while it
+        may not join rounds (so the aggregator does not pick it only to see it drop out)."""
+        state = "online" if self.unavailable() is None else "offline"
         me = self.cfg.device_id
         return Will(self.topics.status(me), DeviceStatus(me, state).encode())
+
+    def _announce(self, link: MqttLink) -> None:
+        """Publish the device's status when its availability changed, and say why."""
+        why = self.unavailable()
+        said = "available" if why is None else f"unavailable: {why}"
+        if said == self._announced:
+            return
+        first, self._announced = self._announced is None, said
+        self.board.update(availability=said)
+        link.birth = self._presence()
+        if not first or why is not None:  # the birth message said "online" already
+            link.publish(link.birth.topic, link.birth.payload, retain=True)
+            progress.warning("this device is now %s", said)
 
     def _check_consent(self, link: MqttLink) -> None:
         """Read the owner's consent again if its file changed; a withdrawal leaves the round
@@ -106,9 +140,8 @@ class ServiceControls:
             self.consent = consent.Consent(state="withdrawn", recorded=True)
         said = self.consent.describe(time.time())
         self.board.update(consent=said)
-        link.birth = self._presence()
-        link.publish(link.birth.topic, link.birth.payload, retain=True)
         progress.warning("consent is now %s", said)
+        self._announce(link)
         meter = self.rounds.meter  # a round this device is in, training included
         if not self.consent.allows_staying() and meter is not None:
             progress.warning("round %d: consent withdrawn: leaving the round; joining no "
@@ -141,6 +174,7 @@ class ServiceControls:
             self.trainers.clear()
             self.rng = np.random.default_rng(new.training.seed)
         self.cfg, self.data = new, data
+        self._looked = float("-inf")  # new [conditions] count at once
         progress.warning("reloaded %s: %d samples from %s", self.config_path,
                          data.x.shape[0], new.vcf)
 

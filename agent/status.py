@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genofed import atomic
 from genofed.agent.notify import Notifier
 
 PRIVACY = ("secure aggregation only: no differential privacy in this federation, so no "
@@ -42,10 +41,13 @@ class StatusBoard:
         if all(self.doc.get(k) == v for k, v in fields.items()):
             return
         self.doc.update(fields, updated=round(time.time(), 3))
-        # A full disk must not stop a round; the journal still has the logs.
+        # A full disk must not stop a round; the journal still has the logs. No fsync: the
+        # file is a view, rewritten often (an SD card's wear), and a crash loses only that.
         with contextlib.suppress(OSError):
-            atomic.write_bytes(self.path, json.dumps(self.doc, indent=1).encode() + b"\n",
-                               mode=0o600)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self.doc, indent=1) + "\n")
+            tmp.chmod(0o600)
+            os.replace(tmp, self.path)
         self.notifier.status(line(self.doc))
 
 

@@ -119,6 +119,7 @@ def _status(args: argparse.Namespace) -> int:
             ("current round", doc.get("current_round")),
             ("last round", None if not last else
              f"{last['round']}: {last['outcome']} ({last['bytes_up']} bytes up)"),
+            ("availability", doc.get("availability")),
             ("consent", doc["consent"]), ("privacy", doc["privacy"]),
             ("last error", doc.get("last_error"))]
     for k, v in rows:
