@@ -52,7 +52,7 @@ def install_service(cfg: AgentConfig, config: Path, *, root: Path = Path("/"),
     state = root / cfg.state_dir.relative_to("/")
     said = [f"write {unit_path}", f"write {users_path}",
             f"create the system user {user!r} (systemd-sysusers)",
-            f"create {state} (0700, owned by {user})"]
+            f"create {state} (0700; it and what it holds owned by {user})"]
     on_host = root.resolve() == Path("/")
     reload_ = on_host and Path("/run/systemd/system").is_dir() and shutil.which("systemctl")
     said.append("systemctl daemon-reload" if reload_ else
@@ -64,7 +64,8 @@ def install_service(cfg: AgentConfig, config: Path, *, root: Path = Path("/"),
     _make_user(users_path, root, user, str(cfg.state_dir))
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     uid, gid = lookup_user(root / "etc/passwd", user)
-    os.chown(state, uid, gid)
+    for p in [state, *state.rglob("*")]:  # an identity `agent enroll` made as root, say
+        os.chown(p, uid, gid, follow_symlinks=False)
     os.chmod(state, 0o700)
     if reload_:
         subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=60)

@@ -102,6 +102,8 @@ def test_install_into_a_root(tmp_path: Path) -> None:
     cfg_path = _config(tmp_path)
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
+    (root / "var/lib/genofed").mkdir(parents=True)
+    (root / "var/lib/genofed/identity.key").write_text("made by root")  # enrolled first
     said = install_service(load_agent_config(cfg_path), cfg_path, root=root)
     assert any("daemon-reload" in s for s in said)
     unit = (root / "etc/systemd/system" / UNIT_NAME).read_text()
@@ -110,6 +112,7 @@ def test_install_into_a_root(tmp_path: Path) -> None:
     st = (root / "var/lib/genofed").stat()
     assert (st.st_uid, st.st_gid) == (uid, gid) and stat.S_IMODE(st.st_mode) == 0o700
     assert uid != 0
+    assert (root / "var/lib/genofed/identity.key").stat().st_uid == uid
     # Again: nothing changes, nothing fails (the user exists).
     install_service(load_agent_config(cfg_path), cfg_path, root=root)
     assert lookup_user(root / "etc/passwd", "genofed") == (uid, gid)
