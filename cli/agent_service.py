@@ -6,6 +6,7 @@
     consent           show | grant [--until DATE] | pause | withdraw
     audit             the audit log, its hash chain checked
     cost              each round's cost on this device, and which sensors it can read
+    bench             one whole round on this device, its peers simulated (no broker)
 
 `run` (`run_agent`) wires the daemon to the service manager: SIGTERM and SIGINT stop it,
 SIGHUP reloads its config, sd_notify goes to $NOTIFY_SOCKET, and the round progress logger
@@ -51,6 +52,17 @@ def add_agent_commands(a: Any) -> None:
         if name == "predict":
             p.add_argument("--sample", help="only this sample of the VCF")
         p.set_defaults(handler=fn)
+    b = a.add_parser("bench", help="one whole round on this device with its bundle and data, "
+                     "the aggregator and peers simulated here: time by phase, CPU, memory, "
+                     "bytes, temperature, energy")
+    b.add_argument("--config", type=Path, required=True)
+    b.add_argument("--devices", type=int, default=6, help="devices in the round (6)")
+    b.add_argument("--epochs", type=int, default=2)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=0.02)
+    b.add_argument("--optimizer", choices=["sgd", "sgd_momentum", "adam"], default="sgd")
+    b.add_argument("--json", action="store_true", help="JSON instead of a table")
+    b.set_defaults(handler=_bench)
     c = a.add_parser("consent", help="show or change your consent to take part")
     c.add_argument("action", choices=["show", "grant", "pause", "withdraw"])
     c.add_argument("--config", type=Path, required=True)
@@ -211,5 +223,39 @@ def _cost(args: argparse.Namespace) -> int:
     if not rows:
         print("no round recorded yet")
     for m in missing:
+        print(f"not readable on this device: {m}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from genofed.agent.bench import bench_round
+    from genofed.agent.config import load_agent_config
+    from genofed.agent.costs import unreadable
+
+    if args.devices < 3:
+        raise LocalInputError(f"--devices {args.devices}: secure aggregation needs three")
+    row = bench_round(load_agent_config(args.config), devices=args.devices,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer)
+    row["unreadable"] = unreadable()
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    print(f"{row['device']}: {row['samples']} samples x {row['sites']} sites, {row['model']} "
+          f"({row['parameters']} parameters, {row['backend']}), {row['epochs']} epochs, "
+          f"round of {row['devices']} devices")
+    for phase, s in row["phases_s"].items():
+        print(f"  {phase:<20} {s:>9.3f} s")
+    print(f"  {'wall':<20} {row['wall_s']:>9.3f} s\n  {'CPU (this device)':<20} "
+          f"{row['cpu_s']:>9.3f} s\n  {'peak RSS':<20} {row['peak_rss_mb']:>9.1f} MB\n"
+          f"  {'bytes up / down':<20} {row['bytes_up']:>9} / {row['bytes_down']}")
+    rise = row.get("temperature_rise_c")
+    print(f"  {'temperature rise':<20} "
+          + ("-" if not rise else ", ".join(f"{k} {v:+.1f} C" for k, v in rise.items())))
+    print(f"  {'throttling':<20} " + ("-" if row["throttled"] is None
+                                       else ", ".join(row["throttled"]) or "none"))
+    print(f"  {'energy':<20} " + ("-" if row["energy_j"] is None else
+                                   f"{row['energy_j']:.2f} J ({row['energy_source']})"))
+    for m in row["unreadable"]:
         print(f"not readable on this device: {m}")
     return 0

@@ -1,5 +1,5 @@
 """The owner's commands in the device profile (no torch), on a bundle the coordinator exported:
-predict, consent, audit, status, cost, and the unit, as `make test` and `make test-aarch64`
+predict, consent, audit, status, cost, bench and the unit, as `make test` and `make test-aarch64`
 run them."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_owner_commands_in_the_device_profile(tmp_path: Path, exported: Path) ->
     assert got["model_version"] == 3 and got["match_rate"] == 1.0
     np.testing.assert_allclose([r["logit"] for r in got["scores"]], logits, atol=1e-4)
     for args in (("consent", "grant"), ("consent", "withdraw"), ("audit",), ("status",),
-                 ("cost",), ("install-service", "--print-unit")):
+                 ("cost",), ("bench", "--devices", "3"), ("install-service", "--print-unit")):
         done = _genofed("agent", args[0], "--config", str(cfg), *args[1:])
         # A state_dir outside /var/lib cannot go into a unit: one line, status 1.
         want = 1 if args[0] == "install-service" else 0

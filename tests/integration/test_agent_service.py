@@ -190,6 +190,11 @@ def test_reload_withdrawal_and_the_owners_view(tmp_path: Path, cohort: Path,
     assert [r["round"] for r in cost["rounds"]] == [0, 1]
     assert cost["rounds"][0]["bytes_up"] == entries[0]["bytes_up"]
     assert cost["rounds"][0]["cpu_s"] > 0 and cost["rounds"][0]["peak_rss_mb"] > 0
+    # The bench's simulated round sends and receives what the real one did, byte for byte.
+    bench = json.loads(_genofed("agent", "bench", "--config", str(cfg), "--devices", "4",
+                                "--json").stdout)
+    assert (bench["bytes_up"], bench["bytes_down"]) == \
+        (cost["rounds"][0]["bytes_up"], cost["rounds"][0]["bytes_down"])
     pred = _genofed("agent", "predict", "--config", str(cfg))
     assert pred.returncode == 0 and "model version" in pred.stdout, pred.stderr
     assert (state / "model.npz").exists()
