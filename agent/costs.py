@@ -24,7 +24,15 @@ from genofed.agent import sensors
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set of this process (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    """Peak resident set of this process: VmHWM, not ru_maxrss, which Linux carries across
+    fork and exec (an agent started by a process holding 470 MB reported 470 MB). Elsewhere
+    ru_maxrss (kilobytes; bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024 if sys.platform == "darwin" else 1024)
 

@@ -91,3 +91,17 @@ def test_round_meter_on_a_pi(tmp_path: Path) -> None:
     assert row["peak_rss_mb"] > 0 and row["cpu_s"] >= 0
     costs.record(tmp_path, row)
     assert costs.read_costs(tmp_path) == [row]
+
+
+def test_peak_rss_is_this_process_not_its_parent() -> None:
+    # A child of a process that touched 300 MB: ru_maxrss would say >= 300 MB after exec.
+    import subprocess
+    import sys
+
+    code = ("b = bytearray(300 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+            "import subprocess, sys\nsys.exit(subprocess.run([sys.executable, '-c', "
+            "'from genofed.agent.costs import peak_rss_mb; print(peak_rss_mb())'])"
+            ".returncode)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert float(out) < 250, out
