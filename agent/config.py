@@ -5,7 +5,7 @@
     bundle = "/var/lib/genofed/bundle"
     vcf = "/data/calls.vcf.gz"
     phenotypes = "/data/phenotypes.tsv"
-    state_dir = "/var/lib/genofed"                     # identity.key: `genofed agent enroll`
+    state_dir = "/var/lib/genofed"                     # the default; identity.key, status.json
     aggregator_key = "/etc/genofed/aggregator.pub"     # drop tasks and models it did not sign
     coordinator_key = "/etc/genofed/coordinator.pub"   # refuse bundles it did not sign
 
@@ -19,6 +19,10 @@
     min_match_rate = 0.75
     backend = "step"        # "step" (stock onnxruntime) or "ort-training" (onnxruntime-training)
 
+    [conditions]            # optional: when the device may take part (agent/conditions.py)
+    hours = "22:00-06:30"
+    max_temperature_c = 70.0
+
 The round's task names the local optimizer (sgd, sgd_momentum or adam); the device trains
 with that optimizer's step graph, or with the bundle's ORT artifacts for "ort-training".
 """
@@ -29,10 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genofed import config
+from genofed.agent.conditions import ConditionsSection
 from genofed.agent.trainer import BACKENDS
 from genofed.errors import LocalInputError
 from genofed.protocol.topics import check_name
 from genofed.transport.mqtt import BrokerAddress
+
+DEFAULT_STATE_DIR = Path("/var/lib/genofed")
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,13 @@ class AgentConfig:
     bundle: Path
     vcf: Path
     phenotypes: Path
-    state_dir: Path
     aggregator_key: Path
+    state_dir: Path = DEFAULT_STATE_DIR  # the service's StateDirectory=genofed
     broker: BrokerAddress = field(default_factory=BrokerAddress)
     training: TrainingSection = field(default_factory=TrainingSection)
     exit_when_finished: bool = False
     coordinator_key: Path | None = None
+    conditions: ConditionsSection = field(default_factory=ConditionsSection)
 
     def __post_init__(self) -> None:
         check_name("device_id", self.device_id)

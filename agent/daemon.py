@@ -14,6 +14,14 @@ routed to its inbox. Only masked values leave the device. A task whose optimizer
 (or backend) cannot train is skipped with a warning. The round keys live in memory only; the
 configuration digest of the round joined is written to `state_dir/joined-round` before the
 advertisement goes out, so an agent restarted mid-round sits that round out (`AgentCore`).
+
+As a service (`agent/unit.py`): it tells the service manager it is ready, alive (watchdog)
+and what it does (sd_notify, `notify.py`); SIGTERM (`stop`) leaves a round at any point,
+training included, and publishes its offline status; SIGHUP (`reload`) reads the config and
+the VCF again without a restart. It joins rounds only while its owner's consent allows
+(`consent.py`: a withdrawal leaves the round in flight), writes the global model it holds
+to `state_dir/model.npz` (`genofed agent predict`), its status to `status.json`, and each
+round's cost and audit entry (`roundlog.py`).
 """
 
 from __future__ import annotations
@@ -33,16 +41,19 @@ from genofed import atomic
 from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
+from genofed.agent.notify import Notifier
 from genofed.agent.ort_training import make_trainer
 from genofed.agent.phenotypes import read_phenotypes
+from genofed.agent.roundlog import progress
 from genofed.agent.secure import Participation, join
+from genofed.agent.service import ServiceControls
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
 from genofed.models.manifest import Bundle, load_bundle
 from genofed.models.signing import load_signing_key, load_verify_key
 from genofed.protocol.schema import DeviceStatus, ModelRelease, SecureTask
-from genofed.protocol.secagg import IdentityKey, SigningIdentity
+from genofed.protocol.secagg import IdentityKey, RoundAborted, SigningIdentity
 from genofed.protocol.secagg.keys import IdentitySeed
 from genofed.protocol.topics import Topics
 from genofed.transport.mqtt import LinkStopped, MqttLink, Will
@@ -85,10 +96,11 @@ def load_identity(cfg: AgentConfig) -> SigningIdentity:
     return SigningIdentity(IdentitySeed(load_signing_key(path).encode()))
 
 
-class Agent:
+class Agent(ServiceControls):
     """One device: its data, its trainer, its identity, its connection and its round state."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, *, config_path: Path | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.identity = load_identity(cfg)
         self.aggregator = IdentityKey(bytes(load_verify_key(cfg.aggregator_key)))
@@ -108,27 +120,48 @@ class Agent:
         self.rng = np.random.default_rng(cfg.training.seed)
         self.participation: Participation | None = None
         self.rejected = 0
+        self.start_service(config_path, notifier)
         log.info("%s: %d samples, %d panel sites, match rate %.3f", cfg.device_id,
                  self.data.x.shape[0], self.data.x.shape[1],
                  float(self.data.report.get("match_rate", float("nan"))))  # type: ignore[arg-type]
 
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Serve rounds until `stop` is set (or the federation finishes, if configured)."""
-        stop = stop or threading.Event()
+    def run(self, stop: threading.Event | None = None,
+            reload: threading.Event | None = None) -> None:
+        """Serve rounds until `stop` is set (or the federation finishes, if configured);
+        read the config again whenever `reload` is set."""
+        stop = self.stop = stop or threading.Event()
+        reload = reload or threading.Event()
         me = self.cfg.device_id
         status = self.topics.status(me)
-        link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
+        link = self.link = MqttLink(f"genofed-{self.cfg.federation}-{me}", self.cfg.broker,
                         subscriptions=[self.topics.task, self.topics.model,
                                        self.topics.inbox(me)],
                         will=Will(status, DeviceStatus(me, "offline").encode()),
-                        birth=Will(status, DeviceStatus(me, "online").encode()), stop=stop)
+                        birth=self._presence(), stop=stop)
+        self.notifier.ready("waiting for the broker")
+        self.board.update(state="waiting for the broker")
+        watchdog = threading.Thread(target=self._watchdog, daemon=True, name="watchdog")
+        watchdog.start()
         try:
+            self._waiting = True
             link.start()  # waits for the broker as long as it takes, saying why
+            self._waiting = False
+            self.board.update(state="idle", connected=True)
             while not stop.is_set():
+                self._beat = time.monotonic()
+                if reload.is_set():
+                    reload.clear()
+                    self.reload()
+                self._check_consent(link)
+                self._look_at_conditions()
+                self._announce(link)
+                self.board.update(connected=link.connected)
                 try:
                     got = link.inbox.get(timeout=0.5)
                 except queue.Empty:
                     continue
+                if got.topic == self.topics.inbox(me):
+                    self.rounds.received(len(got.payload))
                 reply = self.handle(got.topic, got.payload, redelivered=got.dup)
                 if reply is not None:
                     self.send(link, reply)
@@ -138,14 +171,27 @@ class Agent:
                 job = self.core.next_job()
                 if job is not None:
                     self.core.mark_done(job.task.round)
+                    why = self.unavailable()
+                    if why is not None:
+                        progress.warning("round %d: not joining: %s", job.task.round, why)
+                        continue
                     advert = self.start_round(job)
                     if advert is not None and self._mark_joined(job):
                         self.send(link, advert)
+                        self.rounds.joined()
+                    else:
+                        self.rounds.closed("did not join")
+            self.rounds.closed("left: the agent was stopped" if stop.is_set()
+                               else "left: the federation finished")
+            self._waiting = True
             link.publish(status, DeviceStatus(me, "offline").encode(), retain=True)
         except LinkStopped as exc:  # asked to stop while the broker was away
             log.info("%s", exc)
+            self.rounds.closed("left: the agent was stopped")
         finally:
             link.stop()
+            self.board.update(state="offline", connected=False)
+            self.notifier.stopping("stopped")
 
     def _mark_joined(self, job: Job) -> bool:
         """Write the round's digest before its keys are committed to (a restarted agent must
@@ -164,7 +210,14 @@ class Agent:
     def send(self, link: MqttLink, payload: bytes) -> None:
         """Publish one round message (an advertisement or a stage answer) on the outbox; returns
         once the broker has acknowledged it."""
-        link.publish(self.topics.outbox(self.cfg.device_id), payload)
+        self._waiting = True
+        try:
+            link.publish(self.topics.outbox(self.cfg.device_id), payload)
+        finally:
+            self._waiting = False
+        self.rounds.sent(len(payload))
+        if self.participation is not None and self.participation.done:
+            self.rounds.closed("answered every stage")
 
     def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
         """Feed one message to the round state; returns the answer to send, if any. Drops
@@ -180,10 +233,15 @@ class Agent:
                 release = ModelRelease.open(payload, self.aggregator, fed)
                 self.core.on_model(release, self.model_weights(release),
                                    redelivered=redelivered)
+                self._save_model()
             elif topic == self.topics.inbox(self.cfg.device_id):
                 if self.participation is None:
                     raise MessageError("no round in progress")
-                answer = self.participation.answer(payload)
+                try:
+                    answer = self.participation.answer(payload)
+                except RoundAborted as exc:
+                    self.rounds.closed(f"aborted: {exc}")
+                    raise
                 if self.participation.done:
                     log.info("round %d: answered every stage", self.participation.round)
                 return answer
@@ -212,7 +270,15 @@ class Agent:
         except LocalInputError as exc:  # the bundle cannot train the task's optimizer here
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
+        assert task.secagg is not None
+        self.rounds.opened(task.round, task.secagg.digest.raw.hex(), task.model_version,
+                           int(self.data.x.shape[0]))
         delta, _ = self.train(job)  # every update counts equally: the count stays here
+        self.rounds.phase("train")
+        if self.stop.is_set() or not self.consent.allows_staying():
+            self.rounds.closed("left: the agent was stopped" if self.stop.is_set()
+                               else "left: consent withdrawn")
+            return None
         rng = np.random.default_rng(secrets.randbits(128))
         try:
             self.participation = join(task, self.cfg.device_id, self.identity,
@@ -220,7 +286,9 @@ class Agent:
         except GenofedError as exc:  # the update does not fit the task's codec or roster
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
-        return self.participation.advertise()
+        advert = self.participation.advertise()
+        self.rounds.phase("join")
+        return advert
 
     def trainer(self, optimizer: str) -> Trainer:
         """The trainer of `optimizer` on the configured backend, made on first use; a
@@ -240,8 +308,13 @@ class Agent:
         trainer = self.trainer(spec.optimizer)
         trainer.set_weights(job.weights)
         start_loss = trainer.mean_loss(self.data.x, self.data.y)
-        trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
-                      batch_size=spec.batch_size, lr=spec.lr, rng=self.rng)
+        steps = trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
+                              batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
+                              interrupt=self._interrupted)
+        total = spec.local_epochs * -(-self.data.x.shape[0] // spec.batch_size)
+        if len(steps) < total:
+            progress.warning("round %d: training interrupted after %d of %d steps",
+                             job.task.round, len(steps), total)
         delta = np.subtract(trainer.weights(), job.weights, dtype=np.float64)
         log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], spec.optimizer,

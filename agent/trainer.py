@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -93,10 +93,13 @@ class Trainer(ABC):
 
     def train(self, x: np.ndarray, y: np.ndarray, *, epochs: int | None = None,
               steps: int | None = None, batch_size: int = 32, lr: float = 0.1,
-              rng: np.random.Generator) -> list[float]:
+              rng: np.random.Generator, interrupt: Callable[[], bool] | None = None
+              ) -> list[float]:
         """Steps over shuffled minibatches (last partial batch kept); returns each step's loss.
 
         Give exactly one of epochs (full passes) or steps (minibatches, reshuffling each pass).
+        `interrupt` is asked after every step; training ends there when it says True (a daemon
+        told to stop leaves a round within one step, not at the end of its epochs).
         """
         if (epochs is None) == (steps is None):
             raise LocalInputError("trainer: give exactly one of epochs or steps")
@@ -124,6 +127,9 @@ class Trainer(ABC):
             np.take(x32, idx, axis=0, out=xb[:m], mode="clip")  # "raise" would buffer
             np.take(y32, idx, out=yb[:m], mode="clip")
             losses.append(self._checked_step(xb[:m], yb[:m], lr))
+            if interrupt is not None and interrupt():
+                log.info("training interrupted after %d of %d steps", len(losses), total)
+                break
         if losses:
             log.debug("trained %d steps on %d samples: loss %.4f -> %.4f", len(losses), n,
                       losses[0], losses[-1])

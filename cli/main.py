@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genofed import __version__
+from genofed.cli.agent_service import add_agent_commands
 from genofed.cli.broker import add_broker_commands
 from genofed.cli.logs import setup_logging
 from genofed.errors import GenofedError, LocalInputError
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Network trouble never ends a daemon: it waits for the broker, saying why."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging(args.log_level or "warning", args.log_format)
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -56,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genofed", description=__doc__)
     p.add_argument("--version", action="version", version=f"genofed {__version__}")
-    p.add_argument("--log-level", default="warning",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="default: warning (and each round's progress, for `agent run`)")
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one object a line, for a log collector")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--csr", type=Path, help="where to write the certificate request "
                     "(default: the [broker] key's path with .csr)")
     ae.set_defaults(handler=_agent_enroll)
+    add_agent_commands(a)
 
     g = sub.add_parser("aggregator", help="the aggregator service").add_subparsers(
         required=True, metavar="ACTION")
@@ -332,11 +334,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from genofed.agent.config import load_agent_config
-    from genofed.agent.daemon import Agent
+    from genofed.cli.agent_service import run_agent
 
-    Agent(load_agent_config(args.config)).run(_stop_on_signals())
-    return 0
+    return run_agent(args)
 
 
 def _agent_enroll(args: argparse.Namespace) -> int:

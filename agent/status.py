@@ -1,0 +1,84 @@
+"""What the running agent tells its owner: `state_dir/status.json`, and the service manager's
+STATUS= line. `genofed agent status` reads the file (it never talks to the daemon), so it
+works while the daemon runs, after it stopped, and from another user with read access.
+
+Privacy line: this federation has secure aggregation (the aggregator learns only the sum of
+the round's updates) and no differential privacy yet, so there is no epsilon to spend or cap;
+the line says that rather than a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from genofed.agent.notify import Notifier
+
+PRIVACY = ("secure aggregation only: no differential privacy in this federation, so no "
+           "epsilon is spent or capped")
+
+
+def status_path(state_dir: Path) -> Path:
+    return state_dir / "status.json"
+
+
+class StatusBoard:
+    """The daemon's view of itself, written whenever it changes."""
+
+    def __init__(self, state_dir: Path, device: str, notifier: Notifier | None = None) -> None:
+        self.path = status_path(state_dir)
+        self.notifier = notifier or Notifier({})
+        self.doc: dict[str, Any] = {
+            "device": device, "pid": os.getpid(), "state": "starting", "connected": False,
+            "model_version": None, "current_round": None, "last_round": None,
+            "consent": None, "privacy": PRIVACY, "last_error": None, "updated": None}
+
+    def update(self, **fields: Any) -> None:
+        if all(self.doc.get(k) == v for k, v in fields.items()):
+            return
+        self.doc.update(fields, updated=round(time.time(), 3))
+        # A full disk must not stop a round; the journal still has the logs. No fsync: the
+        # file is a view, rewritten often (an SD card's wear), and a crash loses only that.
+        with contextlib.suppress(OSError):
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(self.doc, indent=1) + "\n")
+            tmp.chmod(0o600)
+            os.replace(tmp, self.path)
+        self.notifier.status(line(self.doc))
+
+
+def line(doc: dict[str, Any]) -> str:
+    """One line for `systemctl status`."""
+    parts = [str(doc.get("state"))]
+    if doc.get("model_version") is not None:
+        parts.append(f"model v{doc['model_version']}")
+    last = doc.get("last_round")
+    if last:
+        parts.append(f"last round {last.get('round')} {last.get('outcome')}")
+    return "; ".join(parts)
+
+
+def read_status(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(status_path(state_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def running(doc: dict[str, Any]) -> bool:
+    """Is the process that wrote `doc` still alive (and not stopped)?"""
+    pid = doc.get("pid")
+    if not isinstance(pid, int) or doc.get("state") in ("stopped", "offline"):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
