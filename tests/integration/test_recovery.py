@@ -88,6 +88,10 @@ def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
                                      dump_deltas=True, hang_after=(hang or {}).get(n),
                                      die_after=(die or {}).get(n))
                   for n in names]
+        # Every agent online (retained statuses) before the aggregator draws its first cohort:
+        # on a loaded machine it could otherwise start a round without some of them.
+        wait_until("every agent to connect", lambda: all(
+            "connected to" in (root / "logs" / f"{n}.log").read_text() for n in names))
         procs.append(_aggregator(root, cfg, 1))
         wait_until(f"{stored} stored {stage} messages of round {round_}",
                    lambda: stored_messages(db, round_, stage) == stored)
@@ -127,11 +131,12 @@ def test_aggregator_killed_mid_round_resumes_it(
 def test_aggregator_killed_with_masked_inputs_stored_resumes_the_round(
         tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
     # Four devices; dev03 answers ShareKeys and then freezes, so MaskedInputCollection waits
-    # for it until its deadline with the other three inputs stored: the aggregator dies then.
+    # for it until its deadline with the other three inputs stored: the aggregator dies then
+    # (the deadline leaves a loaded machine time to store the three before it passes).
     alive = ["dev00", "dev01", "dev02"]
     with fleet_mid_round(tmp_path, cohort, logreg_bundle, stage="MASKED_INPUT", stored=3,
                          with_ghost=False, hang={"dev03": "SHARE_KEYS"}, rounds=1,
-                         stage_timeout_s=8.0, devices=4) as f:
+                         stage_timeout_s=15.0, devices=4) as f:
         f.procs[-1].send_signal(signal.SIGKILL)
         f.procs[-1].wait()
         f.procs.append(_aggregator(tmp_path, f.config, 2))
