@@ -46,9 +46,9 @@ class Trait:
 
     def draw_effects(self, k: int) -> np.ndarray:
         """[k, ancestries] effects of k new causal sites."""
-        s = len(SOURCES)
-        cov = np.full((s, s), self.rho) + (1 - self.rho) * np.eye(s)
-        src = self.rng.multivariate_normal(np.zeros(s), cov, size=k, method="cholesky")
+        # Equicorrelated normals: a shared part sqrt(rho) z0 and an own part sqrt(1-rho) z_k.
+        z = self.rng.standard_normal((k, len(SOURCES) + 1))
+        src = math.sqrt(self.rho) * z[:, :1] + math.sqrt(1 - self.rho) * z[:, 1:]
         return src @ _MIX
 
     def add(self, codes: np.ndarray, af: np.ndarray) -> np.ndarray:
