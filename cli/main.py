@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-samples", type=int, default=400)
     s.add_argument("--split", choices=["population", "iid"], default="population")
     s.add_argument("--seed", type=int, default=1)
+    from genofed.sim.cli import add_arguments
+
+    add_arguments(s)
     s.set_defaults(handler=_simulate)
 
     f = sub.add_parser("features", help="read a VCF/BCF against a panel into a dosage matrix")
@@ -220,14 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from genofed.sim.cohort import simulate
+    from genofed.sim.cli import run_simulate
 
-    info = simulate(args.out, devices=args.devices, samples_per_device=args.samples_per_device,
-                    variants=args.variants, panel_size=args.panel_size, seed=args.seed,
-                    test_samples=args.test_samples, split=args.split)
-    print(f"{info.root}: {len(info.device_ids)} devices x {info.samples_per_device} samples, "
-          f"{info.test_samples} held-out test samples, {info.variants} variants, "
-          f"panel of {info.panel_size} sites ({info.panel})")
+    print(run_simulate(args))
     return 0
 
 
