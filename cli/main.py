@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--init", type=Path, metavar="PARAMS.npz",
                    help="start from these weights instead of the seeded ones: named arrays, "
                         "as `genofed train -o` and `genofed aggregator model` write them")
+    e.add_argument("--init-from", type=Path, metavar="SCORE",
+                   help="start a logreg from a PGS Catalog scoring file's effect weights, "
+                        "mapped onto the panel and the standardized input encoding")
     ep = e.add_argument_group(
         "pruning", "Unstructured: a global magnitude mask over the weight matrices (biases "
         "never), which devices keep exactly 0 and leave out of their updates. Structured: a "
@@ -275,7 +278,7 @@ def _export(args: argparse.Namespace) -> int:
         model=args.model, panel=args.panel, out=args.out, hidden=args.hidden, seed=args.seed,
         proximal=args.proximal, init=args.init, prune=args.prune, prune_step=args.prune_step,
         prune_steps=args.prune_steps, mask_from=args.mask_from, keep_sites=args.keep_sites,
-        keep_hidden=args.keep_hidden)
+        keep_hidden=args.keep_hidden, init_from=args.init_from)
     key = None
     if args.signing_key is not None:
         if not args.signing_key.exists():

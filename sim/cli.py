@@ -24,6 +24,11 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--genetic-correlation", type=float, default=0.8,
                    help="correlation of causal effects across ancestries (0.8)")
     s.add_argument("--prevalence", type=float, default=0.3, help="fraction of cases (0.3)")
+    s.add_argument("--external-samples", type=int, default=0,
+                   help="genomes of an external cohort (on no device) that a PGS Catalog "
+                        "score under OUT/score/ is trained on (0: none)")
+    s.add_argument("--external-ancestry", choices=ANCESTRIES, default="EUR",
+                   help="the external cohort's ancestry (EUR)")
     s.add_argument("--missing-rate", type=float, default=0.005,
                    help="genotypes written as ./. (0.005)")
 
@@ -41,9 +46,11 @@ def run_simulate(args: argparse.Namespace) -> str:
                     site_spacing=args.site_spacing, heritability=args.heritability,
                     causal_fraction=args.causal_fraction,
                     genetic_correlation=args.genetic_correlation, prevalence=args.prevalence,
-                    missing_rate=args.missing_rate)
+                    missing_rate=args.missing_rate, external_samples=args.external_samples,
+                    external_ancestry=args.external_ancestry)
     chroms = info.chromosomes
     return (f"{info.root}: {len(info.device_ids)} devices x {info.samples_per_device} samples, "
             f"{info.test_samples} held-out test samples, {info.variants} variants on "
             f"{len(chroms)} autosomes, panel of {info.panel_size} sites ({info.panel}), "
-            f"effective independent markers (Li-Ji M_eff) {info.meff:.0f}")
+            f"effective independent markers (Li-Ji M_eff) {info.meff:.0f}"
+            + (f"; score trained on the external cohort: {info.score}" if info.score else ""))

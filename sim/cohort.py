@@ -20,6 +20,7 @@ Layout written under `out`:
     devices/dev00/phenotypes.tsv    sample<TAB>phenotype
     devices/dev00/ancestry.tsv      sample<TAB>ancestry
     test/calls.vcf.gz, test/phenotypes.tsv, test/ancestry.tsv
+    score/PGS_SIM_EUR.txt           with external_samples: a score trained on that cohort
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class CohortInfo:
     seed: int
     meff: float = float("nan")
     chromosomes: tuple[int, ...] = ()
+    score: Path | None = None  # PGS Catalog file trained on the external cohort, if any
 
 
 def simulate(out: Path, **kwargs: object) -> CohortInfo:
@@ -206,6 +208,17 @@ def _panel(sites: engine.Sites) -> Panel:
         for i in np.flatnonzero(sites.panel)))
 
 
+def _score(out: Path, p: SimParams, result: engine.RunResult) -> Path:
+    """The external cohort's score as a PGS Catalog file under out/score/."""
+    from genofed.sim.score import train_score, write_score
+
+    panel = _panel(result.sites)
+    ext = result.phenotype[p.n_phenotyped + p.reference_samples:]
+    weights = train_score(panel, result.external_panel, ext)
+    return write_score(out / "score" / f"PGS_SIM_{p.external_ancestry}.txt", panel, weights,
+                       ancestry=p.external_ancestry, n=p.external_samples)
+
+
 def _write(out: Path, p: SimParams, result: engine.RunResult, codes_of: engine.CodesOf
            ) -> CohortInfo:
     from genofed.sim.manifest import manifest_json
@@ -229,6 +242,7 @@ def _write(out: Path, p: SimParams, result: engine.RunResult, codes_of: engine.C
             (d / "ancestry.tsv").write_text("sample\tancestry\n" + "".join(
                 f"{s}\t{ANCESTRIES[k]}\n" for s, k in zip(samples, result.ancestry[lo:hi],
                                                           strict=True)))
+        score = _score(out, p, result) if p.external_samples else None
         info = CohortInfo(
             root=out, panel=panel_path, manifest=out / "cohort.json",
             device_ids=tuple(g[0] for g in groups[:-1]), device_vcfs=tuple(vcfs[:-1]),
@@ -236,7 +250,7 @@ def _write(out: Path, p: SimParams, result: engine.RunResult, codes_of: engine.C
             variants=len(sites.positions), panel_size=int(sites.panel.sum()),
             samples_per_device=p.samples_per_device, test_samples=p.test_samples,
             reference_samples=p.reference_samples, seed=p.seed, meff=result.meff,
-            chromosomes=p.chromosomes)
+            chromosomes=p.chromosomes, score=score)
         info.manifest.write_text(manifest_json(p, result, info, groups))
     except OSError as exc:
         raise LocalInputError(f"{out}: cannot write cohort: {exc}") from None

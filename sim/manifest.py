@@ -47,6 +47,7 @@ def manifest_json(p: SimParams, r: RunResult, info: CohortInfo,
                          "variants": w.variants, "causal": w.causal}
                         for w, n in zip(r.windows, r.window_lengths, strict=True)],
         },
+        "score": str(info.score.relative_to(root)) if info.score else None,
         "variants": info.variants,
         "panel": str(info.panel.relative_to(root)),
         "panel_size": info.panel_size,
