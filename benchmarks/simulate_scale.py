@@ -61,11 +61,13 @@ def main() -> None:
     genomes = CLINICS * PER_CLINIC + TEST + REFERENCE
     matrix_mb = genomes * VARIANTS / 2**20
     row = {"genomes": genomes, "variants": VARIANTS, "panel": PANEL, "clinics": CLINICS,
-           "seconds": total, "cpu_seconds": cpu, "msprime_seconds": spent["msprime"], "peak_rss_mb": peak,
+           "seconds": total, "cpu_seconds": cpu, "msprime_seconds": spent["msprime"],
+           "peak_rss_mb": peak,
            "genotype_matrix_mb": matrix_mb, "vcf_gz_mb": size_mb, "meff": info.meff,
            "clinic0_records": records, "clinic0_samples": samples}
     write_results("simulate_scale", [row], {
-        "seconds": total, "cpu_seconds": cpu, "minutes": total / 60, "under_10_minutes": total < 600,
+        "seconds": total, "cpu_seconds": cpu, "minutes": total / 60,
+        "under_10_minutes": total < 600,
         "msprime_seconds": spent["msprime"], "seconds_over_msprime": total / spent["msprime"],
         "peak_rss_mb": peak, "peak_over_genotype_matrix": peak / matrix_mb,
         "meff": info.meff, "vcf_gz_mb": size_mb})
