@@ -76,8 +76,8 @@ class Trait:
 def liability_h2(y: np.ndarray, r2_observed: float) -> float:
     """Observed-scale h2 (variance of a 0/1 trait explained) to the liability scale: Dempster
     and Lerner 1950, Lee et al. 2011 eq. 5 with no ascertainment, K the sample's prevalence."""
-    from scipy.stats import norm
+    from statistics import NormalDist
 
     k = float(np.mean(y))
-    z = float(norm.pdf(norm.ppf(1 - k)))
+    z = NormalDist().pdf(NormalDist().inv_cdf(1 - k))
     return r2_observed * k * (1 - k) / z**2

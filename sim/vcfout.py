@@ -44,7 +44,7 @@ def write_vcf(path: Path, sites: Sites, samples: tuple[str, ...], codes: np.ndar
               fixed: list[bytes] | None = None) -> Path:
     """Write codes [samples, sites] as `path` (.vcf.gz) with its .tbi; returns `path`."""
     fixed = fixed if fixed is not None else prefixes(sites)
-    with BGZFile(str(path), "wb") as f:
+    with BGZFile(str(path), "wb", index=None) as f:
         f.write(header(sites, samples))
         for lo in range(0, len(fixed), _CHUNK):
             body = _GT_BYTES[codes[:, lo:lo + _CHUNK].T]  # [chunk, samples, 4]
