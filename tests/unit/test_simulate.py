@@ -227,3 +227,32 @@ def test_populations_are_genetically_distinct() -> None:
 
     halves = np.random.default_rng(0).permutation(len(pop)) < len(pop) // 2
     assert diff(pop == 0, pop == 1) > 3 * diff(halves, ~halves)  # AFR against EUR
+
+
+def test_streamed_equals_in_memory(tmp_path: Path) -> None:
+    """`simulate` (windows to scratch files, VCFs from memory-mapped slices) writes the very
+    files `write_cohort(build_cohort(...))` writes from memory, and leaves no scratch behind:
+    the small version of `genofed bench simulate_scale`."""
+    args = {**SMALL, "devices": 4, "samples_per_device": 6, "chromosomes": (20, 21, 22)}
+    streamed = simulate(tmp_path / "s", **args)
+    held = write_cohort(build_cohort(SimParams(**args)), tmp_path / "m")
+
+    def files(info: CohortInfo) -> list[bytes]:
+        vcfs = [gzip.decompress(f.read_bytes()) for f in (*info.device_vcfs, info.test_vcf)]
+        rest = [info.panel, *info.device_phenotypes, info.test_phenotypes,
+                *(p.with_name("ancestry.tsv") for p in info.device_phenotypes)]
+        return vcfs + [p.read_bytes() for p in rest]
+
+    assert files(streamed) == files(held)
+    assert sorted(p.name for p in streamed.root.iterdir()) == [
+        "cohort.json", "devices", "panel.tsv", "test"]
+
+
+def test_cross_device_one_genome_a_device(tmp_path: Path) -> None:
+    info = simulate(tmp_path, **{**SMALL, "devices": 12, "samples_per_device": 1,
+                                 "chromosomes": (21, 22)})
+    panel = load_panel(info.panel)
+    for vcf in info.device_vcfs:
+        with pysam.VariantFile(str(vcf)) as vf:
+            assert len(vf.header.samples) == 1 and vf.index is not None
+        assert read_dosages(vcf, panel).dosage.shape == (1, 60)
