@@ -139,19 +139,26 @@ def simulate(out: Path, **kwargs: object) -> CohortInfo:
     _prepare(out)
     scratch = Path(tempfile.mkdtemp(prefix=".windows-", dir=out))
     try:
-        files: list[Path] = []
+        files: list[tuple[Path, int]] = []
 
         def keep(i: int, w: WindowData) -> None:
-            files.append(scratch / f"w{i:02d}.npy")
-            np.save(files[-1], w.codes)
+            files.append((scratch / f"w{i:02d}.u8", w.codes.shape[1]))
+            w.codes.tofile(files[-1][0])
 
         result = engine.run(params, keep)
-        arrays = [np.load(f, mmap_mode="r") for f in files]
         info = _write(out, params, result, lambda lo, hi: np.concatenate(
-            [a[lo:hi] for a in arrays], axis=1))
+            [_rows(f, width, lo, hi) for f, width in files], axis=1))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+def _rows(path: Path, width: int, lo: int, hi: int) -> np.ndarray:
+    """Rows lo..hi of a window's codes from its scratch file. Read, not memory-mapped: mapped
+    pages would count in the resident set (and its peak) as if every genotype were held."""
+    with path.open("rb") as f:
+        f.seek(lo * width)
+        return np.fromfile(f, dtype=np.uint8, count=(hi - lo) * width).reshape(hi - lo, width)
 
 
 def build_cohort(params: SimParams) -> Cohort:
