@@ -127,6 +127,9 @@ def test_ld_decays_with_distance_as_the_model_draws_it() -> None:
 
 
 def test_meff_grows_with_the_panel() -> None:
+    """Li-Ji M_eff on 600 genomes: measured 82 for 100 sites, 219 for 400. The old chr22
+    cohorts (window set by the variant count) gave 38 and 124 on the same genomes: markers
+    in LD with their neighbours, about 0.3 independent per site against 0.55 here."""
     meff = []
     for panel in (100, 400):
         c = build_cohort(SimParams(devices=2, samples_per_device=300, variants=panel,
@@ -134,6 +137,7 @@ def test_meff_grows_with_the_panel() -> None:
                                    reference_samples=100, missing_rate=0.0))
         meff.append(c.result.meff)
     assert meff[1] > 2.5 * meff[0]
+    assert meff[1] > 0.45 * 400
 
 
 def test_liability_heritability_comes_back_from_case_control() -> None:
