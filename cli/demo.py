@@ -118,8 +118,9 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     say("training the centralized baseline on the pooled device data ...")
     central = centralized_auc(device_dirs, panel, test)
     fed = float(rows[-1]["test_auc"]) if rows else float("nan")  # type: ignore[arg-type]
-    say(f"\nfederated test AUC {fed:.4f}   centralized logistic regression {central:.4f}   "
-        f"difference {fed - central:+.4f}   ({time.monotonic() - t_start:.0f} s in all)")
+    say(f"\nfederated test AUC {fed:.4f}   centralized logistic regression (L2, CV) "
+        f"{central:.4f}   difference {fed - central:+.4f}   "
+        f"({time.monotonic() - t_start:.0f} s in all)")
     result: dict[str, object] = {"model": model, "devices": len(device_dirs), "rounds": rows,
                                  "federated_auc": fed, "centralized_auc": central}
     if test.ancestry is not None and rows:
@@ -247,9 +248,11 @@ def centralized_auc(device_dirs: list[Path], panel: Panel, test: Labeled) -> flo
 
 def centralized_scores(device_dirs: list[Path], panel: Panel, test: Labeled,
                        only: str | None = None) -> np.ndarray:
-    """Test scores of scikit-learn's logistic regression on the pooled device data (`only`:
-    the samples of that ancestry alone)."""
-    from sklearn.linear_model import LogisticRegression
+    """Test scores of scikit-learn's L2 logistic regression on the pooled device data (`only`:
+    the samples of that ancestry alone), its penalty chosen by 3-fold cross-validated AUC:
+    unpenalized, 500 sites on 1,200 genomes overfit (test AUC 0.647 against 0.782 for the
+    federated model on the demo's cohort), which flattered federation."""
+    from sklearn.linear_model import LogisticRegressionCV
 
     parts = [load_labeled(d / "calls.vcf.gz", d / "phenotypes.tsv", panel) for d in device_dirs]
     x = np.concatenate([p.x for p in parts])
@@ -258,7 +261,8 @@ def centralized_scores(device_dirs: list[Path], panel: Panel, test: Labeled,
         keep = np.concatenate([p.ancestry if p.ancestry is not None else
                                np.full(len(p.y), "?") for p in parts]) == only
         x, y = x[keep], y[keep]
-    clf = LogisticRegression(max_iter=2000).fit(x, y)
+    clf = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
+                               max_iter=2000).fit(x, y)
     return np.asarray(clf.decision_function(test.x))
 
 
