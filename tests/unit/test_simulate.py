@@ -256,3 +256,19 @@ def test_cross_device_one_genome_a_device(tmp_path: Path) -> None:
         with pysam.VariantFile(str(vcf)) as vf:
             assert len(vf.header.samples) == 1 and vf.index is not None
         assert read_dosages(vcf, panel).dosage.shape == (1, 60)
+
+
+def test_cli_reports_meff(tmp_path: Path) -> None:
+    from conftest import run_genofed
+
+    done = run_genofed("simulate", "--out", str(tmp_path), "--devices", "2",
+                       "--samples-per-device", "20", "--variants", "200", "--panel-size", "80",
+                       "--test-samples", "20", "--reference-samples", "60",
+                       "--chromosomes", "20-22", "--ancestry", "EUR=0.5,AFR=0.5")
+    assert done.returncode == 0, done.stderr
+    assert "on 3 autosomes" in done.stdout
+    meff = float(done.stdout.split("(Li-Ji M_eff) ")[1].split()[0].rstrip(";"))
+    assert meff == pytest.approx(json.loads((tmp_path / "cohort.json").read_text())
+                                 ["meff"]["value"], abs=0.5)
+    bad = run_genofed("simulate", "--out", str(tmp_path / "x"), "--ancestry", "EUR=0.5,XX=0.5")
+    assert bad.returncode == 1 and "XX=0.5" in bad.stderr and "Traceback" not in bad.stderr
