@@ -30,6 +30,7 @@ class Data:
 
     devices: tuple[tuple[np.ndarray, np.ndarray], ...]
     test: tuple[np.ndarray, np.ndarray]
+    test_ancestry: np.ndarray | None = None  # str per test sample
 
 
 def cohort(samples_per_device: int, seed: int, split: str = "population") -> Cohort:
@@ -49,7 +50,7 @@ def data(c: Cohort, sizes: Sequence[int] | None = None) -> Data:
     devs = [xy(g) for g in c.devices]
     if sizes is not None:
         devs = [(x[:s], y[:s]) for (x, y), s in zip(devs, sizes, strict=True)]
-    return Data(tuple(devs), xy(c.test))
+    return Data(tuple(devs), xy(c.test), np.array(c.test.ancestry))
 
 
 def bundle(c: Cohort, out: Path, seed: int) -> Bundle:
@@ -78,3 +79,22 @@ class Local:
         x, y = self.data.test
         self.trainer.set_weights(np.asarray(weights, np.float32))
         return float(roc_auc_score(y, self.trainer.predict_logits(x)))
+
+    def by_ancestry(self, weights: np.ndarray) -> dict[str, object]:
+        """The test AUC overall and by ancestry, with the best-worst gap named."""
+        from genofed.sim.evaluate import auc_report
+
+        x, y = self.data.test
+        assert self.data.test_ancestry is not None
+        self.trainer.set_weights(np.asarray(weights, np.float32))
+        return auc_report(y, self.trainer.predict_logits(x), self.data.test_ancestry)
+
+
+def ancestry_fields(prefix: str, report: dict[str, object]) -> dict[str, object]:
+    """Flat row fields of an AUC-by-ancestry report: per ancestry, worst, gap."""
+    by = report["by_ancestry"]
+    assert isinstance(by, dict)
+    out: dict[str, object] = {f"{prefix}_{k}": v for k, v in by.items()}
+    out[f"{prefix}_worst"] = report["worst"]
+    out[f"{prefix}_gap"] = report["gap"]
+    return out

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _fedsim import Local, bundle, cohort, data
+from _fedsim import Local, ancestry_fields, bundle, cohort, data
 from support.poison import KINDS, poisoned
 
 from genofed.aggregator.cohort import CohortPolicy
@@ -72,7 +72,8 @@ def run(local: Local, model: ModelSpec, clip: float, kind: str | None) -> dict[s
     row: dict[str, object] = {
         "attack": kind or "honest", "clip": clip, "round_7": attacked.record.status,
         "auc_before": local.auc(models[ATTACK_ROUND]), "auc_after": local.auc(after),
-        "auc_end": local.auc(models[max(models)])}
+        "auc_end": local.auc(models[max(models)]),
+        **ancestry_fields("auc_end", local.by_ancestry(models[max(models)]))}
     keep = model.layout.keep
     ups = sim.updates[ATTACK_ROUND]
     honest_mean = clipped_mean(ups, keep, clip)
@@ -106,6 +107,8 @@ def main() -> None:
     for r in rows:
         key = f"{r['attack']}_C{r['clip']:g}"
         summary[f"{key}_auc_after"] = r["auc_after"]
+        summary[f"{key}_auc_end_worst_ancestry"] = r["auc_end_worst"]
+        summary[f"{key}_auc_end_ancestry_gap"] = r["auc_end_gap"]
         if r["attack"] != "honest":
             summary[f"{key}_round"] = r["round_7"]
             summary[f"{key}_shift_per_honest_share"] = r["shift_per_honest_share"]

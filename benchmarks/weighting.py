@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _fedsim import Data, Local, bundle, cohort, data
+from _fedsim import Data, Local, ancestry_fields, bundle, cohort, data
 
 CLIP, W_MAX, ROUNDS, REPORT = 10.0, 1000, 20, (8, 20)
 SKEWED = (1000, 500, 200, 100, 50, 25)
@@ -46,13 +46,15 @@ LEARNS = {
 }
 
 
-def fedavg(local: Local, initial: np.ndarray, rule: str, seed: int) -> list[float]:
-    """Test AUC after each of ROUNDS rounds of FedAvg with weights by `rule`."""
+def fedavg(local: Local, initial: np.ndarray, rule: str, seed: int,
+           last: list[dict[str, object]]) -> list[float]:
+    """Test AUC after each of ROUNDS rounds of FedAvg with weights by `rule`; last[0] is set
+    to the AUC by ancestry after round REPORT[-1]."""
     rng = np.random.default_rng(seed)
     w = initial.astype(np.float32)
     weights = [RULES[rule](len(y)) for _, y in local.data.devices]
     aucs = []
-    for _ in range(ROUNDS):
+    for r in range(ROUNDS):
         acc = np.zeros(w.size)
         for i, wi in enumerate(weights):
             d = local.delta(i, w, rng)
@@ -60,6 +62,8 @@ def fedavg(local: Local, initial: np.ndarray, rule: str, seed: int) -> list[floa
             acc += wi * (d * (CLIP / norm) if norm > CLIP else d)
         w = (w + acc / sum(weights)).astype(np.float32)
         aucs.append(local.auc(w))
+        if r + 1 == REPORT[-1]:
+            last[0] = local.by_ancestry(w)
     return aucs
 
 
@@ -89,11 +93,13 @@ def main() -> None:
             initial = b.layout.flatten(b.initial_params())
             central = centralized(d)
             for rule in RULES:
-                runs = [fedavg(local, initial, rule, 100 * seed + t) for t in (0, 1)]
+                last: list[dict[str, object]] = [{}]
+                runs = [fedavg(local, initial, rule, 100 * seed + t, last) for t in (0, 1)]
                 row = {"cohort": name, "seed": seed,
                        "sizes": "/".join(str(len(y)) for _, y in d.devices), "rule": rule}
                 for r in REPORT:
                     row[f"auc_{r}"] = float(np.mean([a[r - 1] for a in runs]))
+                row.update(ancestry_fields(f"auc_{REPORT[-1]}_run2", last[0]))
                 row["centralized_auc"] = central
                 row["aggregator_learns"] = LEARNS[rule]
                 rows.append(row)

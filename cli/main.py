@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-samples", type=int, default=400)
     s.add_argument("--split", choices=["population", "iid"], default="population")
     s.add_argument("--seed", type=int, default=1)
+    from genofed.sim.cli import add_arguments
+
+    add_arguments(s)
     s.set_defaults(handler=_simulate)
 
     f = sub.add_parser("features", help="read a VCF/BCF against a panel into a dosage matrix")
@@ -117,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--init", type=Path, metavar="PARAMS.npz",
                    help="start from these weights instead of the seeded ones: named arrays, "
                         "as `genofed train -o` and `genofed aggregator model` write them")
+    e.add_argument("--init-from", type=Path, metavar="SCORE",
+                   help="start a logreg from a PGS Catalog scoring file's effect weights, "
+                        "mapped onto the panel and the standardized input encoding")
     ep = e.add_argument_group(
         "pruning", "Unstructured: a global magnitude mask over the weight matrices (biases "
         "never), which devices keep exactly 0 and leave out of their updates. Structured: a "
@@ -222,14 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from genofed.sim.cohort import simulate
+    from genofed.sim.cli import run_simulate
 
-    info = simulate(args.out, devices=args.devices, samples_per_device=args.samples_per_device,
-                    variants=args.variants, panel_size=args.panel_size, seed=args.seed,
-                    test_samples=args.test_samples, split=args.split)
-    print(f"{info.root}: {len(info.device_ids)} devices x {info.samples_per_device} samples, "
-          f"{info.test_samples} held-out test samples, {info.variants} variants, "
-          f"panel of {info.panel_size} sites ({info.panel})")
+    print(run_simulate(args))
     return 0
 
 
@@ -279,7 +280,7 @@ def _export(args: argparse.Namespace) -> int:
         model=args.model, panel=args.panel, out=args.out, hidden=args.hidden, seed=args.seed,
         proximal=args.proximal, init=args.init, prune=args.prune, prune_step=args.prune_step,
         prune_steps=args.prune_steps, mask_from=args.mask_from, keep_sites=args.keep_sites,
-        keep_hidden=args.keep_hidden)
+        keep_hidden=args.keep_hidden, init_from=args.init_from)
     key = None
     if args.signing_key is not None:
         if not args.signing_key.exists():

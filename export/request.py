@@ -39,6 +39,7 @@ class ExportRequest:
     mask_from: Path | None = None
     keep_sites: int | None = None
     keep_hidden: int | None = None
+    init_from: Path | None = None  # a PGS Catalog scoring file (`export/score_init.py`)
 
     def __post_init__(self) -> None:
         stepped = (self.prune_step is not None, self.prune_steps is not None)
@@ -61,7 +62,11 @@ class ExportRequest:
                                       f"(--hidden), got {self.keep_hidden}")
         if self.keep_sites is not None and self.model == "cnn":
             raise LocalInputError("export: --keep-sites works for logreg and mlp, not cnn")
-        if self.init is None and self.model == "logreg" and (self.sparsity or self.keep_sites):
+        if self.init is not None and self.init_from is not None:
+            raise LocalInputError("export: --init and --init-from each give the starting "
+                                  "weights; pass one")
+        if self.init is None and self.init_from is None and self.model == "logreg" and (
+                self.sparsity or self.keep_sites):
             flag = "--prune" if self.sparsity else "--keep-sites"
             raise LocalInputError(f"export: {flag} needs --init for a logreg (its initial "
                                   "weights are all 0, so there is no magnitude to rank)")
@@ -82,6 +87,16 @@ class ExportRequest:
             raise LocalInputError(f"export: --keep-sites must be in [1, {len(panel)}] (the "
                                   f"panel's sites), got {self.keep_sites}")
         init = read_params(self.init, "--init") if self.init is not None else None
+        from_score = ""
+        if self.init_from is not None:
+            from genofed.export.score_init import params_from_score
+            from genofed.models.pgs import load_pgs
+
+            init, counts = params_from_score(self.model, panel, load_pgs(self.init_from))
+            from_score = (f"; weights from {self.init_from.name}: "
+                          f"{counts['same'] + counts['swapped']} sites matched "
+                          f"({counts['swapped']} swapped), {counts['not_on_panel']} not on the "
+                          f"panel, {counts['other_alleles']} with other alleles")
         out = export_pruned(self.model, panel, self.out, hidden=self.hidden, seed=self.seed,
                             init=init, earlier=self._earlier(panel), sparsity=self.sparsity,
                             keep_sites=self.keep_sites, keep_hidden=self.keep_hidden,
@@ -91,7 +106,7 @@ class ExportRequest:
             target = f" (target {self.sparsity:.2%}" + (
                 f", step {self.prune_step} of {self.prune_steps})"
                 if self.prune_step is not None else ")")
-        return out, f"bundle written to {out}: {summary(load_bundle(out))}{target}"
+        return out, f"bundle written to {out}: {summary(load_bundle(out))}{target}{from_score}"
 
     def _earlier(self, panel: Panel) -> Bundle | None:
         if self.mask_from is None:

@@ -42,8 +42,9 @@ def harmonized(panel: Panel, *, effect_is_alt: np.ndarray) -> str:
     for s, alt_effect in zip(panel.sites, effect_is_alt, strict=True):
         effect, other = (s.alt, s.ref) if alt_effect else (s.ref, s.alt)
         af = s.af if alt_effect else 1 - s.af
-        rows.append("\t".join([s.id, "22", str(s.pos + 7), effect, other, "0.01",
-                               f"{af:.6g}", "ENSEMBL", s.id, "22", str(s.pos), ""]))
+        chrom = s.chrom.removeprefix("chr")  # the cohort spans every autosome
+        rows.append("\t".join([s.id, chrom, str(s.pos + 7), effect, other, "0.01",
+                               f"{af:.6g}", "ENSEMBL", s.id, chrom, str(s.pos), ""]))
     return (HARMONIZED_HEAD.format(n=len(rows)) + "\t".join(HM_COLUMNS) + "\n"
             + "\n".join(rows) + "\n")
 
@@ -84,7 +85,7 @@ def test_cli_reads_both_formats_alike(cohort: Path, tmp_path: Path) -> None:
 
 def test_author_positions_with_a_frequency_file(cohort: Path, tmp_path: Path) -> None:
     panel = load_panel(cohort / "panel.tsv")
-    rows = [f"{s.id}\tchr22\t{s.pos}\t{s.alt}\t{s.ref}\t0.5" for s in panel.sites]
+    rows = [f"{s.id}\t{s.chrom}\t{s.pos}\t{s.alt}\t{s.ref}\t0.5" for s in panel.sites]
     pgs = tmp_path / "author.txt"
     pgs.write_text("#pgs_id=PGS000001\n#genome_build=hg38\nrsID\tchr_name\tchr_position\t"
                    "effect_allele\tother_allele\teffect_weight\n" + "\n".join(rows) + "\n")

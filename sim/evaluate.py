@@ -1,0 +1,71 @@
+"""AUC overall and by ancestry, with the gap between the best- and worst-served ancestry.
+
+Every AUC the project reports on a simulated cohort goes through `auc_report`, so that a model
+that serves one ancestry well and another badly cannot hide behind its overall figure.
+Ancestries with fewer than MIN_CASES cases or controls in the test set get no AUC (too noisy
+to rank) and are listed as skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from genofed.errors import LocalInputError, read_user_text
+
+MIN_CASES = 5
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (scikit-learn)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+def auc_report(y: np.ndarray, score: np.ndarray, ancestry: np.ndarray) -> dict[str, object]:
+    """{"auc", "by_ancestry": {name: auc}, "best", "worst", "gap", "skipped"}."""
+    y = np.asarray(y)
+    score = np.asarray(score)
+    ancestry = np.asarray(ancestry)
+    by: dict[str, float] = {}
+    skipped = []
+    for name in sorted(set(ancestry.tolist())):
+        m = ancestry == name
+        cases = int(y[m].sum())
+        if min(cases, int(m.sum()) - cases) < MIN_CASES:
+            skipped.append(name)
+            continue
+        by[name] = auc(y[m], score[m])
+    best = max(by, key=by.__getitem__) if by else None
+    worst = min(by, key=by.__getitem__) if by else None
+    gap = by[best] - by[worst] if best and worst else float("nan")
+    return {"auc": auc(y, score), "by_ancestry": by, "best": best, "worst": worst, "gap": gap,
+            "skipped": skipped}
+
+
+def describe(report: dict[str, object]) -> str:
+    """One line: overall, each ancestry, and the named gap."""
+    by = report["by_ancestry"]
+    assert isinstance(by, dict)
+    parts = "  ".join(f"{k} {v:.3f}" for k, v in by.items())
+    gap = report["gap"]
+    assert isinstance(gap, float)
+    return (f"AUC {report['auc']:.3f}  [{parts}]  best {report['best']}, worst "
+            f"{report['worst']}: gap {gap:.3f}")
+
+
+def read_ancestry(path: str | Path) -> dict[str, str]:
+    """`sample<TAB>ancestry` as `genofed simulate` writes it."""
+    p = Path(path)
+    lines = read_user_text(p, "ancestry file").splitlines()
+    if not lines or lines[0].split("\t") != ["sample", "ancestry"]:
+        raise LocalInputError(f"{p}:1: ancestry file must start with 'sample<TAB>ancestry'")
+    out = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0]:
+            raise LocalInputError(f"{p}:{lineno}: expected sample<TAB>ancestry")
+        out[fields[0]] = fields[1]
+    return out
