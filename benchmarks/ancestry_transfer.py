@@ -52,18 +52,14 @@ def fedavg(local: Local, initial: np.ndarray, seed: int) -> list[dict[str, objec
 
 
 def central(d: Data, keep: np.ndarray | None = None) -> dict[str, object]:
-    from sklearn.linear_model import LogisticRegressionCV
-
-    from genofed.sim.evaluate import auc_report
+    from genofed.sim.evaluate import auc_report, central_scores
 
     x = np.concatenate([x for x, _ in d.devices])
     y = np.concatenate([y for _, y in d.devices])
     if keep is not None:
         x, y = x[keep], y[keep]
-    clf = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
-                               max_iter=2000).fit(x, y)
     assert d.test_ancestry is not None
-    return auc_report(d.test[1], clf.decision_function(d.test[0]), d.test_ancestry)
+    return auc_report(d.test[1], central_scores(x, y, d.test[0]), d.test_ancestry)
 
 
 def reach(curve: list[dict[str, object]], target: dict[str, object], key: str | None) -> int | None:

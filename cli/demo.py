@@ -249,10 +249,9 @@ def centralized_auc(device_dirs: list[Path], panel: Panel, test: Labeled) -> flo
 def centralized_scores(device_dirs: list[Path], panel: Panel, test: Labeled,
                        only: str | None = None) -> np.ndarray:
     """Test scores of scikit-learn's L2 logistic regression on the pooled device data (`only`:
-    the samples of that ancestry alone), its penalty chosen by 3-fold cross-validated AUC:
-    unpenalized, 500 sites on 1,200 genomes overfit (test AUC 0.647 against 0.782 for the
-    federated model on the demo's cohort), which flattered federation."""
-    from sklearn.linear_model import LogisticRegressionCV
+    the samples of that ancestry alone), its penalty chosen by cross-validation
+    (`sim.evaluate.central_scores`)."""
+    from genofed.sim.evaluate import central_scores
 
     parts = [load_labeled(d / "calls.vcf.gz", d / "phenotypes.tsv", panel) for d in device_dirs]
     x = np.concatenate([p.x for p in parts])
@@ -261,9 +260,7 @@ def centralized_scores(device_dirs: list[Path], panel: Panel, test: Labeled,
         keep = np.concatenate([p.ancestry if p.ancestry is not None else
                                np.full(len(p.y), "?") for p in parts]) == only
         x, y = x[keep], y[keep]
-    clf = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
-                               max_iter=2000).fit(x, y)
-    return np.asarray(clf.decision_function(test.x))
+    return central_scores(x, y, test.x)
 
 
 def ancestry_comparison(device_dirs: list[Path], panel: Panel, test: Labeled,
