@@ -39,13 +39,17 @@ def test_bad_share_status_bomb_and_noise_end_no_process(tmp_path: Path, cohort: 
                             broker.port, rounds=2, min_participants=4, names=names)
         for who in ("dev01", "stranger"):  # retained before the aggregator ever starts
             mosquitto_pub(tmp_path, broker.port, who, topics.status(who), BOMB, retain=True)
+        agg = spawn(["aggregator", "run", "--config", str(cfg)],
+                    tmp_path / "logs" / "aggregator.log")
+        agg_log = tmp_path / "logs" / "aggregator.log"
+        # The bombs are read before dev01's agent replaces its retained status with its own.
+        wait_until("dev01's bomb dropped", lambda: "dropped a bad status message of dev01"
+                   in agg_log.read_text())
         # dev00 holds the first share of every neighbour it has: the server uses it.
         procs += [faulty_agent.spawn(tmp_path / "config" / f"{n}.toml",
                                      tmp_path / "logs" / f"{n}.log", dump_deltas=True,
                                      corrupt_share=0 if n == "dev00" else None) for n in names]
-        procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
-                           tmp_path / "logs" / "aggregator.log"))
-        agg_log = tmp_path / "logs" / "aggregator.log"
+        procs.append(agg)
         wait_until("round 0 open", lambda: "round 0 open" in agg_log.read_text())
         rng = os.urandom
         # Noise on every topic a device certificate may write (one without an agent running:

@@ -13,7 +13,7 @@ stage, as a device that loses power would: no clean disconnect, so the broker se
 --hang-after STAGE answers that stage and then nothing more while it stays connected and
 online, as a device whose process froze would: the next stage waits for it until its
 deadline. --corrupt-share ROUND sends, in that round, one unmasking share off by one in its
-last byte (properly signed); --lie-in-unmasking sends every unmasking share off by one, in
+first limb (properly signed); --lie-in-unmasking sends every unmasking share off by one, in
 every round. --poison sends a poisoned ring vector instead of its honest
 encoding (the kinds of `poison.py`: skip-clip, crafted-ring, negative-weight,
 inflated-weight, within-bound, within-bound-flip), the first kind in the first round it
@@ -114,7 +114,7 @@ class FaultyAgent(Agent):
             msg = decode(reply)
             if isinstance(msg, UnmaskShares) and (self.lie_in_unmasking or
                                                   msg.header.round == self.corrupt_share):
-                # Shares off by one in their last byte, the message signed as it should be.
+                # Shares off by one, the message signed as it should be.
                 shares = (*msg.self_shares, *msg.key_shares)
                 wrong = len(shares) if self.lie_in_unmasking else 1
                 log.warning("test fault: %d unmasking share(s) off by one", wrong)
@@ -127,8 +127,10 @@ class FaultyAgent(Agent):
 
 
 def _off_by_one(s: RevealedShare) -> RevealedShare:
-    return RevealedShare(s.owner, ShareValue(s.share.raw[:-1]
-                                             + bytes([(s.share.raw[-1] + 1) % 256])))
+    """The share with the lowest bit of its first limb flipped: still a field element (a
+    change in the last byte can push the top limb past 2^61 - 1, which is refused sooner, as a
+    share outside the field)."""
+    return RevealedShare(s.owner, ShareValue(bytes([s.share.raw[0] ^ 1]) + s.share.raw[1:]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
