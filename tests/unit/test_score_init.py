@@ -50,7 +50,7 @@ def test_score_file_and_mapping(cohort: CohortInfo, tmp_path: Path) -> None:
     swapped = tmp_path / "swapped.txt"
     _swap_half(cohort.score, swapped)
     score = load_pgs(swapped)  # the project's own PGS Catalog reader
-    params, counts = params_from_score("logreg", panel, score)
+    params, counts = params_from_score("logreg", panel, score, logit_sd=None)
     assert counts == {"same": 100, "swapped": 100, "not_on_panel": 0, "other_alleles": 0}
     # The oracle: the score summed the Catalog's way, effect-allele dosages times weights, read
     # from the test VCF against the score itself as the panel.
@@ -59,6 +59,11 @@ def test_score_file_and_mapping(cohort: CohortInfo, tmp_path: Path) -> None:
     logits = x.astype(np.float64) @ params["linear_weight"][0] + params["linear_bias"][0]
     diff = logits - raw
     assert np.ptp(diff) < 1e-4 * np.ptp(raw)  # equal up to the constant the bias leaves out
+    # By default the same direction, scaled to a logit of standard deviation 1.
+    scaled, _ = params_from_score("logreg", panel, score)
+    w, w_raw = scaled["linear_weight"][0], params["linear_weight"][0]
+    assert np.linalg.norm(w) == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(w, w_raw / np.linalg.norm(w_raw), rtol=1e-5, atol=1e-8)
 
 
 def test_score_init_refuses_other_models(cohort: CohortInfo) -> None:
