@@ -84,6 +84,10 @@ def _convert(hint: Any, value: Any, key: Key, base: Path | None) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _convert(args[0], value, key, base)
+    if origin is tuple and typing.get_args(hint) == (str, Ellipsis):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise LocalInputError(f"{key} must be a list of strings, got {value!r}")
+        return tuple(value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         sect = f"{key.section}.{key.name}" if key.section else key.name
         return build(hint, value, where=key.where, base=base, section=sect)

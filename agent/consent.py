@@ -1,9 +1,11 @@
 """The owner's consent record and the device's audit log, both in the agent's state folder.
 
-`consent.json` holds the owner's current decision: granted (optionally until an expiry),
-paused (no new round; a round in flight completes) or withdrawn (the round in flight is left
-at once, as a dropout, and no later one joined). Without the file, the configuration the
-owner installed stands for consent, and `status` says that no record exists.
+`consent.json` holds the owner's current decision, with the data uses (GA4GH DUO codes) it
+covers: a task that declares codes outside them is never joined. Granted (optionally until
+an expiry), paused (no new round; a round in flight completes) or withdrawn (the round in
+flight is left at once, as a dropout, and no later one joined). Without the file, the
+configuration the owner installed stands for consent (with no data use agreed: a task that
+declares DUO codes is not joined), and `status` says that no record exists.
 
 `audit.jsonl` is append-only and hash-chained: each entry holds the SHA-256 of the one
 before, and its own hash covers its content and that link, so an edited, inserted or
@@ -29,6 +31,7 @@ from typing import Any
 
 from genofed import atomic
 from genofed.errors import LocalInputError
+from genofed.protocol.schema import DataUse, check_duo
 
 STATES = ("granted", "paused", "withdrawn")
 GENESIS = "0" * 64
@@ -42,6 +45,19 @@ class Consent:
     expires: float | None = None  # Unix time; None: no expiry
     changed: float = 0.0
     recorded: bool = False
+    duo: tuple[str, ...] = ()  # the data uses (GA4GH DUO codes) the owner agreed to
+
+    def refuses(self, use: DataUse) -> str | None:
+        """Why a task declaring `use` may not be joined (None: it may). A task that declares
+        DUO codes needs every one of them in the owner's consent; one that declares none
+        restricts nothing and is joined on the consent alone."""
+        missing = [c for c in use.duo if c not in self.duo]
+        if not missing:
+            return None
+        study = f"study {use.study!r} " if use.study else ""
+        agreed = ", ".join(self.duo) if self.duo else "none"
+        return (f"{study}declares data use {', '.join(use.duo)}; your consent covers "
+                f"{agreed} (not {', '.join(missing)})")
 
     def allows_joining(self, now: float) -> bool:
         """May the device join a new round?"""
@@ -57,7 +73,8 @@ class Consent:
         if self.state == "granted" and self.expires is not None and now >= self.expires:
             return f"expired {_iso(self.expires)}"
         until = f" until {_iso(self.expires)}" if self.expires is not None else ""
-        return f"{self.state}{until} (since {_iso(self.changed)})"
+        uses = f", data use {', '.join(self.duo)}" if self.duo else ""
+        return f"{self.state}{until}{uses} (since {_iso(self.changed)})"
 
 
 def _iso(t: float) -> str:
@@ -83,7 +100,8 @@ def read_consent(state_dir: Path) -> Consent:
         raise LocalInputError(f"{path}: unreadable consent record: {exc}") from None
     try:
         c = Consent(state=str(doc["state"]), changed=float(doc["changed"]), recorded=True,
-                    expires=None if doc.get("expires") is None else float(doc["expires"]))
+                    expires=None if doc.get("expires") is None else float(doc["expires"]),
+                    duo=check_duo(list(doc.get("duo", [])), str(path)))
     except (KeyError, TypeError, ValueError):
         raise LocalInputError(f"{path}: not a consent record") from None
     if c.state not in STATES:
@@ -92,17 +110,20 @@ def read_consent(state_dir: Path) -> Consent:
 
 
 def set_consent(state_dir: Path, state: str, *, expires: float | None = None,
-                now: float | None = None) -> Consent:
-    """Record the owner's decision and log it in the audit chain."""
+                duo: tuple[str, ...] = (), now: float | None = None) -> Consent:
+    """Record the owner's decision (with the data uses agreed to) and log it in the audit
+    chain."""
     if state not in STATES:
         raise LocalInputError(f"consent must be one of {', '.join(STATES)}, got {state!r}")
     now = time.time() if now is None else now
     if expires is not None and expires <= now:
         raise LocalInputError(f"the expiry {_iso(expires)} is already past")
-    c = Consent(state=state, expires=expires, changed=now, recorded=True)
-    doc = {k: v for k, v in asdict(c).items() if k != "recorded"}
+    c = Consent(state=state, expires=expires, changed=now, recorded=True,
+                duo=check_duo(duo, "consent"))
+    doc = {k: list(v) if k == "duo" else v for k, v in asdict(c).items() if k != "recorded"}
     atomic.write_bytes(consent_path(state_dir), json.dumps(doc).encode() + b"\n", mode=0o600)
-    append(state_dir, "consent", {"state": state, "expires": expires}, now=now)
+    append(state_dir, "consent", {"state": state, "expires": expires, "duo": list(c.duo)},
+           now=now)
     return c
 
 

@@ -171,7 +171,7 @@ class Agent(ServiceControls):
                 job = self.core.next_job()
                 if job is not None:
                     self.core.mark_done(job.task.round)
-                    why = self.unavailable()
+                    why = self.unavailable() or self.consent.refuses(job.task.use)
                     if why is not None:
                         progress.warning("round %d: not joining: %s", job.task.round, why)
                         continue

@@ -43,6 +43,10 @@
     [store]                # absent: SQLite, state_dir/aggregator.db
     url = "postgresql://genofed@db.example.org/genofed"   # PostgreSQL (psycopg 3) instead
     lease_s = 10           # PostgreSQL: an active/standby pair's lease (see lease.py)
+
+    [study]                # the data use every task declares; devices join only what their
+    name = "PGS-T2D"       # owner consented to (`genofed agent consent grant --duo ...`)
+    duo = ["HMB", "IRB"]   # GA4GH DUO codes, short form or DUO:0000042
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from genofed.aggregator.cohort import CohortPolicy
 from genofed.aggregator.optimizers import ServerOptimizer
 from genofed.errors import LocalInputError
 from genofed.protocol.roundspec import TrainingSpec
+from genofed.protocol.schema import check_duo
 from genofed.protocol.topics import check_name
 from genofed.transport.mqtt import BrokerAddress
 
@@ -126,6 +131,17 @@ class StoreSection:
 
 
 @dataclass(frozen=True)
+class StudySection:
+    """`[study]`: the data use every task declares (`protocol/schema.DataUse`)."""
+
+    name: str = ""
+    duo: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_duo(self.duo, "[study] duo")
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     federation: str
     bundle: Path
@@ -137,6 +153,7 @@ class AggregatorConfig:
     codec: CodecSection = field(default_factory=CodecSection)
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
+    study: StudySection = field(default_factory=StudySection)
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ from genofed.models.manifest import Bundle
 from genofed.protocol.codec import CodecError, choose_bits
 from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec
-from genofed.protocol.schema import ModelRelease, SecureTask
+from genofed.protocol.schema import DataUse, ModelRelease, SecureTask
 from genofed.protocol.secagg import (
     GraphSeed,
     IdentityKey,
@@ -109,4 +109,4 @@ def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
                          aggregator, params, Ring(bits), n_trained, GraphSeed(random.seed()))
     return SecureTask(cfg.federation, number, "open", model_version,
                       deadline_s=cfg.rounds.stage_timeout_s, training=cfg.rounds.training(),
-                      codec=codec, secagg=secagg)
+                      codec=codec, secagg=secagg, use=DataUse(cfg.study.name, cfg.study.duo))

@@ -3,7 +3,7 @@
     install-service   the systemd unit, the service user and the state folder
     status            what the daemon is doing (read from its status file; text or --json)
     predict           the owner's own score from the global model the daemon holds
-    consent           show | grant [--until DATE] | pause | withdraw
+    consent           show | grant [--until DATE] [--duo CODES] | pause | withdraw
     audit             the audit log, its hash chain checked
     cost              each round's cost on this device, and which sensors it can read
     bench             one whole round on this device, its peers simulated (no broker)
@@ -67,6 +67,8 @@ def add_agent_commands(a: Any) -> None:
     c.add_argument("action", choices=["show", "grant", "pause", "withdraw"])
     c.add_argument("--config", type=Path, required=True)
     c.add_argument("--until", help="grant: an expiry, YYYY-MM-DD (UTC midnight)")
+    c.add_argument("--duo", default="", help="grant: the data uses you agree to, as GA4GH DUO "
+                   "codes (GRU,HMB,DS-CANCER,...); a task declaring any other is not joined")
     c.set_defaults(handler=_consent)
 
 
@@ -173,9 +175,14 @@ def _consent(args: argparse.Namespace) -> int:
             expires = float(calendar.timegm(time.strptime(args.until, "%Y-%m-%d")))
         except ValueError:
             raise LocalInputError(f"--until {args.until}: not a date YYYY-MM-DD") from None
+    duo = tuple(c.strip() for c in args.duo.split(",") if c.strip())
+    if duo and args.action != "grant":
+        raise LocalInputError("--duo goes with grant only")
+    if args.action != "grant":  # pausing or withdrawing keeps the data uses agreed before
+        duo = consent.read_consent(cfg.state_dir).duo
     c = consent.set_consent(cfg.state_dir, {"grant": "granted", "pause": "paused",
                                             "withdraw": "withdrawn"}[args.action],
-                            expires=expires)
+                            expires=expires, duo=duo)
     print(f"consent {c.describe(time.time())}; the running agent applies it within a second")
     return 0
 

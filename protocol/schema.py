@@ -16,6 +16,7 @@ change to any format is a new magic.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +29,38 @@ from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json
 from genofed.protocol.secagg import IdentityKey, RoundConfig, SigningIdentity
 
 STATES = ("open", "waiting", "finished")
+# A GA4GH Data Use Ontology term in its short form (GRU, HMB, DS-CANCER, NPU, IRB, ...) or as
+# its identifier (DUO:0000042).
+DUO_CODE = re.compile(r"[A-Z]{2,6}(-[A-Z0-9]{1,32})?|DUO:[0-9]{7}")
+
+
+def check_duo(codes: tuple[str, ...] | list[str], where: str) -> tuple[str, ...]:
+    """Codes as given, each checked against DUO_CODE; duplicates refused."""
+    out = tuple(str(c) for c in codes)
+    bad = [c for c in out if not DUO_CODE.fullmatch(c)]
+    if bad or len(set(out)) != len(out) or len(out) > 32:
+        raise LocalInputError(f"{where}: DUO codes must be distinct short forms (GRU, HMB, "
+                              f"DS-CANCER, ...) or DUO:0000042, at most 32; got {list(out)}")
+    return out
+
+
+@dataclass(frozen=True)
+class DataUse:
+    """What the federation's data may be used for, declared by the study in its signed task:
+    a study name and GA4GH DUO codes. Devices join only what their owner consented to."""
+
+    study: str = ""
+    duo: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_duo(self.duo, "data use")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"study": self.study, "duo": list(self.duo)}
+
+    @classmethod
+    def from_json(cls, f: Fields) -> DataUse:
+        return cls(f.text("study"), tuple(str(c) for c in f.array("duo", 32)))
 
 
 @dataclass(frozen=True)
@@ -45,6 +78,7 @@ class SecureTask:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     codec: CodecSpec | None = None
     secagg: RoundConfig | None = None
+    use: DataUse = field(default_factory=DataUse)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -64,7 +98,8 @@ class SecureTask:
             "state": self.state, "model_version": self.model_version,
             "deadline_s": self.deadline_s, "training": self.training.__dict__,
             "codec": self.codec.to_json() if self.codec else None,
-            "secagg": config_to_json(self.secagg) if self.secagg else None}
+            "secagg": config_to_json(self.secagg) if self.secagg else None,
+            "use": self.use.to_json()}
         return seal(identity, header)
 
     @classmethod
@@ -79,7 +114,8 @@ class SecureTask:
                        deadline_s=f.number("deadline_s"),
                        training=TrainingSpec.from_json(f.obj("training")),
                        codec=CodecSpec.from_json(f.obj("codec")) if f.has("codec") else None,
-                       secagg=config_from_json(f.obj("secagg")) if f.has("secagg") else None)
+                       secagg=config_from_json(f.obj("secagg")) if f.has("secagg") else None,
+                       use=DataUse.from_json(f.obj("use")) if f.has("use") else DataUse())
         except (MessageError, LocalInputError) as exc:  # a field, or a spec's own check
             raise MessageError(f"bad task: {exc}") from None
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from genofed.agent import consent
-from genofed.errors import LocalInputError
+from genofed.errors import LocalInputError, MessageError
+from genofed.protocol.schema import DataUse, SecureTask
+from genofed.protocol.secagg import SigningIdentity
 
 
 def test_without_a_record_the_configuration_stands(tmp_path: Path) -> None:
@@ -108,3 +110,35 @@ def test_the_consent_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert cli.main([*run[:2], "grant", *run[2:], "--until", "tomorrow"]) == 1
     assert cli.main(["agent", "audit", "--config", str(cfg)]) == 0
     assert "2 entries; chain intact" in capsys.readouterr().out
+
+
+def test_a_task_declaring_a_data_use_the_owner_did_not_agree_to_is_refused(
+        tmp_path: Path) -> None:
+    hmb = DataUse("PGS-T2D", ("HMB", "IRB"))
+    assert consent.read_consent(tmp_path).refuses(DataUse()) is None  # declares nothing
+    assert "your consent covers none (not HMB, IRB)" in str(
+        consent.read_consent(tmp_path).refuses(hmb))  # no record: no data use agreed
+    c = consent.set_consent(tmp_path, "granted", duo=("GRU", "HMB"), now=1000.0)
+    assert c.refuses(hmb) == ("study 'PGS-T2D' declares data use HMB, IRB; your consent "
+                              "covers GRU, HMB (not IRB)")
+    assert c.refuses(DataUse("x", ("HMB",))) is None
+    assert consent.read_consent(tmp_path) == c  # the codes survive the file
+    assert "data use GRU, HMB" in c.describe(1000.0)
+    entries, problems = consent.verify(tmp_path)
+    assert problems == [] and entries[-1]["duo"] == ["GRU", "HMB"]
+    with pytest.raises(LocalInputError, match="DUO codes"):
+        consent.set_consent(tmp_path, "granted", duo=("general research",))
+
+
+def test_the_data_use_travels_signed_in_the_task() -> None:
+    ident = SigningIdentity.generate()
+    task = SecureTask("fed", 3, "waiting", 1, use=DataUse("PGS-T2D", ("DS-CANCER", "NPU")))
+    back = SecureTask.open(task.seal(ident), ident.public, "fed")
+    assert back.use == task.use
+    plain = SecureTask.open(SecureTask("fed", 3, "waiting", 1).seal(ident), ident.public, "fed")
+    assert plain.use == DataUse()
+    with pytest.raises(LocalInputError, match="DUO codes"):
+        DataUse("x", ("hmb",))
+    forged = task.seal(ident).replace(b"DS-CANCER", b"DS-CANCEX")
+    with pytest.raises(MessageError):
+        SecureTask.open(forged, ident.public, "fed")
