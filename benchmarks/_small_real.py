@@ -52,6 +52,26 @@ def startup(repeats: int = 7) -> dict[str, float]:
     return {"python_s": bare, "features_imports_s": full, "imports_s": full - bare}
 
 
+QUERY = "bcftools query -f '%CHROM\\t%POS\\t%REF\\t%ALT\\t%FILTER[\\t%GT]\\n'"
+
+
+def panel_jobs(stem: Path, panel: Any, vcf: Path, genofed: str) -> dict[str, str]:
+    """Write `panel` and its regions beside `stem`; the commands that extract its sites:
+    genofed features (to STEM.npz, report STEM_report.json) and bcftools view with -R and
+    -T piped to one query (to STEM_query.tsv and its .T)."""
+    t, name = stem.parent, stem.name
+    (t / f"{name}_panel.tsv").write_text(panel.to_tsv())
+    (t / f"{name}_regions.tsv").write_text("".join(f"{s.chrom}\t{s.pos}\n"
+                                                   for s in panel.sites))
+    q = t / f"{name}_query.tsv"
+    return {
+        "genofed": f"{genofed} features --panel {t}/{name}_panel.tsv --vcf {vcf} "
+                   f"-o {t}/{name}.npz --report {t}/{name}_report.json --min-match-rate 0",
+        "bcftools -R": f"bcftools view -R {t}/{name}_regions.tsv {vcf} | {QUERY} > {q}",
+        "bcftools -T": f"bcftools view -T {t}/{name}_regions.tsv {vcf} | {QUERY} > {q}.T",
+    }
+
+
 def run(tmp: Path, timed: Callable[[str], float], rows: list[dict[str, Any]]
         ) -> dict[str, Any]:
     """Time both tools on the file, check genofed's dosages against bcftools's genotypes;
@@ -73,15 +93,9 @@ def run(tmp: Path, timed: Callable[[str], float], rows: list[dict[str, Any]]
     pick = sorted(np.random.default_rng(SEED).choice(len(single), SITES, replace=False))
     sites = [single[i] for i in pick]
     panel = Panel("GRCh37", tuple(Site(c, p, r, a, f"{c}:{p}", 0.3) for c, p, r, a in sites))
-    (tmp / "real_panel.tsv").write_text(panel.to_tsv())
-    (tmp / "real_regions.tsv").write_text("".join(f"{c}\t{p}\n" for c, p, _, _ in sites))
+    jobs = panel_jobs(tmp / "real", panel, vcf, f"{sys.executable} -m genofed")
+    del jobs["bcftools -T"]
     npz, q = tmp / "real.npz", tmp / "real_query.tsv"
-    query = "bcftools query -f '%CHROM\\t%POS\\t%REF\\t%ALT\\t%FILTER[\\t%GT]\\n'"
-    jobs = {
-        "genofed": f"{sys.executable} -m genofed features --panel {tmp}/real_panel.tsv "
-                   f"--vcf {vcf} -o {npz} --report {tmp}/real_report.json --min-match-rate 0",
-        "bcftools -R": f"bcftools view -R {tmp}/real_regions.tsv {vcf} | {query} > {q}",
-    }
     got: dict[str, float] = {}
     for tool, cmd in jobs.items():
         got[tool] = timed(cmd)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from genofed.aggregator.state import read_journal
 from genofed.cli.bench import write_results
-from genofed.cli.demo import spawn_federation, start_broker, write_configs
+from genofed.cli.demo import spawn_federation, start_broker, stop_federation, write_configs
 
 STEP = 25
 
@@ -69,11 +69,7 @@ def main() -> None:
                 raise SystemExit(f"the aggregator exited with {procs[0].returncode}; see "
                                  f"{root / 'logs'}")
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(30)
-            broker.stop()
+            stop_federation(procs, broker)
     warm = next((r for r in rows if int(r["rounds"]) >= 50), rows[0])  # type: ignore[call-overload]
     last = rows[-1]
     summary = {"rounds": last["rounds"],

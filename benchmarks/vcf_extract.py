@@ -86,6 +86,9 @@ def check(npz: Path, query_out: Path, n: int) -> None:
 
 
 def main() -> None:
+    import _small_real
+    from _small_real import panel_jobs
+
     from genofed.cli.bench import write_results
     from genofed.models.panel import Panel, Site
 
@@ -103,16 +106,8 @@ def main() -> None:
             idx = np.sort(rng.choice(RECORDS, n, replace=False))
             panel = Panel("GRCh38", tuple(Site(CONTIG, int(pos[i]), ref[i], alt[i], f"s{i}", 0.3)
                                           for i in idx))
-            (t / "panel.tsv").write_text(panel.to_tsv())
-            (t / "regions.tsv").write_text("".join(f"{CONTIG}\t{pos[i]}\n" for i in idx))
-            npz, q = t / "out.npz", t / "query.tsv"
-            query = "bcftools query -f '%CHROM\\t%POS\\t%REF\\t%ALT\\t%FILTER[\\t%GT]\\n'"
-            jobs = {
-                "genofed": f"{genofed} features --panel {t}/panel.tsv --vcf {vcf} -o {npz} "
-                           f"--report {t}/report.json --min-match-rate 0",
-                "bcftools -R": f"bcftools view -R {t}/regions.tsv {vcf} | {query} > {q}",
-                "bcftools -T": f"bcftools view -T {t}/regions.tsv {vcf} | {query} > {q}.T",
-            }
+            jobs = panel_jobs(t / "out", panel, vcf, genofed)
+            npz, q = t / "out.npz", t / "out_query.tsv"
             for tool, cmd in jobs.items():
                 seconds = timed(cmd)
                 rows.append({"panel_sites": n, "tool": tool, "seconds": seconds})
@@ -120,7 +115,7 @@ def main() -> None:
             check(npz, q, n)
             import json
 
-            report = json.loads((t / "report.json").read_text())
+            report = json.loads((t / "out_report.json").read_text())
             rows[-3]["access"] = report["access"]
     by = {(r["panel_sites"], r["tool"]): r["seconds"] for r in rows}
     summary = {
@@ -133,8 +128,6 @@ def main() -> None:
                                           / by[(100_000, "bcftools -T")]),
     }
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _small_real
-
     with tempfile.TemporaryDirectory() as tmp:
         summary.update(_small_real.run(Path(tmp), timed, rows))
     write_results("vcf_extract", rows, summary)

@@ -109,11 +109,7 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
             except subprocess.TimeoutExpired:
                 p.terminate()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                p.wait(10)
-        broker.stop()
+        stop_federation(procs, broker)
 
     say("training the centralized baseline on the pooled device data ...")
     central = centralized_auc(device_dirs, panel, test)
@@ -194,6 +190,15 @@ def spawn_federation(out: Path, agg_cfg: Path, names: list[str]) -> list[subproc
     procs += [spawn(["agent", "run", "--config", str(out / "config" / f"{n}.toml")],
                     out / "logs" / f"{n}.log") for n in names]
     return procs
+
+
+def stop_federation(procs: list[subprocess.Popen[bytes]], broker: LocalMosquitto) -> None:
+    """Terminate what `spawn_federation` started and is still running, then the broker."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(30)
+    broker.stop()
 
 
 def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

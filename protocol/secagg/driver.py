@@ -96,6 +96,7 @@ def run_round(config: RoundConfig, server: SecAggServer, clients: Mapping[int, S
             return None
         finally:
             res.server_seconds += time.perf_counter() - t0
+            res.culprits = server.culprits  # closing a stage may blame (wrong shares revealed)
 
     silent |= set(drop.get(Stage.ADVERTISE_KEYS, ()))
     for i in sorted(clients):

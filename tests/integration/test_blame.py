@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import faulty_agent
-from support.fedtools import codec_atol, exit_status, logs, stop_all, wait_until
+from support.fedtools import codec_atol, exit_status, logs, stop_all, wait_connected
 
 from genofed.aggregator.state import read_journal, read_model
 from genofed.cli.demo import spawn, start_broker, write_configs
@@ -24,29 +24,34 @@ pytestmark = pytest.mark.integration
 FAULTS = {"dev05": {"zero_key": True}, "dev06": {"garbage_shares": True}}
 
 
-def test_disrupting_devices_are_named_excluded_and_rested(
-        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+def seven_devices(root: Path, cohort: Path, bundle: Path,
+                  faults: dict[str, dict[str, bool]]) -> list[str]:
+    """Two rounds of seven devices (k=6, t=4), each with its faults, every one online before
+    the aggregator draws its first cohort; returns their names once the aggregator is done."""
     dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
     names = [f"dev{i:02d}" for i in range(7)]
-    (tmp_path / "logs").mkdir()
-    broker = start_broker(tmp_path, names)
+    (root / "logs").mkdir()
+    broker = start_broker(root, names)
     procs = []
     try:
-        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % len(dirs)] for i in range(7)],
+        cfg = write_configs(root, bundle, [dirs[i % len(dirs)] for i in range(7)],
                             broker.port, rounds=2, min_participants=3, names=names,
                             stage_timeout_s=8.0)
-        procs += [faulty_agent.spawn(tmp_path / "config" / f"{n}.toml",
-                                     tmp_path / "logs" / f"{n}.log", dump_deltas=True,
-                                     **FAULTS.get(n, {}))  # type: ignore[arg-type]
+        procs += [faulty_agent.spawn(root / "config" / f"{n}.toml", root / "logs" / f"{n}.log",
+                                     dump_deltas=True, **faults.get(n, {}))  # type: ignore[arg-type]
                   for n in names]
-        # All seven online (retained statuses) before the aggregator draws its first cohort.
-        wait_until("every agent to connect", lambda: all(
-            "connected to" in (tmp_path / "logs" / f"{n}.log").read_text() for n in names))
+        wait_connected(root, names)
         procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
-                           tmp_path / "logs" / "aggregator.log"))
-        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
+                           root / "logs" / "aggregator.log"))
+        assert exit_status(procs[-1], root, 300) == 0, logs(root)
     finally:
         stop_all(procs, broker)
+    return names
+
+
+def test_disrupting_devices_are_named_excluded_and_rested(
+        tmp_path: Path, cohort: Path, logreg_bundle: Path) -> None:
+    names = seven_devices(tmp_path, cohort, logreg_bundle, FAULTS)
     state = tmp_path / "state" / "aggregator"
     journal = read_journal(state)
     honest = names[:5]
@@ -83,25 +88,8 @@ def test_a_device_that_reveals_wrong_shares_is_named_and_rested(
     because the other holders' shares contradict them, the round completes with every input
     (dev06's own is in the sum and its self mask is rebuilt from the others' shares), and dev06
     is excluded by name and rested, so the next round goes on without it."""
-    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
-    names = [f"dev{i:02d}" for i in range(7)]
-    (tmp_path / "logs").mkdir()
-    broker = start_broker(tmp_path, names)
-    procs = []
-    try:
-        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % len(dirs)] for i in range(7)],
-                            broker.port, rounds=2, min_participants=3, names=names,
-                            stage_timeout_s=8.0)
-        procs += [faulty_agent.spawn(tmp_path / "config" / f"{n}.toml",
-                                     tmp_path / "logs" / f"{n}.log", dump_deltas=True,
-                                     lie_in_unmasking=n == "dev06") for n in names]
-        wait_until("every agent to connect", lambda: all(
-            "connected to" in (tmp_path / "logs" / f"{n}.log").read_text() for n in names))
-        procs.append(spawn(["aggregator", "run", "--config", str(cfg)],
-                           tmp_path / "logs" / "aggregator.log"))
-        assert exit_status(procs[-1], tmp_path, 300) == 0, logs(tmp_path)
-    finally:
-        stop_all(procs, broker)
+    names = seven_devices(tmp_path, cohort, logreg_bundle,
+                          {"dev06": {"lie_in_unmasking": True}})
     state = tmp_path / "state" / "aggregator"
     journal = read_journal(state)
     assert [(r["round"], r["status"], r["devices"]) for r in journal] == \

@@ -27,6 +27,7 @@ from support.fedtools import (
     logs,
     stop_all,
     stored_messages,
+    wait_connected,
     wait_until,
 )
 from support.mosquitto import restart
@@ -88,10 +89,7 @@ def fleet_mid_round(root: Path, cohort: Path, bundle: Path, *, round_: int = 0,
                                      dump_deltas=True, hang_after=(hang or {}).get(n),
                                      die_after=(die or {}).get(n))
                   for n in names]
-        # Every agent online (retained statuses) before the aggregator draws its first cohort:
-        # on a loaded machine it could otherwise start a round without some of them.
-        wait_until("every agent to connect", lambda: all(
-            "connected to" in (root / "logs" / f"{n}.log").read_text() for n in names))
+        wait_connected(root, names)  # on a loaded machine a round could start without some
         procs.append(_aggregator(root, cfg, 1))
         wait_until(f"{stored} stored {stage} messages of round {round_}",
                    lambda: stored_messages(db, round_, stage) == stored)

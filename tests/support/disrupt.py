@@ -10,6 +10,8 @@ are. Used by the in-memory tests (the driver's `intercept`, the simulator's `tam
 - `garbage_shares`: every sealed bundle replaced by random bytes of its length, each signed.
 - `false_accusation`: the masked input accuses a neighbour whose shares opened, with the right
   pairwise key and its proof (`proof_ok`) or with a proof of another key.
+- `wrong_reveal`: the unmasking answer with shares off by one (the lowest bit of the first
+  limb flipped, so still field elements), the first `count` of them or all.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import os
 from collections.abc import Callable
 
 from genofed.protocol.secagg import SecAggClient, SigningIdentity
-from genofed.protocol.secagg.keys import AgreementPublicKey, SealKeyPair, SealPublicKey
+from genofed.protocol.secagg.keys import AgreementPublicKey, SealKeyPair, SealPublicKey, ShareValue
 from genofed.protocol.secagg.messages import (
     Accusation,
     AdvertiseKeys,
     EncryptedShares,
     MaskedInput,
+    RevealedShare,
     Sealed,
+    UnmaskShares,
     decode,
 )
 from genofed.protocol.secagg.proof import prove
@@ -72,3 +76,21 @@ def false_accusation(payload: bytes, identity: SigningIdentity, client: SecAggCl
     proof = prove(secret, peer, context)
     return MaskedInput.create(identity, msg.header, bits=msg.bits, words=msg.words,
                               accusations=(Accusation(j, proof),)).encode()
+
+
+def wrong_reveal(payload: bytes, identity: SigningIdentity, *, count: int | None = None
+                 ) -> bytes:
+    """An unmasking answer whose first `count` shares (all if None) are off by one, signed.
+    (A change in a share's last byte could push its top limb past 2^61 - 1, which is refused
+    sooner, as a share outside the field.)"""
+    msg = decode(payload)
+    if not isinstance(msg, UnmaskShares):
+        return payload
+    shares = (*msg.self_shares, *msg.key_shares)
+    wrong = len(shares) if count is None else count
+    shares = tuple(RevealedShare(s.owner, ShareValue(bytes([s.share.raw[0] ^ 1])
+                                                     + s.share.raw[1:]))
+                   for s in shares[:wrong]) + shares[wrong:]
+    n = len(msg.self_shares)
+    return UnmaskShares.create(identity, msg.header, self_shares=shares[:n],
+                               key_shares=shares[n:]).encode()

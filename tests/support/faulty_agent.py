@@ -42,8 +42,7 @@ from genofed.cli.logs import setup_logging
 from genofed.cli.main import _stop_on_signals
 from genofed.errors import GenofedError
 from genofed.protocol.secagg import Stage
-from genofed.protocol.secagg.keys import ShareValue
-from genofed.protocol.secagg.messages import RevealedShare, UnmaskShares, decode
+from genofed.protocol.secagg.messages import decode
 from genofed.transport.mqtt import MqttLink
 
 try:
@@ -110,27 +109,14 @@ class FaultyAgent(Agent):
 
     def handle(self, topic: str, payload: bytes, *, redelivered: bool = False) -> bytes | None:
         reply = None if self.hung else super().handle(topic, payload, redelivered=redelivered)
-        if reply is not None and (self.corrupt_share is not None or self.lie_in_unmasking):
-            msg = decode(reply)
-            if isinstance(msg, UnmaskShares) and (self.lie_in_unmasking or
-                                                  msg.header.round == self.corrupt_share):
-                # Shares off by one, the message signed as it should be.
-                shares = (*msg.self_shares, *msg.key_shares)
-                wrong = len(shares) if self.lie_in_unmasking else 1
-                log.warning("test fault: %d unmasking share(s) off by one", wrong)
-                shares = tuple(_off_by_one(s) for s in shares[:wrong]) + shares[wrong:]
-                n = len(msg.self_shares)
-                reply = UnmaskShares.create(self.identity, msg.header,
-                                            self_shares=shares[:n], key_shares=shares[n:]
-                                            ).encode()
+        if reply is not None and (self.lie_in_unmasking or (self.corrupt_share is not None
+                                  and decode(reply).header.round == self.corrupt_share)):
+            changed = disrupt.wrong_reveal(reply, self.identity,
+                                           count=None if self.lie_in_unmasking else 1)
+            if changed != reply:
+                log.warning("test fault: unmasking share(s) off by one")
+            reply = changed
         return reply
-
-
-def _off_by_one(s: RevealedShare) -> RevealedShare:
-    """The share with the lowest bit of its first limb flipped: still a field element (a
-    change in the last byte can push the top limb past 2^61 - 1, which is refused sooner, as a
-    share outside the field)."""
-    return RevealedShare(s.owner, ShareValue(bytes([s.share.raw[0] ^ 1]) + s.share.raw[1:]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

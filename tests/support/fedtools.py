@@ -94,6 +94,13 @@ def wait_until(what: str, pred: Callable[[], bool], timeout_s: float = 180) -> N
         time.sleep(0.05)
 
 
+def wait_connected(root: Path, names: list[str]) -> None:
+    """Until every agent in `names` has logged its broker connection (its retained status
+    then online), so an aggregator started next draws its first cohort from all of them."""
+    wait_until("every agent to connect", lambda: all(
+        "connected to" in (root / "logs" / f"{n}.log").read_text() for n in names))
+
+
 def stored_messages(db: Path, round_: int, stage: str) -> int:
     """How many messages of `stage` the aggregator has stored for `round_` (read-only)."""
     if not db.exists():

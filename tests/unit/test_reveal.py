@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.secagg_rounds import Entropy, federation, inputs_for, ring_sum
+from support import disrupt
+from support.secagg_rounds import Entropy, Federation, federation, inputs_for, ring_sum
 
 from genofed.protocol.secagg import messages as m
 from genofed.protocol.secagg import reveal, shamir
 from genofed.protocol.secagg.blame import INCONSISTENT
-from genofed.protocol.secagg.errors import RoundAborted
+from genofed.protocol.secagg.driver import Intercept, run_round
 from genofed.protocol.secagg.keys import ShareValue
+from genofed.protocol.secagg.messages import Stage
 
 
 def _dealt(owners: int, holders: int, t: int, seed: int) -> tuple[reveal.Held, np.ndarray]:
@@ -90,56 +92,31 @@ def test_honest_shares_pass_untouched() -> None:
     assert verdict == reveal.Verdict(held=held)
 
 
+def _lying(f: Federation, liar: int, count: int | None) -> Intercept:
+    """The driver's intercept: `liar`'s unmasking answer with `count` shares off by one."""
+    def tamper(stage: Stage, src: int, dst: int, msg: m.Message) -> m.Message:
+        if src != liar:
+            return msg
+        return m.decode(disrupt.wrong_reveal(msg.encode(), f.ids[liar], count=count))
+    return tamper
+
+
 def test_a_client_that_reveals_wrong_shares_is_excluded_and_the_round_completes() -> None:
     """Seven clients, k=6, t=4: client 3 answers Unmasking with every share off by one, signed.
     Before, the round aborted ("shares do not reconstruct"); now client 3 is blamed and the sum
     is exact (its own input stays in it, its self mask rebuilt from the others' shares)."""
     f = federation(7, 6, 4, seed=170)
-    clients, server = f.clients(), f.server()
     xs = inputs_for(f)
-    for i, x in xs.items():
-        clients[i].set_input(x)
-    for c in clients.values():
-        server.receive(c.advertise())
-    for _ in range(3):
-        for i, msg in server.advance().items():
-            server.receive(clients[i].handle(msg))
-    for i, msg in server.advance().items():
-        ans = clients[i].handle(msg)
-        assert isinstance(ans, m.UnmaskShares)
-        if i == 3:
-            shares = [m.RevealedShare(s.owner, ShareValue(bytes([s.share.raw[0] ^ 1])
-                                                          + s.share.raw[1:]))
-                      for s in (*ans.self_shares, *ans.key_shares)]
-            n = len(ans.self_shares)
-            ans = m.UnmaskShares.create(f.ids[3], ans.header, self_shares=tuple(shares[:n]),
-                                        key_shares=tuple(shares[n:]))
-        server.receive(ans)
-    server.advance()
-    assert {i: b.kind for i, b in server.culprits.items()} == {3: INCONSISTENT}
-    np.testing.assert_array_equal(server.result, ring_sum(list(xs.values()), 32))
+    res = run_round(f.config, f.server(), f.clients(), xs, intercept=_lying(f, 3, None))
+    assert {i: b.kind for i, b in res.culprits.items()} == {3: INCONSISTENT}
+    assert res.total is not None
+    np.testing.assert_array_equal(res.total, ring_sum(list(xs.values()), 32))
 
 
 def test_too_few_shares_to_locate_a_wrong_one_aborts_saying_why() -> None:
     f = federation(5, 4, 3, seed=171)  # each secret has at most 4 = t + 1 holders
-    clients, server = f.clients(), f.server()
-    for i, x in inputs_for(f).items():
-        clients[i].set_input(x)
-    for c in clients.values():
-        server.receive(c.advertise())
-    for _ in range(3):
-        for i, msg in server.advance().items():
-            server.receive(clients[i].handle(msg))
-    for i, msg in server.advance().items():
-        ans = clients[i].handle(msg)
-        assert isinstance(ans, m.UnmaskShares)
-        if i == 0:
-            first, *rest = ans.self_shares
-            bad = m.RevealedShare(first.owner, ShareValue(bytes([first.share.raw[0] ^ 1])
-                                                          + first.share.raw[1:]))
-            ans = m.UnmaskShares.create(f.ids[0], ans.header, self_shares=(bad, *rest),
-                                        key_shares=ans.key_shares)
-        server.receive(ans)
-    with pytest.raises(RoundAborted, match="t \\+ 2 = 5 are needed to tell which is wrong"):
-        server.advance()
-    assert server.culprits == {}
+    res = run_round(f.config, f.server(), f.clients(), inputs_for(f),
+                    intercept=_lying(f, 0, 1))
+    assert res.aborted is not None and "t + 2 = 5 are needed to tell which is wrong" in \
+        res.aborted
+    assert res.culprits == {}
