@@ -181,12 +181,17 @@ class Pipeline:
 
 
 def build_pipeline(dim: int, *, clip: float, scale: float, bits: int, rotation_seed: bytes,
-                   noise: Noise | None = None, wrap_prob: float | None = None) -> Pipeline:
-    """The standard pipeline: clip, rotate, scale and round, noise, wrap into Z_(2^bits)."""
+                   noise: Noise | None = None, wrap_prob: float | None = None,
+                   conditional_beta: float | None = None) -> Pipeline:
+    """The standard pipeline: clip, rotate, scale and round, noise, wrap into Z_(2^bits).
+
+    `conditional_beta` makes the rounding conditional (`StochasticRounding`), as a
+    distributed-DP noise stage needs; `privacy/calibrate.py` chooses all of these for DP.
+    """
     noise = noise or NoNoise()
     stages: Sequence[CodecStage] = (
-        L2Clip(clip), Rotation(dim, rotation_seed), StochasticRounding(scale, clip), noise,
-        ModularWrap(bits),
+        L2Clip(clip), Rotation(dim, rotation_seed),
+        StochasticRounding(scale, clip, conditional_beta), noise, ModularWrap(bits),
     )
     capacity = max_clients(bits, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise)
     return Pipeline(tuple(stages), dim, capacity)

@@ -30,6 +30,10 @@ exact) obeys
 
     ||sum_i q_i + noise||_2 <= n * (s*C + sqrt(d)) + sqrt(d) * H(n)
 
+With conditional rounding (distributed-DP rounds), each q_i is redrawn until ||q_i|| <= B,
+B^2 = (sC)^2 + d/4 + sqrt(2 ln(1/beta)) (sC + sqrt(d)/2) (`codec_stages.rounding_norm_bound`),
+and n*B replaces n*(s*C + sqrt(d)): the same argument, a tighter per-device term.
+
 and the decoded mean ||mean||_2 <= C + sqrt(d)/s + sqrt(d)*H(n)/(n*s). A relative 1e-9 covers
 float error in the clip and the rotation. Honest inputs never fail it (it is attained when n
 updates of norm C point one way); a sum that fails it holds an input that was not a clipped
@@ -62,8 +66,10 @@ from genofed.protocol.codec_stages import (
     Noise,
     NoNoise,
     StochasticRounding,
+    check_beta,
     check_int,
     check_positive,
+    rounding_norm_bound,
 )
 from genofed.protocol.ring import RingVector
 
@@ -72,13 +78,15 @@ RELATIVE_SLACK = 1e-9
 
 
 def sum_norm_bound(n: int, clip: float, scale: float, dim: int, *,
-                   noise: Noise | None = None) -> float:
+                   noise: Noise | None = None, conditional_beta: float | None = None) -> float:
     """The largest L2 norm that a sum of n encodings can have in the ring, before the inverse
-    rotation and the scale (see the aggregate check above)."""
+    rotation and the scale (see the aggregate check above); `conditional_beta` as the
+    rounding stage's, whose per-device bound it then uses."""
     check_int("n", n, 1)
     clip, scale = check_positive("clip", clip), check_positive("scale", scale)
     root_d = math.sqrt(check_int("dim", dim, 1))
-    bound = n * (scale * clip + root_d) + root_d * (noise or NoNoise()).headroom(n)
+    per_device = rounding_norm_bound(scale * clip, dim, check_beta(conditional_beta))
+    bound = n * per_device + root_d * (noise or NoNoise()).headroom(n)
     return bound * (1 + RELATIVE_SLACK)
 
 
@@ -128,13 +136,24 @@ class MeanPipeline:
         return stage.clip
 
     @property
+    def rounding(self) -> StochasticRounding:
+        """The pipeline's rounding stage."""
+        return next(s for s in self.pipeline.stages if isinstance(s, StochasticRounding))
+
+    @property
     def scale(self) -> float:
-        return next(s.scale for s in self.pipeline.stages if isinstance(s, StochasticRounding))
+        return self.rounding.scale
+
+    @property
+    def noise(self) -> Noise | None:
+        """The noise stage (the one with a `headroom`), if any."""
+        stage = next((s for s in self.pipeline.stages if hasattr(s, "headroom")), None)
+        return cast(Noise | None, stage)
 
     def norm_bound(self, n: int) -> float:
         """The largest L2 norm of an honest sum of n encodings, in ring units."""
-        noise = next((s for s in self.pipeline.stages if hasattr(s, "headroom")), None)
-        return sum_norm_bound(n, self.clip, self.scale, self.dim, noise=cast(Noise | None, noise))
+        return sum_norm_bound(n, self.clip, self.scale, self.dim, noise=self.noise,
+                              conditional_beta=self.rounding.conditional_beta)
 
     def encode(self, delta: np.ndarray, rng: np.random.Generator) -> RingVector:
         """One device's update -> its ring vector of `dim` values (clipped to C first)."""

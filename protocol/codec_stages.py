@@ -4,7 +4,8 @@ Every stage (`CodecStage`) has `encode(x, rng)` (device side, one vector) and `d
 (aggregator side, applied to the SUM of n encodings), and checks its parameters when it is
 built. A decode is valid on a sum because each decode here is linear (or the identity) on the
 values the rule for b in `codec.py` lets through. Randomness comes only from the
-`np.random.Generator` passed in. The last stage, `ModularWrap`, makes a ring vector
+`np.random.Generator` passed in, except a distributed-DP noise stage's (`privacy/noise.py`),
+which must not be reproducible by anyone else and draws from the operating system. The last stage, `ModularWrap`, makes a ring vector
 (`protocol/ring.py`); a bad ring width or vector raises the ring's `RingError`.
 """
 
@@ -90,20 +91,79 @@ class L2Clip:
         return np.asarray(y, dtype=np.float64)
 
 
+def rounding_norm_bound(scaled_norm: float, dim: int, beta: float | None = None) -> float:
+    """The L2 norm that stochastic rounding of a `dim`-vector of norm <= `scaled_norm` stays
+    within: `scaled_norm + sqrt(dim)` always (each coordinate moves by < 1), and with
+    `beta` the bound of Kairouz, Liu and Steinke 2021 (ICML, Thm. 1 / Prop. 22 of the arXiv
+    version), which unconditioned rounding exceeds with probability <= beta:
+
+        B(beta)^2 = c^2 + d/4 + sqrt(2 ln(1/beta)) (c + sqrt(d)/2)
+
+    (E||q||^2 <= c^2 + d/4 since each coordinate adds variance <= 1/4; the deviation term is
+    their concentration bound). The smaller of the two is returned.
+    """
+    c, root_d = float(scaled_norm), math.sqrt(check_int("dim", dim, 1))
+    always = c + root_d
+    if beta is None:
+        return always
+    conditioned = math.sqrt(c * c + dim / 4 + math.sqrt(2 * math.log(1 / beta))
+                            * (c + root_d / 2))
+    return min(always, conditioned)
+
+
+def encoded_sensitivity(clip: float, scale: float, dim: int, *,
+                        conditional_beta: float | None = None) -> tuple[float, float]:
+    """(l2, l1): how far one device's rounded vector (ring units, before noise) can be from the
+    zero vector, i.e. the sensitivity of the ring sum to adding or removing one device (twice
+    this for replacing one). l2 is `rounding_norm_bound(scale * clip, dim, beta)`; it holds
+    for every output, because conditional rounding redraws until it does.
+
+    l1 <= min(sqrt(d) l2, l2^2) for an integer vector q: Cauchy-Schwarz gives
+    ||q||_1 <= sqrt(d) ||q||_2, and |q_j| <= q_j^2 for every integer q_j, so
+    ||q||_1 <= ||q||_2^2. The second is the smaller once l2 < sqrt(d) (small scales).
+    """
+    clip, scale = check_positive("clip", clip), check_positive("scale", scale)
+    l2 = rounding_norm_bound(scale * clip, dim, check_beta(conditional_beta))
+    return l2, min(math.sqrt(dim) * l2, l2 * l2)
+
+
+def check_beta(beta: float | None) -> float | None:
+    """None, or a probability in (0, 1); CodecError naming it otherwise."""
+    if beta is not None and not (isinstance(beta, (int, float)) and 0 < beta < 1):
+        raise CodecError(f"conditional_beta must be in (0, 1), got {beta!r}")
+    return None if beta is None else float(beta)
+
+
+# Conditional rounding redraws while ||q|| > B; each draw fails with probability <= beta, so
+# 200 failures in a row (beta^200 <= 1e-43 at beta = e^-0.5) mean the input was not one the
+# bound is for (an L2 norm above max_abs): refuse rather than loop.
+MAX_REDRAWS = 200
+
+
 @dataclass(frozen=True)
 class StochasticRounding:
     """Multiply by `scale` and round to a neighbouring integer, up with the fractional part.
 
     Inputs are clamped to [-max_abs, max_abs] first, so |output| <= ceil(scale * max_abs) even
     when float error in an earlier stage overshoots by an ulp; E[output] = scale * x inside.
+
+    `conditional_beta` (distributed-DP rounds): `max_abs` is also the bound on the input's L2
+    norm (the clip), and the rounding is redrawn with fresh randomness until the output's L2
+    norm is <= `norm_bound(dim)` (Kairouz, Liu, Steinke 2021), so that one device's vector
+    has L2 norm <= B ~ scale*max_abs + d/(8 scale max_abs) instead of scale*max_abs + sqrt(d).
+    Each draw exceeds B with probability <= beta (so the expected number of draws is
+    <= 1/(1-beta)); conditioning biases the output by at most what that rare event carries.
+    None (the default) is plain rounding, bit for bit the same draws as before.
     """
 
     scale: float
     max_abs: float
+    conditional_beta: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_positive("scale", self.scale))
         object.__setattr__(self, "max_abs", check_positive("max_abs", self.max_abs))
+        object.__setattr__(self, "conditional_beta", check_beta(self.conditional_beta))
         if self.scale * self.max_abs > MAX_SCALED:
             raise CodecError(f"scale * max_abs = {self.scale * self.max_abs:g} exceeds 2^50: "
                              "float64 cannot carry the fraction that stochastic rounding needs")
@@ -113,17 +173,41 @@ class StochasticRounding:
         """The largest |integer| one encoding can hold: ceil(scale * max_abs)."""
         return math.ceil(self.scale * self.max_abs)
 
+    def norm_bound(self, dim: int) -> float:
+        """The largest L2 norm of one encoding of a `dim`-vector of L2 norm <= max_abs."""
+        return rounding_norm_bound(self.scale * self.max_abs, dim, self.conditional_beta)
+
     def encode(self, x: np.ndarray, rng: np.random.Generator) -> Ints:
-        """floor(v) + Bernoulli(v - floor(v)) for v = scale * clamp(x)."""
+        """floor(v) + Bernoulli(v - floor(v)) for v = scale * clamp(x) (redrawn while its
+        norm exceeds the bound, if conditional)."""
         limit = self.scale * self.max_abs
         v = np.clip(np.asarray(x, dtype=np.float64) * self.scale, -limit, limit)
-        low = np.floor(v)
-        up = rng.random(v.shape) < (v - low)
-        return (low + up).astype(np.int64)
+        if self.conditional_beta is None:
+            return round_once(v, rng)
+        return conditional_round(v, self.norm_bound(v.size), rng)[0]
 
     def decode(self, y: np.ndarray, n: int = 1) -> Floats:
         """Divide by the scale (the sum of n roundings is unbiased for scale * the sum)."""
         return np.asarray(y, dtype=np.float64) / self.scale
+
+
+def round_once(v: Floats, rng: np.random.Generator) -> Ints:
+    """floor(v) + Bernoulli(v - floor(v)): unbiased, each coordinate moves by < 1."""
+    low = np.floor(v)
+    up = rng.random(v.shape) < (v - low)
+    return (low + up).astype(np.int64)
+
+
+def conditional_round(v: Floats, bound: float, rng: np.random.Generator) -> tuple[Ints, int]:
+    """`round_once(v)` redrawn until its L2 norm is <= bound; (output, number of draws)."""
+    for draws in range(1, MAX_REDRAWS + 1):
+        q = round_once(v, rng)
+        qf = q.astype(np.float64)  # no int64 overflow; exact while ||q||^2 < 2^53
+        if float(np.dot(qf, qf)) <= bound * bound:
+            return q, draws
+    raise CodecError(f"conditional rounding drew {MAX_REDRAWS} vectors above the L2 bound "
+                     f"{bound:.6g}: the input's norm {float(np.linalg.norm(v)):.6g} is not "
+                     "one the bound is for")
 
 
 @dataclass(frozen=True)
