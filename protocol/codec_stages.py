@@ -5,8 +5,9 @@ Every stage (`CodecStage`) has `encode(x, rng)` (device side, one vector) and `d
 built. A decode is valid on a sum because each decode here is linear (or the identity) on the
 values the rule for b in `codec.py` lets through. Randomness comes only from the
 `np.random.Generator` passed in, except a distributed-DP noise stage's (`privacy/noise.py`),
-which must not be reproducible by anyone else and draws from the operating system. The last stage, `ModularWrap`, makes a ring vector
-(`protocol/ring.py`); a bad ring width or vector raises the ring's `RingError`.
+which must not be reproducible by anyone else and draws from the operating system. The last
+stage, `ModularWrap`, makes a ring vector (`protocol/ring.py`); a bad ring width or vector
+raises the ring's `RingError`.
 """
 
 from __future__ import annotations
