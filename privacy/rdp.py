@@ -179,6 +179,8 @@ def poisson_subsampled_rdp(rdp: Sequence[float] | np.ndarray, q: float,
                  + (ls - 1) * eps_int[ls])
         terms[1:] += math.log(3.0)  # l >= 3
         head = (m - 1) * log_1q + math.log1p((m - 1) * rate)
+        if np.max(terms) < -1.0:  # the sum is 1 + small: keep the small part's precision
+            return math.log1p(math.expm1(head) + float(np.sum(np.exp(terms)))) / (m - 1)
         return _logsumexp(np.concatenate(([head], terms))) / (m - 1)
 
     cache: dict[int, float] = {}
