@@ -5,7 +5,9 @@ covers: a task that declares codes outside them is never joined. Granted (option
 an expiry), paused (no new round; a round in flight completes) or withdrawn (the round in
 flight is left at once, as a dropout, and no later one joined). Without the file, the
 configuration the owner installed stands for consent (with no data use agreed: a task that
-declares DUO codes is not joined), and `status` says that no record exists.
+declares DUO codes is not joined), and `status` says that no record exists. The record also
+holds the owner's privacy caps: the most epsilon this device will spend in total and in any
+one study; `agent/ledger.py` checks every round against them before joining.
 
 `audit.jsonl` is append-only and hash-chained: each entry holds the SHA-256 of the one
 before, and its own hash covers its content and that link, so an edited, inserted or
@@ -21,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -46,6 +49,8 @@ class Consent:
     changed: float = 0.0
     recorded: bool = False
     duo: tuple[str, ...] = ()  # the data uses (GA4GH DUO codes) the owner agreed to
+    epsilon_cap: float | None = None  # the most epsilon spent in total; None: no cap
+    study_epsilon_cap: float | None = None  # ... and in any one study
 
     def refuses(self, use: DataUse) -> str | None:
         """Why a task declaring `use` may not be joined (None: it may). A task that declares
@@ -74,7 +79,10 @@ class Consent:
             return f"expired {_iso(self.expires)}"
         until = f" until {_iso(self.expires)}" if self.expires is not None else ""
         uses = f", data use {', '.join(self.duo)}" if self.duo else ""
-        return f"{self.state}{until}{uses} (since {_iso(self.changed)})"
+        caps = "".join(f", {what} epsilon cap {cap:g}" for what, cap in (
+            ("total", self.epsilon_cap), ("per-study", self.study_epsilon_cap))
+            if cap is not None)
+        return f"{self.state}{until}{uses}{caps} (since {_iso(self.changed)})"
 
 
 def _iso(t: float) -> str:
@@ -101,7 +109,9 @@ def read_consent(state_dir: Path) -> Consent:
     try:
         c = Consent(state=str(doc["state"]), changed=float(doc["changed"]), recorded=True,
                     expires=None if doc.get("expires") is None else float(doc["expires"]),
-                    duo=check_duo(list(doc.get("duo", [])), str(path)))
+                    duo=check_duo(list(doc.get("duo", [])), str(path)),
+                    epsilon_cap=_cap(doc.get("epsilon_cap"), path),
+                    study_epsilon_cap=_cap(doc.get("study_epsilon_cap"), path))
     except (KeyError, TypeError, ValueError):
         raise LocalInputError(f"{path}: not a consent record") from None
     if c.state not in STATES:
@@ -109,21 +119,34 @@ def read_consent(state_dir: Path) -> Consent:
     return c
 
 
+def _cap(value: object, where: object) -> float | None:
+    """An epsilon cap as recorded: None (no cap) or a finite number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not (math.isfinite(value) and value >= 0):
+        raise LocalInputError(f"{where}: an epsilon cap must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 def set_consent(state_dir: Path, state: str, *, expires: float | None = None,
-                duo: tuple[str, ...] = (), now: float | None = None) -> Consent:
-    """Record the owner's decision (with the data uses agreed to) and log it in the audit
-    chain."""
+                duo: tuple[str, ...] = (), epsilon_cap: float | None = None,
+                study_epsilon_cap: float | None = None, now: float | None = None) -> Consent:
+    """Record the owner's decision (with the data uses and the privacy caps agreed to) and
+    log it in the audit chain."""
     if state not in STATES:
         raise LocalInputError(f"consent must be one of {', '.join(STATES)}, got {state!r}")
     now = time.time() if now is None else now
     if expires is not None and expires <= now:
         raise LocalInputError(f"the expiry {_iso(expires)} is already past")
     c = Consent(state=state, expires=expires, changed=now, recorded=True,
-                duo=check_duo(duo, "consent"))
+                duo=check_duo(duo, "consent"), epsilon_cap=_cap(epsilon_cap, "consent"),
+                study_epsilon_cap=_cap(study_epsilon_cap, "consent"))
     doc = {k: list(v) if k == "duo" else v for k, v in asdict(c).items() if k != "recorded"}
     atomic.write_bytes(consent_path(state_dir), json.dumps(doc).encode() + b"\n", mode=0o600)
-    append(state_dir, "consent", {"state": state, "expires": expires, "duo": list(c.duo)},
-           now=now)
+    append(state_dir, "consent", {"state": state, "expires": expires, "duo": list(c.duo),
+                                  "epsilon_cap": c.epsilon_cap,
+                                  "study_epsilon_cap": c.study_epsilon_cap}, now=now)
     return c
 
 

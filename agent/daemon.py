@@ -21,7 +21,9 @@ training included, and publishes its offline status; SIGHUP (`reload`) reads the
 the VCF again without a restart. It joins rounds only while its owner's consent allows
 (`consent.py`: a withdrawal leaves the round in flight), writes the global model it holds
 to `state_dir/model.npz` (`genofed agent predict`), its status to `status.json`, and each
-round's cost and audit entry (`roundlog.py`).
+round's cost and audit entry (`roundlog.py`). A round with differential privacy is joined
+only within the owner's epsilon caps, and its cost goes into the device's ledger before the
+advertisement goes out (`ledger.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from nacl.signing import VerifyKey
 
 from genofed import atomic
+from genofed.agent import ledger
 from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
 from genofed.agent.encode import encode_dosages
@@ -47,6 +50,7 @@ from genofed.agent.phenotypes import read_phenotypes
 from genofed.agent.roundlog import progress
 from genofed.agent.secure import Participation, join
 from genofed.agent.service import ServiceControls
+from genofed.agent.status import privacy_line
 from genofed.agent.trainer import Trainer
 from genofed.agent.vcf import read_dosages
 from genofed.errors import GenofedError, LocalInputError, MessageError
@@ -171,7 +175,8 @@ class Agent(ServiceControls):
                 job = self.core.next_job()
                 if job is not None:
                     self.core.mark_done(job.task.round)
-                    why = self.unavailable() or self.consent.refuses(job.task.use)
+                    why = self.unavailable() or self.consent.refuses(job.task.use) or \
+                        self._over_cap(job.task)
                     if why is not None:
                         progress.warning("round %d: not joining: %s", job.task.round, why)
                         continue
@@ -193,18 +198,34 @@ class Agent(ServiceControls):
             self.board.update(state="offline", connected=False)
             self.notifier.stopping("stopped")
 
+    def _over_cap(self, task: SecureTask) -> str | None:
+        """Why the owner's epsilon caps keep this device out of `task`'s round, if they do
+        (an unreadable ledger keeps it out too: it must not read as nothing spent)."""
+        try:
+            return ledger.refuses(task, self.consent, self.cfg.state_dir)
+        except LocalInputError as exc:
+            return str(exc)
+
     def _mark_joined(self, job: Job) -> bool:
         """Write the round's digest before its keys are committed to (a restarted agent must
-        not join again); a device that cannot write it (a full disk) sits the round out."""
+        not join again), and its privacy cost to the ledger; a device that cannot write them
+        (a full disk) sits the round out."""
         assert job.task.secagg is not None
         kept = self.core.mark_joined(job.task.secagg.digest.raw.hex())
         try:
             atomic.write_bytes(joined_path(self.cfg), "\n".join(kept).encode() + b"\n")
-        except OSError as exc:
+            spent = ledger.record(self.cfg.state_dir, job.task)
+        except (OSError, LocalInputError) as exc:
             log.error("round %d: sitting it out: cannot write %s: %s", job.task.round,
-                      joined_path(self.cfg), exc.strerror or exc)
+                      joined_path(self.cfg), getattr(exc, "strerror", None) or exc)
             self.participation = None
             return False
+        if spent is not None:
+            self.rounds.spent(spent["epsilon_round"])
+            self.board.update(privacy=privacy_line(self.cfg.state_dir))
+            progress.info("round %d: spends epsilon %.3g (this device: %.3g in total, %.3g in "
+                          "this study)", job.task.round, spent["epsilon_round"],
+                          spent["epsilon_total"], spent["epsilon_study"])
         return True
 
     def send(self, link: MqttLink, payload: bytes) -> None:

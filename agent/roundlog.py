@@ -29,12 +29,13 @@ class RoundLog:
         self.meter: RoundMeter | None = None
         self.digest = ""
         self.model_version: int | None = None
+        self.epsilon: float | None = None  # the round's privacy cost (`ledger.py`), if DP
 
     def opened(self, round_: int, digest: str, model_version: int, examples: int) -> None:
         if self.meter is not None:
             self.closed("left unfinished (a newer round began)")
         self.meter = RoundMeter(round_, root=self.sensors_root)
-        self.digest, self.model_version = digest, model_version
+        self.digest, self.model_version, self.epsilon = digest, model_version, None
         self.board.update(state=f"training for round {round_}", current_round=round_)
         progress.info("round %d: training on %d examples from model version %d", round_,
                       examples, model_version)
@@ -50,6 +51,9 @@ class RoundLog:
     def received(self, n: int) -> None:
         if self.meter is not None:
             self.meter.received(n)
+
+    def spent(self, epsilon: float) -> None:
+        self.epsilon = epsilon
 
     def joined(self) -> None:
         if self.meter is not None:
@@ -69,7 +73,7 @@ class RoundLog:
                 "model_version": self.model_version, "outcome": outcome,
                 "topic": self.outbox, "bytes_up": m.bytes_up, "messages_up": m.messages_up,
                 "bytes_down": m.bytes_down, "messages_down": m.messages_down,
-                "epsilon": None})
+                "epsilon": self.epsilon})
         except (OSError, GenofedError) as exc:
             progress.error("round %d: cannot write its cost and audit entry: %s", m.round, exc)
         self.board.update(state="idle", current_round=None, last_round={

@@ -21,7 +21,7 @@ from genofed.agent.conditions import RECHECK_S, read_now, unmet
 from genofed.agent.config import AgentConfig, load_agent_config
 from genofed.agent.notify import Notifier
 from genofed.agent.roundlog import RoundLog, progress
-from genofed.agent.status import StatusBoard
+from genofed.agent.status import StatusBoard, privacy_line
 from genofed.errors import GenofedError, LocalInputError
 from genofed.protocol.schema import DeviceStatus
 from genofed.protocol.topics import Topics
@@ -78,7 +78,8 @@ class ServiceControls:
         self._unmet: str | None = None  # the conditions not met at the last look
         self._looked = float("-inf")
         self._announced: str | None = None
-        self.board.update(consent=self.consent.describe(time.time()))
+        self.board.update(consent=self.consent.describe(time.time()),
+                          privacy=privacy_line(cfg.state_dir))
         self._look_at_conditions()
 
     def _watchdog(self) -> None:

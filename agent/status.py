@@ -2,9 +2,10 @@
 STATUS= line. `genofed agent status` reads the file (it never talks to the daemon), so it
 works while the daemon runs, after it stopped, and from another user with read access.
 
-Privacy line: this federation has secure aggregation (the aggregator learns only the sum of
-the round's updates) and no differential privacy yet, so there is no epsilon to spend or cap;
-the line says that rather than a number.
+Privacy line: the epsilon this device has spent, from its own ledger (`ledger.py`), in total
+and per study; before it joins any round with differential privacy, the line says that only
+secure aggregation protects what it sent (the aggregator learns the sum of the round's
+updates), rather than a number.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ from typing import Any
 
 from genofed.agent.notify import Notifier
 
-PRIVACY = ("secure aggregation only: no differential privacy in this federation, so no "
-           "epsilon is spent or capped")
+PRIVACY = ("no round with differential privacy joined: secure aggregation only, so no "
+           "epsilon spent")
+
+
+def privacy_line(state_dir: Path) -> str:
+    """The ledger's line, PRIVACY if it has no entry, or why it cannot be read."""
+    from genofed.agent import ledger  # the ledger reads the audit chain; status stays light
+    from genofed.errors import LocalInputError
+
+    try:
+        return ledger.describe(state_dir) or PRIVACY
+    except LocalInputError as exc:
+        return f"privacy ledger unreadable: {exc}"
 
 
 def status_path(state_dir: Path) -> Path:

@@ -47,6 +47,10 @@
     [study]                # the data use every task declares; devices join only what their
     name = "PGS-T2D"       # owner consented to (`genofed agent consent grant --duo ...`)
     duo = ["HMB", "IRB"]   # GA4GH DUO codes, short form or DUO:0000042
+
+    [privacy]              # absent: secure aggregation only, no differential privacy
+    epsilon = 2.0          # the federation's target, per device (user-level), over all rounds
+    delta = 1e-5           # (the noise is calibrated so that `rounds` rounds spend it)
 """
 
 from __future__ import annotations
@@ -142,6 +146,28 @@ class StudySection:
 
 
 @dataclass(frozen=True)
+class PrivacySection:
+    """`[privacy]`: user-level differential privacy for cross-device rounds. epsilon 0 (the
+    default) is off. Each device adds Skellam noise inside the codec, calibrated so that
+    `[rounds] rounds` rounds, each at its fewest accepted survivors, spend `epsilon` at
+    `delta` with no amplification by sampling assumed (`aggregator/privacy.py`)."""
+
+    epsilon: float = 0.0
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.epsilon <= 100):
+            raise LocalInputError(f"[privacy] epsilon must be 0 (off) or in (0, 100], got "
+                                  f"{self.epsilon}")
+        if not 0 < self.delta < 1e-2:
+            raise LocalInputError(f"[privacy] delta must be in (0, 0.01), got {self.delta}")
+
+    @property
+    def on(self) -> bool:
+        return self.epsilon > 0
+
+
+@dataclass(frozen=True)
 class AggregatorConfig:
     federation: str
     bundle: Path
@@ -154,6 +180,7 @@ class AggregatorConfig:
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
     study: StudySection = field(default_factory=StudySection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:

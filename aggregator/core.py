@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -47,12 +48,13 @@ from genofed.aggregator.effects import (
 )
 from genofed.aggregator.flight import Flight, resume_flight
 from genofed.aggregator.optimizers import OptimizerState, apply
+from genofed.aggregator.privacy import BudgetSpent, PrivacyLedger
 from genofed.aggregator.record import RoundRecord
 from genofed.aggregator.rounds import ModelSpec, Randomness, plan_round, system_randomness
 from genofed.aggregator.secure_round import Aborted, Done, Route, SecureRound
 from genofed.errors import GenofedError, LocalInputError
 from genofed.protocol.schema import SecureTask
-from genofed.protocol.secagg import SigningIdentity
+from genofed.protocol.secagg import SigningIdentity, Stage
 from genofed.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -79,10 +81,12 @@ class AggregatorCore(Deliveries):
         self.waiting = False
         self.model_bytes = 0  # size of the release the next round trains on
         self.records: deque[RoundRecord] = deque(maxlen=RECORDS_KEPT)  # the journal has all
+        self.privacy: PrivacyLedger | None = None  # [privacy] on: read back in _restore
+        self.budget_spent = ""  # why no further round fits the privacy target, once none does
 
     @property
     def finished(self) -> bool:
-        return self.version >= self.cfg.rounds.rounds
+        return self.version >= self.cfg.rounds.rounds or bool(self.budget_spent)
 
     def cohort_due(self, now: float) -> bool:
         """Whether the next Ticked(now) draws a cohort (and so wants the device table)."""
@@ -115,6 +119,11 @@ class AggregatorCore(Deliveries):
 
     def _restore(self, s: Snapshot, now: float, out: list[Effect]) -> None:
         self.enrolled = dict(s.enrolled)
+        p = self.cfg.privacy
+        if p.on:
+            rate = self.cfg.cohort.sampling_rate
+            self.privacy = PrivacyLedger.restore(p.epsilon, p.delta,
+                                                 rate if rate < 1 else None, s.spent)
         if s.model is None:
             out.append(StoreModel(0, self.model.initial))
         else:
@@ -185,8 +194,15 @@ class AggregatorCore(Deliveries):
                 self.waiting = True
             self.retry_at = now + c.rounds.retry_s
             return
-        task = plan_round(c, number, self.version, {d: self.enrolled[d] for d in cohort},
-                          self.identity.public, self.model.n_trained, random)
+        try:
+            task = plan_round(c, number, self.version, {d: self.enrolled[d] for d in cohort},
+                              self.identity.public, self.model.n_trained, random,
+                              privacy=self.privacy)
+        except BudgetSpent as exc:
+            self.budget_spent = str(exc)
+            log.warning("round %d not opened: %s; the federation is finished", number, exc)
+            self._publish_state("finished", out)
+            return
         assert task.codec is not None and task.secagg is not None
         rnd = SecureRound(task.secagg, self.identity, task.codec.pipeline(self.model.n_trained),
                           stage_timeout_s=c.rounds.stage_timeout_s, now=now)
@@ -199,6 +215,8 @@ class AggregatorCore(Deliveries):
         log.info("round %d open on model version %d: %d devices, k=%d, t=%d, %d bits, "
                  "%d of %d coordinates trained", number, self.version, p.n, p.k, p.t,
                  task.codec.bits, self.model.n_trained, self.model.n_params)
+        if task.privacy is not None:
+            log.info("round %d privacy: %s", number, task.privacy.describe())
 
     def _poll(self, f: Flight, now: float, out: list[Effect]) -> None:
         ev = f.rnd.poll(now)  # closing a stage may blame too (wrong shares in Unmasking)
@@ -230,6 +248,11 @@ class AggregatorCore(Deliveries):
                weight: int, reason: str, new: np.ndarray | None, update: np.ndarray | None,
                out: list[Effect]) -> None:
         rec = f.record(now, self.version, status, survivors, weight, reason)
+        if self.privacy is not None and f.task.privacy is not None and f.task.codec and \
+                f.rnd.stage == Stage.DONE:  # the sum was unmasked: spent, kept or not
+            rec = replace(rec, privacy=self.privacy.spend(
+                f.task.privacy, f.task.codec.noise_variance, len(f.rnd.server.survivors)))
+            log.info("round %d spent privacy: %s", rec.round, self.privacy.released().describe())
         self.flight = None
         model = None if new is None else (self.version + 1, new)
         moments = (self.opt_state.m, self.opt_state.v) if self.opt_state.m.size else None
@@ -258,7 +281,8 @@ class AggregatorCore(Deliveries):
     def _publish_model(self, out: list[Effect]) -> None:
         """The current model, INT8 and signed, retained (stored before: see effects.py)."""
         payload = self.model.release(self.cfg.federation, self.version, self.weights,
-                                     self.identity)
+                                     self.identity, privacy=None if self.privacy is None
+                                     else self.privacy.released())
         self.model_bytes = self._publish(self.topics.model, payload, out, retain=True)
         out.append(Count("model_version", value=self.version))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class Snapshot:
     next_round: int
     in_flight: OpenRound | None
     enrolled: Mapping[str, bytes]  # device -> Ed25519 verify key
+    spent: tuple[Mapping[str, Any], ...] = ()  # the privacy ledger's entries, round by round
 
 
 @dataclass(frozen=True)

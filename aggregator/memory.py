@@ -83,7 +83,8 @@ class MemoryStore:
             model=None if newest is None else (newest, self.models[newest][0].copy()),
             moments=None if newest is None else self.models[newest][1],
             next_round=max(self.rounds, default=-1) + 1, in_flight=in_flight,
-            enrolled=dict(self.devices))
+            enrolled=dict(self.devices),
+            spent=tuple(r.privacy for r in self.journal() if r.privacy is not None))
 
     def journal(self) -> list[RoundRecord]:
         """The records of the closed rounds, in order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,5 @@ class RoundRecord:
     reason: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)  # device: why (provable disruption)
+    # the privacy ledger's entry for a round whose sum was unmasked (`aggregator/privacy.py`)
+    privacy: dict[str, Any] | None = None

@@ -18,10 +18,12 @@ import numpy as np
 
 from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.optimizers import OptimizerState
+from genofed.aggregator.privacy import PrivacyLedger, noisy_codec
 from genofed.errors import LocalInputError
 from genofed.models.layout import ParamLayout
 from genofed.models.manifest import Bundle
 from genofed.protocol.codec import CodecError, choose_bits
+from genofed.protocol.privacyspec import PrivacySpent
 from genofed.protocol.ring import Ring
 from genofed.protocol.roundspec import CodecSpec
 from genofed.protocol.schema import DataUse, ModelRelease, SecureTask
@@ -86,27 +88,38 @@ class ModelSpec:
         return moved
 
     def release(self, federation: str, version: int, weights: np.ndarray,
-                identity: SigningIdentity) -> bytes:
-        """Model `version` as it travels: INT8 per channel, signed."""
+                identity: SigningIdentity, *, privacy: PrivacySpent | None = None) -> bytes:
+        """Model `version` as it travels: INT8 per channel, signed, with what the rounds
+        behind it spent of the privacy budget (DP federations)."""
         values, scales = self.layout.quantize(weights)
         return ModelRelease(federation, version, self.panel_sha256, values,
-                            scales).seal(identity)
+                            scales, privacy).seal(identity)
 
 
 def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
                cohort: Mapping[str, bytes], aggregator: IdentityKey, n_trained: int,
-               random: RoundRandom) -> SecureTask:
-    """The open task of round `number` over `cohort` (device -> verify key, roster order)."""
+               random: RoundRandom, *, privacy: PrivacyLedger | None = None) -> SecureTask:
+    """The open task of round `number` over `cohort` (device -> verify key, roster order);
+    with a privacy ledger, its noise for what is left of the target (BudgetSpent if none
+    is)."""
     n = len(cohort)
+    declared = None
     try:
         params = choose_parameters(n, cfg.secagg.corrupt_fraction, cfg.secagg.dropout_fraction)
-        bits = choose_bits(n, cfg.codec.clip, cfg.codec.scale)
+        if privacy is None:
+            codec = CodecSpec(cfg.codec.clip, cfg.codec.scale,
+                              choose_bits(n, cfg.codec.clip, cfg.codec.scale), random.seed())
+        else:
+            codec, declared = noisy_codec(privacy, clip=cfg.codec.clip, dim=n_trained, n=n,
+                                          t=params.t, remaining=cfg.rounds.rounds -
+                                          model_version, rotation_seed=random.seed())
     except (ParameterError, CodecError) as exc:
         raise LocalInputError(f"cannot set up a round of {n} devices: {exc}") from None
-    codec = CodecSpec(cfg.codec.clip, cfg.codec.scale, bits, random.seed())
+    bits = codec.bits
     secagg = RoundConfig(cfg.federation, number,
                          tuple(Participant(d, IdentityKey(k)) for d, k in cohort.items()),
                          aggregator, params, Ring(bits), n_trained, GraphSeed(random.seed()))
     return SecureTask(cfg.federation, number, "open", model_version,
                       deadline_s=cfg.rounds.stage_timeout_s, training=cfg.rounds.training(),
-                      codec=codec, secagg=secagg, use=DataUse(cfg.study.name, cfg.study.duo))
+                      codec=codec, secagg=secagg, use=DataUse(cfg.study.name, cfg.study.duo),
+                      privacy=declared)

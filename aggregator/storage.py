@@ -164,6 +164,11 @@ class SqlStore:
                             "ORDER BY round").fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def privacy_spent(self) -> tuple[dict[str, Any], ...]:
+        """The privacy ledger: the `privacy` part of each closed round's record that has one
+        (`aggregator/privacy.py`), in round order."""
+        return tuple(r["privacy"] for r in self.journal() if r.get("privacy"))
+
     # messages of the round in flight
     def put_message(self, round_: int, stage: str, device: str, payload: bytes) -> bool:
         """Keep one accepted message; False if that device already sent one for the stage."""
@@ -200,7 +205,8 @@ class SqlStore:
             return Snapshot(model=latest,
                             moments=None if latest is None else self.moments(latest[0]),
                             next_round=self.next_round(),
-                            in_flight=self.open_round_in_flight(), enrolled=self.devices())
+                            in_flight=self.open_round_in_flight(), enrolled=self.devices(),
+                            spent=self.privacy_spent())
 
     def apply(self, effect: Durable, *, wait: threading.Event | None = None) -> None:
         """Make one of the core's durable effects durable; returns once it is on disk.

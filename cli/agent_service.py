@@ -3,7 +3,8 @@
     install-service   the systemd unit, the service user and the state folder
     status            what the daemon is doing (read from its status file; text or --json)
     predict           the owner's own score from the global model the daemon holds
-    consent           show | grant [--until DATE] [--duo CODES] | pause | withdraw
+    consent           show | grant [--until DATE] [--duo CODES] [--epsilon-cap EPS]
+                      [--study-epsilon-cap EPS] | pause | withdraw
     audit             the audit log, its hash chain checked
     cost              each round's cost on this device, and which sensors it can read
     bench             one whole round on this device, its peers simulated (no broker)
@@ -19,6 +20,7 @@ import argparse
 import calendar
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -69,6 +71,12 @@ def add_agent_commands(a: Any) -> None:
     c.add_argument("--until", help="grant: an expiry, YYYY-MM-DD (UTC midnight)")
     c.add_argument("--duo", default="", help="grant: the data uses you agree to, as GA4GH DUO "
                    "codes (GRU,HMB,DS-CANCER,...); a task declaring any other is not joined")
+    c.add_argument("--epsilon-cap", metavar="EPS",
+                   help="grant: the most differential-privacy epsilon this device spends in "
+                   "total, or `none`; a round that would pass it is sat out (default: as "
+                   "before)")
+    c.add_argument("--study-epsilon-cap", metavar="EPS",
+                   help="grant: the most epsilon spent in any one study, or `none`")
     c.set_defaults(handler=_consent)
 
 
@@ -116,7 +124,7 @@ def _install(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from genofed.agent.config import load_agent_config
     from genofed.agent.consent import read_consent
-    from genofed.agent.status import PRIVACY, read_status, running
+    from genofed.agent.status import PRIVACY, privacy_line, read_status, running
 
     cfg = load_agent_config(args.config)
     doc = read_status(cfg.state_dir) or {"state": "never started", "privacy": PRIVACY}
@@ -124,6 +132,7 @@ def _status(args: argparse.Namespace) -> int:
     if doc["state"] not in ("never started", "offline", "stopped") and not doc["running"]:
         doc["state"] = f"not running (last said: {doc['state']})"
     doc["consent"] = read_consent(cfg.state_dir).describe(time.time())  # the file is the truth
+    doc["privacy"] = privacy_line(cfg.state_dir)  # the ledger is
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -178,13 +187,35 @@ def _consent(args: argparse.Namespace) -> int:
     duo = tuple(c.strip() for c in args.duo.split(",") if c.strip())
     if duo and args.action != "grant":
         raise LocalInputError("--duo goes with grant only")
+    given = (args.epsilon_cap, args.study_epsilon_cap)
+    if args.action != "grant" and given != (None, None):
+        raise LocalInputError("--epsilon-cap and --study-epsilon-cap go with grant only")
+    before = consent.read_consent(cfg.state_dir)
+    caps = (_cap(given[0], before.epsilon_cap, "--epsilon-cap"),
+            _cap(given[1], before.study_epsilon_cap, "--study-epsilon-cap"))
     if args.action != "grant":  # pausing or withdrawing keeps the data uses agreed before
-        duo = consent.read_consent(cfg.state_dir).duo
+        duo = before.duo
     c = consent.set_consent(cfg.state_dir, {"grant": "granted", "pause": "paused",
                                             "withdraw": "withdrawn"}[args.action],
-                            expires=expires, duo=duo)
+                            expires=expires, duo=duo, epsilon_cap=caps[0],
+                            study_epsilon_cap=caps[1])
     print(f"consent {c.describe(time.time())}; the running agent applies it within a second")
     return 0
+
+
+def _cap(given: str | None, before: float | None, flag: str) -> float | None:
+    """A cap as typed (`none` removes it), or the one recorded before if not given."""
+    if given is None:
+        return before
+    if given.strip().lower() == "none":
+        return None
+    try:
+        value = float(given)
+    except ValueError:
+        raise LocalInputError(f"{flag} {given}: not a number or `none`") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise LocalInputError(f"{flag} {given}: must be a finite number >= 0")
+    return value
 
 
 def _audit(args: argparse.Namespace) -> int:

@@ -39,6 +39,8 @@ from genofed.sim.evaluate import auc, auc_report, describe, read_ancestry
 
 ROUND_TIMEOUT_S = 120.0
 STAGE_TIMEOUT_S = 30.0
+DP_CLIP = 0.25  # the demo's honest updates have L2 norms ~0.14 (2 local epochs, lr 0.02)
+DP_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,10 @@ def by_ancestry(test: Labeled, score: np.ndarray) -> dict[str, object] | None:
 
 
 def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
-             report: Path | None, local_optimizer: str = "sgd") -> dict[str, object]:
-    """Run the demo end to end; returns (and optionally writes) the report."""
+             report: Path | None, local_optimizer: str = "sgd",
+             dp_epsilon: float | None = None) -> dict[str, object]:
+    """Run the demo end to end; returns (and optionally writes) the report. `dp_epsilon`:
+    user-level DP with that target (`[privacy]`), its spend printed round by round."""
     from genofed.export.bundle import export_bundle
     from genofed.sim.cohort import simulate
 
@@ -100,9 +104,11 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
         say(f"mosquitto (TLS, client certificates, ACL) on 127.0.0.1:{broker.port}; starting "
             f"the aggregator and {len(device_dirs)} agents")
         agg_cfg = write_configs(out, bundle_dir, device_dirs, broker.port, rounds=rounds,
-                                min_participants=len(device_dirs), optimizer=local_optimizer)
+                                min_participants=len(device_dirs), optimizer=local_optimizer,
+                                dp_epsilon=dp_epsilon)
         procs += spawn_federation(out, agg_cfg, [d.name for d in device_dirs])
-        rows = follow_rounds(out / "state" / "aggregator", procs[0], bundle, test, rounds)
+        rows = follow_rounds(out / "state" / "aggregator", procs[0], bundle, test, rounds,
+                             dp=dp_epsilon is not None)
         for p in procs[1:]:
             try:
                 p.wait(30)
@@ -119,6 +125,14 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
         f"({time.monotonic() - t_start:.0f} s in all)")
     result: dict[str, object] = {"model": model, "devices": len(device_dirs), "rounds": rows,
                                  "federated_auc": fed, "centralized_auc": central}
+    spent = [s for r in rows if isinstance(s := r.get("privacy"), dict)]
+    if dp_epsilon is not None:
+        last = spent[-1] if spent else None
+        say("privacy: no round's sum was unmasked, nothing spent" if last is None else
+            f"privacy: epsilon {last['epsilon']:.3f} of the target {dp_epsilon:g} spent at "
+            f"delta {last['delta']:g} over {len(spent)} rounds, per device (one clinic's "
+            f"whole cohort), {last['accountant']}, no amplification by sampling assumed")
+        result["privacy"] = last
     if test.ancestry is not None and rows:
         result["by_ancestry"] = ancestry_comparison(device_dirs, panel, test, rows[-1])
     if report:
@@ -145,11 +159,14 @@ def _tls(pki: PkiLayout, name: str, port: int) -> str:
 
 def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *,
                   rounds: int, min_participants: int, names: list[str] | None = None,
-                  stage_timeout_s: float = STAGE_TIMEOUT_S, optimizer: str = "sgd") -> Path:
+                  stage_timeout_s: float = STAGE_TIMEOUT_S, optimizer: str = "sgd",
+                  dp_epsilon: float | None = None) -> Path:
     """Aggregator and agent TOML configs for the demo, with each party's TLS identity (from
     `start_broker`) and Ed25519 identity, every device enrolled with the aggregator; returns
     the aggregator's config. `names` gives the devices other ids than their folders';
-    `optimizer` is the devices' local optimizer (`[rounds] optimizer`)."""
+    `optimizer` is the devices' local optimizer (`[rounds] optimizer`); `dp_epsilon` turns
+    on `[privacy]` with that target, and clips updates at DP_CLIP instead of 10, just above
+    the demo's honest update norms (the noise scales with the clip)."""
     names = names or [d.name for d in device_dirs]
     pki = PkiLayout(out / "broker")
     cfg = out / "config"
@@ -163,8 +180,10 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
                    f'optimizer = "{optimizer}"\n'
                    f"[cohort]\nmin_participants = {min_participants}\n"
                    f"max_participants = {max(min_participants, 100)}\n"
-                   "[codec]\nclip = 10.0\nscale = 1e6\n"
-                   '[server]\noptimizer = "fedavg"\nlr = 1.0\n')
+                   f"[codec]\nclip = {10.0 if dp_epsilon is None else DP_CLIP}\nscale = 1e6\n"
+                   '[server]\noptimizer = "fedavg"\nlr = 1.0\n' +
+                   ("" if dp_epsilon is None else
+                    f"[privacy]\nepsilon = {dp_epsilon}\ndelta = {DP_DELTA}\n"))
     aggregator_pub = cfg / "aggregator.pub"
     save_verify_key(aggregator_pub, VerifyKey(load_identity(agg_state).public.raw))
     for i, (name, d) in enumerate(zip(names, device_dirs, strict=True)):
@@ -209,10 +228,12 @@ def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bundle,
-                  test: Labeled, rounds: int) -> list[dict[str, object]]:
-    """Print each round as the aggregator journals it, with the test AUC of its new model."""
+                  test: Labeled, rounds: int, *, dp: bool = False) -> list[dict[str, object]]:
+    """Print each round as the aggregator journals it, with the test AUC of its new model
+    (and, with `dp`, the epsilon the federation has spent after it)."""
     trainer = StepTrainer(bundle)
-    say(f"{'round':>5} {'status':>9} {'devices':>7} {'test loss':>10} {'test AUC':>8} "
+    eps = f" {'epsilon':>8}" if dp else ""
+    say(f"{'round':>5} {'status':>9} {'devices':>7} {'test loss':>10} {'test AUC':>8}{eps} "
         f"{'bytes up':>10} {'bytes down':>10} {'seconds':>7}  worst-served ancestry (gap)")
     rows: list[dict[str, object]] = []
     deadline = time.monotonic() + rounds * (ROUND_TIMEOUT_S + 30)
@@ -228,7 +249,8 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
             rec["test_auc_by_ancestry"] = by_ancestry(test, scores)
             rows.append(rec)
             say(f"{rec['round']:>5} {rec['status']:>9} {rec['participants']:>7} "
-                f"{rec['test_loss']:>10.4f} {rec['test_auc']:>8.4f} {rec['bytes_up']:>10} "
+                f"{rec['test_loss']:>10.4f} {rec['test_auc']:>8.4f}"
+                f"{f' {_epsilon(rec):>8}' if dp else ''} {rec['bytes_up']:>10} "
                 f"{rec['bytes_down']:>10} {rec['seconds']:>7.2f}  {_worst(rec)}")
         if aggregator.poll() is not None and len(read_journal(state)) == len(rows):
             if aggregator.returncode != 0:
@@ -239,6 +261,13 @@ def follow_rounds(state: Path, aggregator: subprocess.Popen[bytes], bundle: Bund
             raise LocalInputError("the demo's rounds did not finish in time; see the logs")
         time.sleep(0.2)
     return rows
+
+
+def _epsilon(rec: dict[str, object]) -> str:
+    """The federation's epsilon after this round (the aggregator's ledger; per device, no
+    amplification), or "-" without DP (or if the round's sum was never unmasked)."""
+    p = rec.get("privacy")
+    return f"{p['epsilon']:.3f}" if isinstance(p, dict) else "-"
 
 
 def _worst(rec: dict[str, object]) -> str:

@@ -60,21 +60,40 @@ class TrainingSpec:
 @dataclass(frozen=True)
 class CodecSpec:
     """How a device's update becomes ring values (see `protocol/codec.py`); every device's
-    update counts equally (`protocol/codec_mean.py` says why), so no weight is part of it."""
+    update counts equally (`protocol/codec_mean.py` says why), so no weight is part of it.
+
+    Distributed DP (`protocol/privacyspec.py`): `noise_variance` > 0 is the Skellam noise each
+    device adds per coordinate (`privacy/noise.py`), `conditional_beta` makes the rounding
+    conditional so that the sensitivity is what the privacy declaration says, and
+    `wrap_prob` is the probability the ring's bit rule allows a wrap (`codec.choose_bits`)."""
 
     clip: float
     scale: float
     bits: int
     rotation_seed: bytes
+    noise_variance: float = 0.0
+    noise_min_clients: int = 1  # decode refuses a sum of fewer (the calibration's survivors)
+    conditional_beta: float | None = None
+    wrap_prob: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.rotation_seed) != 32:
             raise LocalInputError("rotation_seed must be 32 bytes")
+        if not (self.noise_variance >= 0 and self.noise_variance < 1e30):
+            raise LocalInputError(f"noise_variance must be in [0, 1e30), got "
+                                  f"{self.noise_variance!r}")
 
     def pipeline(self, dim: int) -> MeanPipeline:
         """The round's pipeline for `dim` model coordinates (`dim` ring values)."""
+        noise = None
+        if self.noise_variance > 0:
+            from genofed.privacy.noise import SkellamNoise
+
+            noise = SkellamNoise(self.noise_variance, dim, self.noise_min_clients)
         return MeanPipeline(build_pipeline(dim, clip=self.clip, scale=self.scale,
-                                           bits=self.bits, rotation_seed=self.rotation_seed))
+                                           bits=self.bits, rotation_seed=self.rotation_seed,
+                                           noise=noise, wrap_prob=self.wrap_prob,
+                                           conditional_beta=self.conditional_beta))
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "rotation_seed": self.rotation_seed.hex()}
@@ -82,9 +101,17 @@ class CodecSpec:
     @classmethod
     def from_json(cls, f: Fields) -> CodecSpec:
         """The codec a task carries; MessageError on anything malformed."""
+        def optional(key: str) -> float | None:
+            return f.number(key) if f.has(key) else None
+
         try:
             return cls(clip=f.number("clip"), scale=f.number("scale"),
-                       bits=f.integer("bits", 1, 64), rotation_seed=f.hex("rotation_seed", 32))
+                       bits=f.integer("bits", 1, 64), rotation_seed=f.hex("rotation_seed", 32),
+                       noise_variance=optional("noise_variance") or 0.0,
+                       noise_min_clients=f.integer("noise_min_clients", 1)
+                       if f.has("noise_min_clients") else 1,
+                       conditional_beta=optional("conditional_beta"),
+                       wrap_prob=optional("wrap_prob"))
         except (MessageError, LocalInputError) as exc:
             raise MessageError(f"bad codec spec: {exc}") from None
 

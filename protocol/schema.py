@@ -25,6 +25,7 @@ import numpy as np
 from genofed.errors import LocalInputError, MessageError
 from genofed.protocol.envelope import open_envelope, seal
 from genofed.protocol.fields import Fields
+from genofed.protocol.privacyspec import PrivacySpec, PrivacySpent, check_consistent
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec, config_from_json, config_to_json
 from genofed.protocol.secagg import IdentityKey, RoundConfig, SigningIdentity
 
@@ -67,7 +68,8 @@ class DataUse:
 class SecureTask:
     """What devices should do now. `open`: the roster trains on `model_version` and runs the
     SecAgg+ round `secagg`; `waiting`: too few devices online; `finished`: the federation
-    is done."""
+    is done. `privacy` declares the round's differential privacy; an open task carries it
+    exactly when its codec adds noise (`protocol/privacyspec.py`)."""
 
     TYPE: ClassVar[str] = "task"
     federation: str
@@ -79,6 +81,7 @@ class SecureTask:
     codec: CodecSpec | None = None
     secagg: RoundConfig | None = None
     use: DataUse = field(default_factory=DataUse)
+    privacy: PrivacySpec | None = None
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -88,6 +91,7 @@ class SecureTask:
                 raise MessageError("an open task needs its codec and SecAgg+ configuration")
             if (self.secagg.federation, self.secagg.round) != (self.federation, self.round):
                 raise MessageError("the SecAgg+ configuration is for another round")
+            check_consistent(self.privacy, self.codec, self.secagg)
 
     def members(self) -> tuple[str, ...]:
         return tuple(p.device for p in self.secagg.roster) if self.secagg else ()
@@ -99,7 +103,8 @@ class SecureTask:
             "deadline_s": self.deadline_s, "training": self.training.__dict__,
             "codec": self.codec.to_json() if self.codec else None,
             "secagg": config_to_json(self.secagg) if self.secagg else None,
-            "use": self.use.to_json()}
+            "use": self.use.to_json(),
+            "privacy": self.privacy.to_json() if self.privacy else None}
         return seal(identity, header)
 
     @classmethod
@@ -115,7 +120,9 @@ class SecureTask:
                        training=TrainingSpec.from_json(f.obj("training")),
                        codec=CodecSpec.from_json(f.obj("codec")) if f.has("codec") else None,
                        secagg=config_from_json(f.obj("secagg")) if f.has("secagg") else None,
-                       use=DataUse.from_json(f.obj("use")) if f.has("use") else DataUse())
+                       use=DataUse.from_json(f.obj("use")) if f.has("use") else DataUse(),
+                       privacy=PrivacySpec.from_json(f.obj("privacy"))
+                       if f.has("privacy") else None)
         except (MessageError, LocalInputError) as exc:  # a field, or a spec's own check
             raise MessageError(f"bad task: {exc}") from None
 
@@ -131,11 +138,13 @@ class ModelRelease:
     panel_sha256: str
     values: np.ndarray = field(repr=False)  # int8
     scales: np.ndarray = field(repr=False)  # float32
+    privacy: PrivacySpent | None = None  # what the rounds behind it spent (DP federations)
 
     def seal(self, identity: SigningIdentity) -> bytes:
         header = {"type": self.TYPE, "federation": self.federation, "version": self.version,
                   "panel_sha256": self.panel_sha256, "encoding": "int8-per-channel",
-                  "n_values": int(self.values.size), "n_scales": int(self.scales.size)}
+                  "n_values": int(self.values.size), "n_scales": int(self.scales.size),
+                  "privacy": self.privacy.to_json() if self.privacy else None}
         body = np.ascontiguousarray(self.values, dtype=np.int8).tobytes() + \
             np.ascontiguousarray(self.scales, dtype="<f4").tobytes()
         return seal(identity, header, body)
@@ -153,7 +162,9 @@ class ModelRelease:
         if not np.all(np.isfinite(scales)) or np.any(scales < 0):
             raise MessageError("bad model release: scales must be finite and non-negative")
         return cls(federation=f.text("federation"), version=f.integer("version"),
-                   panel_sha256=f.text("panel_sha256", 64), values=values, scales=scales)
+                   panel_sha256=f.text("panel_sha256", 64), values=values, scales=scales,
+                   privacy=PrivacySpent.from_json(f.obj("privacy"))
+                   if f.has("privacy") else None)
 
 
 @dataclass(frozen=True)
