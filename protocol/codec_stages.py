@@ -48,6 +48,8 @@ class Noise(CodecStage, Protocol):
     decrease with n; the rule for b reserves it. A distributed-DP mechanism (discrete Gaussian,
     Skellam) has unbounded noise, so its headroom is a tail bound and its docstring must state
     the probability of exceeding it. Its generator must be a cryptographically seeded one.
+    It may also have `norm_headroom(n)`, a tail bound on the L2 norm of n devices' summed
+    noise, which the aggregate check (`codec_mean.py`) then uses instead of sqrt(d) H(n).
     """
 
     def headroom(self, n: int) -> int: ...

@@ -197,6 +197,17 @@ def test_summed_noise_never_exceeds_the_headroom() -> None:
         assert worst <= h
 
 
+def test_summed_noise_norm_stays_under_its_l2_tail_bound_which_beats_sqrt_d_headroom() -> None:
+    noise = SkellamNoise(30.0, 2000, fail_prob=0.01)
+    for n in (1, 5, 40):
+        bound = noise.norm_headroom(n)
+        assert bound < math.sqrt(2000) * noise.headroom(n) / 3
+        norms = [float(np.linalg.norm(sum(noise.sample() for _ in range(n))))
+                 for _ in range(40)]
+        assert max(norms) <= bound
+        assert bound <= 1.5 * math.sqrt(2000 * n * 30.0)  # not far above the typical norm
+
+
 def test_the_dp_bit_rule_never_wraps_at_small_bits() -> None:
     rng = np.random.default_rng(11)
     for bits, dim, n in [(8, 17, 3), (10, 64, 10), (12, 300, 30)]:
@@ -217,8 +228,9 @@ def test_the_dp_bit_rule_never_wraps_at_small_bits() -> None:
             true_sum = np.sum(pre, axis=0)
             assert int(np.abs(true_sum).max()) <= top
             ring = Ring(bits)
-            got = ring.unwrap(ring.sum([ring.wrap(y) for y in pre]))
-            assert np.array_equal(got, true_sum)
+            total = ring.sum([ring.wrap(y) for y in pre])
+            assert np.array_equal(ring.unwrap(total), true_sum)
+            pipe.check_sum(total, n)  # aligned honest updates at the clip pass the check
 
 
 # --- conditional rounding ------------------------------------------------------------------
