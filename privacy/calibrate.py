@@ -41,6 +41,7 @@ from typing import Any
 
 from genofed.errors import LocalInputError, MessageError
 from genofed.privacy.noise import DEFAULT_FAIL_PROB, SkellamNoise
+from genofed.privacy.poisson import MAX_LAMBDA
 from genofed.protocol.codec import build_pipeline, sum_bound
 from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.codec_stages import (
@@ -161,9 +162,12 @@ class DpCodec:
 
 def _candidate(dim: int, clip: float, scale: float, bits: int, n_max: int, n_min: int,
                z: float, beta: float, wrap_prob: float, fail_prob: float) -> DpCodec | None:
-    """The DP codec at this scale and width, or None if the ring cannot hold it."""
+    """The DP codec at this scale and width, or None if the ring cannot hold it (or the noise
+    it needs is beyond the sampler's table)."""
     l2, l1 = encoded_sensitivity(clip, scale, dim, conditional_beta=beta)
     variance = per_device_variance(l2, z, n_min)
+    if variance / 2 > MAX_LAMBDA:
+        return None
     noise = SkellamNoise(variance, dim, n_min, fail_prob)
     if sum_bound(n_max, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise) \
             > (1 << (bits - 1)) - 1:

@@ -154,6 +154,8 @@ def test_calibration_at_the_issue_shapes_fits_18_bits_at_under_1_percent_inflati
         plain = encoded_sensitivity(1.0, codec.scale, dim)[0] / codec.scale
         assert plain >= 1.1  # unconditioned rounding would inflate it by > 10%
         assert codec.pipeline(SEED).max_clients >= 1000
+    wide = choose_dp_codec(100_000, 1.0, n_max=1, n_min=1, noise_multiplier=3.0, bits=30)
+    assert wide.variance / 2 <= poisson.MAX_LAMBDA  # the scale stops where the sampler does
     with pytest.raises(c.CodecError, match="n_max must be >= 800"):
         choose_dp_codec(2000, 1.0, n_max=700, n_min=800, noise_multiplier=1.0)
 
