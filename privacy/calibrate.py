@@ -20,8 +20,9 @@ Given the update length d, the clip C, the round's largest and smallest accepted
    probabilistic whatever the rule; and the worst case costs the privacy it is there for: at
    n = 1000 (n_min 800) and 18 bits it allows sC <= 129, where conditional rounding still
    inflates the sensitivity by 1.9% at d = 2000 (plain rounding: 35%) and the rounding error
-   is 1/70 of the noise's variance; this rule gives sC = 473 at 18 bits (inflation 0.2%). The probabilistic rule's caveat (`codec.py`) stands: it holds for updates
-   that do not depend on the rotation seed.
+   is 1/70 of the noise's variance; this rule gives sC = 473 at 18 bits (inflation 0.2%).
+   The probabilistic rule's caveat (`codec.py`) stands: it holds for updates that do not
+   depend on the rotation seed.
 4. Scale. For a ring width b, the largest s that satisfies 3 (every term grows with s; found by
    bisection). A larger scale only helps: the inflation l2/(sC) - 1 ~ (d/4 + sC)/(2 (sC)^2)
    and the rounding error (variance <= n/4 per coordinate, against the noise's z^2 l2^2)
