@@ -18,10 +18,11 @@ Given the update length d, the clip C, the round's largest and smallest accepted
    (failing with probability <= 2^-40): the sum wraps with probability <= 2^-39 per round.
    Why not the default worst-case rule: the noise is unbounded, so a DP round's wrap is
    probabilistic whatever the rule; and the worst case costs the privacy it is there for: at
-   n = 1000 and 18 bits it allows sC <= 131, where conditional rounding still inflates the
-   sensitivity by 1.4% at d = 2000 (plain rounding: 34%) and the rounding error is 1/70 of the
-   noise's variance. The probabilistic rule's caveat (`codec.py`) stands: it holds for updates
-   that do not depend on the rotation seed.
+   n = 1000 (n_min 800) and 18 bits it allows sC <= 129, where conditional rounding still
+   inflates the sensitivity by 1.9% at d = 2000 (plain rounding: 35%) and the rounding error
+   is 1/70 of the noise's variance; this rule gives sC = 473 at 18 bits (inflation 0.2%).
+   The probabilistic rule's caveat (`codec.py`) stands: it holds for updates that do not
+   depend on the rotation seed.
 4. Scale. For a ring width b, the largest s that satisfies 3 (every term grows with s; found by
    bisection). A larger scale only helps: the inflation l2/(sC) - 1 ~ (d/4 + sC)/(2 (sC)^2)
    and the rounding error (variance <= n/4 per coordinate, against the noise's z^2 l2^2)
@@ -41,6 +42,7 @@ from typing import Any
 
 from genofed.errors import LocalInputError, MessageError
 from genofed.privacy.noise import DEFAULT_FAIL_PROB, SkellamNoise
+from genofed.privacy.poisson import MAX_LAMBDA
 from genofed.protocol.codec import build_pipeline, sum_bound
 from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.codec_stages import (
@@ -161,9 +163,12 @@ class DpCodec:
 
 def _candidate(dim: int, clip: float, scale: float, bits: int, n_max: int, n_min: int,
                z: float, beta: float, wrap_prob: float, fail_prob: float) -> DpCodec | None:
-    """The DP codec at this scale and width, or None if the ring cannot hold it."""
+    """The DP codec at this scale and width, or None if the ring cannot hold it (or the noise
+    it needs is beyond the sampler's table)."""
     l2, l1 = encoded_sensitivity(clip, scale, dim, conditional_beta=beta)
     variance = per_device_variance(l2, z, n_min)
+    if variance / 2 > MAX_LAMBDA:
+        return None
     noise = SkellamNoise(variance, dim, n_min, fail_prob)
     if sum_bound(n_max, clip, scale, dim=dim, wrap_prob=wrap_prob, noise=noise) \
             > (1 << (bits - 1)) - 1:

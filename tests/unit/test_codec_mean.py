@@ -88,6 +88,27 @@ def test_the_bound_is_the_derived_one_and_the_check_sits_exactly_on_it() -> None
         str(info.value)
 
 
+@FAST
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.integers(1, 12),
+       st.sampled_from([0.5, 20.0, 300.0]), st.sampled_from([0.6, 0.05]))
+def test_conditional_rounding_tightens_the_bound_and_honest_sums_still_pass(
+        seed: int, dim: int, n: int, scale: float, beta: float) -> None:
+    # Each device's rounded vector has norm <= B (redrawn until it does), so n*B replaces
+    # n*(sC + sqrt(d)); aligned updates at the clip, the worst honest case, still pass.
+    rng = np.random.default_rng(seed)
+    bits = c.choose_bits(n, 1.0, scale)
+    pipe = MeanPipeline(c.build_pipeline(dim, clip=1.0, scale=scale, bits=bits,
+                                         rotation_seed=rng.bytes(16), conditional_beta=beta))
+    big_b = math.sqrt(scale**2 + dim / 4 + math.sqrt(2 * math.log(1 / beta))
+                      * (scale + math.sqrt(dim) / 2))
+    per_device = min(big_b, scale + math.sqrt(dim))
+    assert pipe.norm_bound(n) == pytest.approx(n * per_device, rel=2e-9)
+    assert pipe.norm_bound(n) <= sum_norm_bound(n, 1.0, scale, dim)
+    u = rng.normal(size=dim)
+    x = u / np.linalg.norm(u)
+    assert pipe.check_sum(_sum(pipe, _honest(pipe, [x] * n, seed)), n) <= pipe.norm_bound(n)
+
+
 @dataclass(frozen=True)
 class _UniformNoise:
     """A bounded noise stage (uniform in [-h, h]) standing in for a DP mechanism."""

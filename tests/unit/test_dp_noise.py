@@ -154,6 +154,8 @@ def test_calibration_at_the_issue_shapes_fits_18_bits_at_under_1_percent_inflati
         plain = encoded_sensitivity(1.0, codec.scale, dim)[0] / codec.scale
         assert plain >= 1.1  # unconditioned rounding would inflate it by > 10%
         assert codec.pipeline(SEED).max_clients >= 1000
+    wide = choose_dp_codec(100_000, 1.0, n_max=1, n_min=1, noise_multiplier=3.0, bits=30)
+    assert wide.variance / 2 <= poisson.MAX_LAMBDA  # the scale stops where the sampler does
     with pytest.raises(c.CodecError, match="n_max must be >= 800"):
         choose_dp_codec(2000, 1.0, n_max=700, n_min=800, noise_multiplier=1.0)
 
@@ -189,12 +191,29 @@ def test_headroom_is_a_true_bound_of_the_exact_skellam_tail_and_not_a_loose_one(
 
 
 def test_summed_noise_never_exceeds_the_headroom() -> None:
-    noise = SkellamNoise(30.0, 2000, fail_prob=0.01)
+    noise, trials = SkellamNoise(30.0, 2000, fail_prob=1e-6), 60
     for n in (1, 5, 40):
         h = noise.headroom(n)
+        # false alarm: the exact chance that some coordinate of a trial exceeds h, times trials
+        exceed = 1 - (1 - 2 * stats.skellam.sf(h, 15.0 * n, 15.0 * n)) ** 2000
+        assert trials * exceed < 1e-5
         worst = max(int(np.abs(sum(noise.sample() for _ in range(n))).max())
-                    for _ in range(60))
+                    for _ in range(trials))
         assert worst <= h
+
+
+def test_summed_noise_norm_stays_under_its_l2_tail_bound_which_beats_sqrt_d_headroom() -> None:
+    # ||N||^2 has mean d V and standard deviation sqrt(d (2V^2 + V)) ~ 3% of it at d = 2000:
+    # the bound is > 7 of those above the mean, so 120 trials never pass it by chance
+    noise = SkellamNoise(30.0, 2000, fail_prob=1e-6)
+    for n in (1, 5, 40):
+        big_v, bound = 30.0 * n, noise.norm_headroom(n)
+        assert bound < math.sqrt(2000) * noise.headroom(n) / 3
+        assert bound**2 >= 2000 * big_v + 7 * math.sqrt(2000 * (2 * big_v**2 + big_v))
+        assert bound <= 1.2 * math.sqrt(2000 * big_v)  # and not far above the typical norm
+        norms = [float(np.linalg.norm(sum(noise.sample() for _ in range(n))))
+                 for _ in range(40)]
+        assert max(norms) <= bound
 
 
 def test_the_dp_bit_rule_never_wraps_at_small_bits() -> None:
@@ -217,8 +236,9 @@ def test_the_dp_bit_rule_never_wraps_at_small_bits() -> None:
             true_sum = np.sum(pre, axis=0)
             assert int(np.abs(true_sum).max()) <= top
             ring = Ring(bits)
-            got = ring.unwrap(ring.sum([ring.wrap(y) for y in pre]))
-            assert np.array_equal(got, true_sum)
+            total = ring.sum([ring.wrap(y) for y in pre])
+            assert np.array_equal(ring.unwrap(total), true_sum)
+            pipe.check_sum(total, n)  # aligned honest updates at the clip pass the check
 
 
 # --- conditional rounding ------------------------------------------------------------------
