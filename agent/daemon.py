@@ -43,6 +43,7 @@ from genofed import atomic
 from genofed.agent import ledger
 from genofed.agent.config import AgentConfig, identity_path
 from genofed.agent.core import AgentCore, Job
+from genofed.agent.dpsgd import DpStepTrainer
 from genofed.agent.encode import encode_dosages
 from genofed.agent.notify import Notifier
 from genofed.agent.ort_training import make_trainer
@@ -287,7 +288,7 @@ class Agent(ServiceControls):
         task = job.task
         assert task.codec is not None
         try:
-            self.trainer(task.training.optimizer)
+            self.trainer(task.training.optimizer, dpsgd=task.training.dpsgd is not None)
         except LocalInputError as exc:  # the bundle cannot train the task's optimizer here
             log.warning("round %d: cannot take part: %s", task.round, exc)
             return None
@@ -311,14 +312,18 @@ class Agent(ServiceControls):
         self.rounds.phase("join")
         return advert
 
-    def trainer(self, optimizer: str) -> Trainer:
-        """The trainer of `optimizer` on the configured backend, made on first use; a
+    def trainer(self, optimizer: str, *, dpsgd: bool = False) -> Trainer:
+        """The trainer of `optimizer` on the configured backend (with `dpsgd`, the bundle's
+        DP-SGD step through onnxruntime, whatever the backend), made on first use; a
         LocalInputError if the bundle (or backend) has no such optimizer."""
-        if optimizer not in self.trainers:
-            self.trainers[optimizer] = make_trainer(
-                self.bundle, backend=self.cfg.training.backend, optimizer=optimizer,
-                threads=self.cfg.training.threads)
-        return self.trainers[optimizer]
+        key = f"dpsgd-{optimizer}" if dpsgd else optimizer
+        if key not in self.trainers:
+            self.trainers[key] = DpStepTrainer(
+                self.bundle, threads=self.cfg.training.threads, optimizer=optimizer) \
+                if dpsgd else make_trainer(self.bundle, backend=self.cfg.training.backend,
+                                           optimizer=optimizer,
+                                           threads=self.cfg.training.threads)
+        return self.trainers[key]
 
     def train(self, job: Job) -> tuple[np.ndarray, int]:
         """Local epochs with the task's optimizer from the global weights, its state fresh at
@@ -326,16 +331,22 @@ class Agent(ServiceControls):
         and example count."""
         t0 = time.monotonic()
         spec = job.task.training
-        trainer = self.trainer(spec.optimizer)
+        trainer = self.trainer(spec.optimizer, dpsgd=spec.dpsgd is not None)
         trainer.set_weights(job.weights)
         start_loss = trainer.mean_loss(self.data.x, self.data.y)
-        steps = trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
-                              batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
-                              interrupt=self._interrupted)
-        total = spec.local_epochs * -(-self.data.x.shape[0] // spec.batch_size)
-        if len(steps) < total:
+        if spec.dpsgd is not None:  # record-level DP: Poisson batches, noise from the OS
+            assert isinstance(trainer, DpStepTrainer)
+            total = spec.dpsgd_steps
+            done = trainer.train_dp(self.data.x, self.data.y, dp=spec.dpsgd, steps=total,
+                                    lr=spec.lr, interrupt=self._interrupted)[1].steps
+        else:
+            done = len(trainer.train(self.data.x, self.data.y, epochs=spec.local_epochs,
+                                     batch_size=spec.batch_size, lr=spec.lr, rng=self.rng,
+                                     interrupt=self._interrupted))
+            total = spec.local_epochs * -(-self.data.x.shape[0] // spec.batch_size)
+        if done < total:
             progress.warning("round %d: training interrupted after %d of %d steps",
-                             job.task.round, len(steps), total)
+                             job.task.round, done, total)
         delta = np.subtract(trainer.weights(), job.weights, dtype=np.float64)
         log.info("round %d: %d examples, %s (%s), loss of the global model here %.4f, %.2f s",
                  job.task.round, self.data.x.shape[0], spec.optimizer,

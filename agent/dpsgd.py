@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,56 +39,12 @@ import numpy as np
 from genofed.agent.trainer import StepTrainer
 from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle, GraphSpec
+from genofed.protocol.privacyspec import DpSgd
 
 log = logging.getLogger(__name__)
 
 RandBytes = Callable[[int], bytes]
 _TWO_53 = float(1 << 53)
-
-
-@dataclass(frozen=True)
-class DpSgd:
-    """A round's DP-SGD parameters: per-example clip norm, noise multiplier (noise std over the
-    clip) and Poisson sample rate. Validated on construction."""
-
-    clip: float
-    noise_multiplier: float
-    sample_rate: float
-
-    def __post_init__(self) -> None:
-        for name in ("clip", "noise_multiplier", "sample_rate"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise LocalInputError(f"dpsgd: {name} must be a finite number, got {v!r}")
-        if self.clip <= 0:
-            raise LocalInputError(f"dpsgd: clip must be > 0, got {self.clip}")
-        if self.noise_multiplier < 0:
-            raise LocalInputError(f"dpsgd: noise_multiplier must be >= 0, got "
-                                  f"{self.noise_multiplier}")
-        if not 0 < self.sample_rate <= 1:
-            raise LocalInputError(f"dpsgd: sample_rate must be in (0, 1], got "
-                                  f"{self.sample_rate}")
-
-    def to_json(self) -> dict[str, float]:
-        """The parameters as a JSON object."""
-        return {"clip": float(self.clip), "noise_multiplier": float(self.noise_multiplier),
-                "sample_rate": float(self.sample_rate)}
-
-    @classmethod
-    def from_json(cls, raw: Any) -> DpSgd:
-        """Parse `to_json`'s object; one-line LocalInputError on anything else."""
-        keys = {"clip", "noise_multiplier", "sample_rate"}
-        if not isinstance(raw, Mapping) or set(raw) != keys:
-            got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
-            raise LocalInputError(f"dpsgd: want an object with keys {sorted(keys)}, got {got}")
-        return cls(clip=raw["clip"], noise_multiplier=raw["noise_multiplier"],
-                   sample_rate=raw["sample_rate"])
-
-    def steps_for_epochs(self, epochs: float) -> int:
-        """Steps that make `epochs` passes in expectation (Opacus: an epoch is 1/q batches)."""
-        if not (math.isfinite(epochs) and epochs >= 0):
-            raise LocalInputError(f"dpsgd: epochs must be >= 0, got {epochs}")
-        return round(epochs / self.sample_rate)
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,12 @@
     duo = ["HMB", "IRB"]   # GA4GH DUO codes, short form or DUO:0000042
 
     [privacy]              # absent: secure aggregation only, no differential privacy
-    epsilon = 2.0          # the federation's target, per device (user-level), over all rounds
+    epsilon = 2.0          # the federation's target over all rounds, per unit:
     delta = 1e-5           # (the noise is calibrated so that `rounds` rounds spend it)
+    unit = "device"        # "device": user-level, Skellam noise in the codec (cross-device);
+                           # "record": record-level DP-SGD on each device (cross-silo)
+    sample_rate = 0.05     # "record": the probability each record joins a DP-SGD step
+    clip = 1.0             # "record": each record's gradient is clipped to this L2 norm
 """
 
 from __future__ import annotations
@@ -147,15 +151,27 @@ class StudySection:
 
 @dataclass(frozen=True)
 class PrivacySection:
-    """`[privacy]`: user-level differential privacy for cross-device rounds. epsilon 0 (the
-    default) is off. Each device adds Skellam noise inside the codec, calibrated so that
-    `[rounds] rounds` rounds, each at its fewest accepted survivors, spend `epsilon` at
-    `delta` with no amplification by sampling assumed (`aggregator/privacy.py`)."""
+    """`[privacy]`: differential privacy; epsilon 0 (the default) is off. `unit = "device"`
+    (cross-device, user-level): each device adds Skellam noise inside the codec, calibrated so
+    that `[rounds] rounds` rounds, each at its fewest accepted survivors, spend `epsilon` at
+    `delta` with no amplification by the cohort's sampling assumed. `unit = "record"`
+    (cross-silo, record-level): each device trains with DP-SGD (records clipped to `clip`,
+    Poisson-sampled at `sample_rate`), its noise multiplier calibrated so that every step of
+    every round spends `epsilon` per record (`aggregator/privacy.py`)."""
 
     epsilon: float = 0.0
     delta: float = 1e-5
+    unit: str = "device"
+    sample_rate: float = 0.05
+    clip: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.unit not in ("device", "record"):
+            raise LocalInputError(f"[privacy] unit must be \"device\" or \"record\", got "
+                                  f"{self.unit!r}")
+        if not (0 < self.sample_rate <= 1 and 0 < self.clip < 1e6):
+            raise LocalInputError(f"[privacy] sample_rate must be in (0, 1] and clip > 0, got "
+                                  f"{self.sample_rate} and {self.clip}")
         if not (0 <= self.epsilon <= 100):
             raise LocalInputError(f"[privacy] epsilon must be 0 (off) or in (0, 100], got "
                                   f"{self.epsilon}")

@@ -122,8 +122,9 @@ class AggregatorCore(Deliveries):
         p = self.cfg.privacy
         if p.on:
             rate = self.cfg.cohort.sampling_rate
-            self.privacy = PrivacyLedger.restore(p.epsilon, p.delta,
-                                                 rate if rate < 1 else None, s.spent)
+            self.privacy = PrivacyLedger.restore(
+                p.epsilon, p.delta, rate if rate < 1 and p.unit == "device" else None, s.spent,
+                p.unit)
         if s.model is None:
             out.append(StoreModel(0, self.model.initial))
         else:
@@ -248,10 +249,10 @@ class AggregatorCore(Deliveries):
                weight: int, reason: str, new: np.ndarray | None, update: np.ndarray | None,
                out: list[Effect]) -> None:
         rec = f.record(now, self.version, status, survivors, weight, reason)
-        if self.privacy is not None and f.task.privacy is not None and f.task.codec and \
+        if self.privacy is not None and f.task.privacy is not None and \
                 f.rnd.stage == Stage.DONE:  # the sum was unmasked: spent, kept or not
-            rec = replace(rec, privacy=self.privacy.spend(
-                f.task.privacy, f.task.codec.noise_variance, len(f.rnd.server.survivors)))
+            rec = replace(rec, privacy=self.privacy.spend(f.task,
+                                                          len(f.rnd.server.survivors)))
             log.info("round %d spent privacy: %s", rec.round, self.privacy.released().describe())
         self.flight = None
         model = None if new is None else (self.version + 1, new)

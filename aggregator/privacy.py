@@ -1,11 +1,16 @@
 """The aggregator's privacy ledger, and the noise it asks of each round (no I/O).
 
-Cross-device rounds are user-level DP (the unit is a device). Each round's noise is
-calibrated, when the round is planned, for what is left of the federation's target: the
-summed-noise variance sigma^2 such that the rounds already spent plus the rounds still to
-run, each at that variance, stay within `[privacy] epsilon` at `delta`. Each device adds
-sigma^2 / t, t being the fewest survivors the round accepts (SecAgg+'s threshold), so any
-accepted dropout count leaves at least sigma^2 in the sum (`privacy/noise.py`).
+Each round's noise is calibrated, when the round is planned, for what is left of the
+federation's target: the least noise such that the rounds already spent plus the rounds
+still to run, each at that noise, stay within `[privacy] epsilon` at `delta`.
+- Cross-device, user-level (`unit = "device"`): the noise is a summed Skellam variance
+  sigma^2; each device adds sigma^2 / t, t being the fewest survivors the round accepts
+  (SecAgg+'s threshold), so any accepted dropout count leaves at least sigma^2 in the sum
+  (`privacy/noise.py`, `noisy_codec`).
+- Cross-silo, record-level (`unit = "record"`): the noise is DP-SGD's noise multiplier z for
+  the round's steps at the configured Poisson sample rate (`privacy/sgm.py`,
+  `dpsgd_training`); every clinic runs the same steps at the same rate, so one figure holds
+  for every record, whatever the clinic's size (which the aggregator never learns).
 
 What is recorded, per round whose sum was unmasked (completed, or aborted by the aggregate
 check: either way the aggregator saw the sum), in the round's journal record:
@@ -24,8 +29,8 @@ the target is not opened (`BudgetSpent`, said in the log): the federation is fin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +38,13 @@ import numpy as np
 from genofed.errors import GenofedError
 from genofed.privacy.calibrate import choose_dp_codec
 from genofed.privacy.rdp import ORDERS, poisson_subsampled_rdp, rdp_to_epsilon, skellam_rdp
-from genofed.protocol.privacyspec import PrivacySpec, PrivacySpent
-from genofed.protocol.roundspec import CodecSpec
+from genofed.privacy.sgm import dpsgd_rdp
+from genofed.protocol.privacyspec import MECHANISMS, DpSgd, PrivacySpec, PrivacySpent
+from genofed.protocol.roundspec import CodecSpec, TrainingSpec
+from genofed.protocol.schema import SecureTask
 
-ACCOUNTANT = "RDP accountant (Skellam bound of Agarwal et al. 2021)"
+ACCOUNTANTS = {"device": "RDP accountant (Skellam bound of Agarwal et al. 2021)",
+               "record": "RDP accountant (sampled Gaussian, Mironov et al. 2019)"}
 
 
 class BudgetSpent(GenofedError):
@@ -54,6 +62,7 @@ class PrivacyLedger:
     target: float
     delta: float
     sample_rate: float | None = None  # None: the whole cohort every round, no amplification
+    unit: str = "device"  # or "record" (DP-SGD): what one epsilon protects
     rdp: np.ndarray = field(default_factory=_zeros)
     rdp_actual: np.ndarray = field(default_factory=_zeros)
     rdp_amplified: np.ndarray = field(default_factory=_zeros)
@@ -61,9 +70,9 @@ class PrivacyLedger:
 
     @classmethod
     def restore(cls, target: float, delta: float, sample_rate: float | None,
-                spent: Sequence[Mapping[str, Any]]) -> PrivacyLedger:
+                spent: Sequence[Mapping[str, Any]], unit: str = "device") -> PrivacyLedger:
         """The ledger from the `privacy` parts of the stored round records."""
-        ledger = cls(target, delta, sample_rate)
+        ledger = cls(target, delta, sample_rate, unit)
         for rec in spent:
             ledger._add(np.asarray(rec["rdp"], dtype=np.float64),
                         np.asarray(rec["rdp_actual"], dtype=np.float64))
@@ -84,10 +93,11 @@ class PrivacyLedger:
     def amplified(self) -> float | None:
         return None if self.sample_rate is None else self.epsilon(self.rdp_amplified)
 
-    def round_variance(self, l2: float, l1: float, remaining: int) -> float:
-        """The least summed-noise variance sigma^2 such that `remaining` more rounds at it keep
-        the federation within its target (bisection on log sigma^2: epsilon falls as it
-        grows); BudgetSpent if no variance can."""
+    def least_noise(self, curve: Callable[[float], np.ndarray], remaining: int) -> float:
+        """The least noise x (whatever `curve(x)`, one round's Rényi curve, takes: a summed
+        variance, a noise multiplier) such that `remaining` more rounds at it keep the
+        federation within its target; bisection on log x, since epsilon falls as x grows,
+        to 0.1%, erring towards more noise. BudgetSpent if no noise can."""
         if remaining < 1:
             raise BudgetSpent("no rounds remain")
         floor = self.epsilon()
@@ -95,8 +105,8 @@ class PrivacyLedger:
             raise BudgetSpent(f"the federation has spent epsilon {floor:.4g} of its target "
                               f"{self.target:g} at delta {self.delta:g}")
 
-        def eps(v: float) -> float:
-            return self.epsilon(self.rdp + remaining * skellam_rdp(l2=l2, l1=l1, variance=v))
+        def eps(x: float) -> float:
+            return self.epsilon(self.rdp + remaining * curve(x))
 
         lo, hi = 1e-6, 1.0
         while eps(hi) > self.target:
@@ -104,35 +114,49 @@ class PrivacyLedger:
             if hi > 1e36:
                 raise BudgetSpent(f"what is left of epsilon {self.target:g} (spent "
                                   f"{floor:.4g}) cannot pay for {remaining} more rounds")
-        for _ in range(100):  # to 0.1% of sigma^2, erring towards more noise
+        for _ in range(100):
             if hi / lo < 1.001:
                 break
             mid = math.sqrt(lo * hi)
             lo, hi = (lo, mid) if eps(mid) <= self.target else (mid, hi)
         return hi
 
-    def declare(self, *, l2: float, l1: float, variance: float, min_survivors: int
-                ) -> PrivacySpec:
-        """The round's declaration, with the ledger's figures before and after it."""
-        after = self.epsilon(self.rdp + skellam_rdp(l2=l2, l1=l1, variance=variance))
+    def round_variance(self, l2: float, l1: float, remaining: int) -> float:
+        """The least summed Skellam variance for `remaining` more device-level rounds."""
+        return self.least_noise(lambda v: skellam_rdp(l2=l2, l1=l1, variance=v), remaining)
+
+    def declare(self, rdp: np.ndarray, *, l2: float, l1: float, min_survivors: int = 1,
+                unit: str = "device") -> PrivacySpec:
+        """The declaration of a round whose Rényi curve is `rdp`, with the ledger's figures
+        before and after it."""
+        after = self.epsilon(self.rdp + rdp)
         if after > self.target * (1 + 1e-9):
             raise BudgetSpent(f"the round would bring epsilon to {after:.4g}, past the "
                               f"target {self.target:g}")
         return PrivacySpec(delta=self.delta, target_epsilon=self.target,
                            min_survivors=min_survivors, l2=l2, l1=l1,
                            epsilon_before=self.epsilon(), epsilon_after=min(after, self.target),
-                           accountant=ACCOUNTANT)
+                           unit=unit, mechanism=MECHANISMS[unit],
+                           accountant=ACCOUNTANTS[unit])
 
-    def spend(self, spec: PrivacySpec, noise_variance: float, survivors: int
-              ) -> dict[str, Any]:
+    def spend(self, task: SecureTask, survivors: int) -> dict[str, Any]:
         """Record a round whose sum was unmasked; returns the journal record's `privacy`."""
-        rdp = skellam_rdp(l2=spec.l2, l1=spec.l1, variance=spec.min_survivors * noise_variance)
-        actual = skellam_rdp(l2=spec.l2, l1=spec.l1,
-                             variance=max(survivors, spec.min_survivors) * noise_variance)
+        spec, codec, dp = task.privacy, task.codec, task.training.dpsgd
+        assert spec is not None and codec is not None
+        if spec.unit == "record" and dp is not None:  # the same for every survivor count
+            rdp = actual = dpsgd_rdp(dp.noise_multiplier, dp.sample_rate,
+                                     task.training.dpsgd_steps)
+        else:
+            v = codec.noise_variance
+            rdp = skellam_rdp(l2=spec.l2, l1=spec.l1, variance=spec.min_survivors * v)
+            actual = skellam_rdp(l2=spec.l2, l1=spec.l1,
+                                 variance=max(survivors, spec.min_survivors) * v)
         self._add(rdp, actual)
-        return {"unit": "device", "accountant": ACCOUNTANT, "delta": self.delta,
+        return {"unit": spec.unit, "accountant": spec.accountant, "delta": self.delta,
                 "target_epsilon": self.target, "min_survivors": spec.min_survivors,
-                "survivors": survivors, "noise_variance": noise_variance,
+                "survivors": survivors, "noise_variance": codec.noise_variance,
+                "dpsgd": None if dp is None else {**dp.to_json(),
+                                                  "steps": task.training.dpsgd_steps},
                 "epsilon_round": self.epsilon(rdp), "epsilon": self.epsilon(),
                 "epsilon_with_survivors": self.epsilon(self.rdp_actual),
                 "epsilon_amplified": self.amplified(), "sample_rate": self.sample_rate,
@@ -142,7 +166,7 @@ class PrivacyLedger:
         """What a model release says of the rounds behind it."""
         return PrivacySpent(epsilon=self.epsilon(), delta=self.delta, rounds=self.rounds,
                             amplified_epsilon=self.amplified(), sample_rate=self.sample_rate,
-                            accountant=ACCOUNTANT)
+                            unit=self.unit, accountant=ACCOUNTANTS[self.unit])
 
 
 # A large nominal sensitivity at which the Skellam bound is the Gaussian's (its discrete term
@@ -170,5 +194,16 @@ def noisy_codec(ledger: PrivacyLedger, *, clip: float, dim: int, n: int, t: int,
     codec = CodecSpec(clip, rule.scale, rule.bits, rotation_seed, noise_variance=rule.variance,
                       noise_min_clients=t, conditional_beta=rule.conditional_beta,
                       wrap_prob=rule.wrap_prob)
-    return codec, ledger.declare(l2=rule.l2, l1=rule.l1, variance=t * rule.variance,
-                                 min_survivors=t)
+    rdp = skellam_rdp(l2=rule.l2, l1=rule.l1, variance=t * rule.variance)
+    return codec, ledger.declare(rdp, l2=rule.l2, l1=rule.l1, min_survivors=t)
+
+
+def dpsgd_training(ledger: PrivacyLedger, training: TrainingSpec, *, clip: float,
+                   sample_rate: float, remaining: int) -> tuple[TrainingSpec, PrivacySpec]:
+    """A record-level round's training and declaration: DP-SGD at the least noise
+    multiplier that lets `remaining` rounds of its steps stay within the target."""
+    steps = DpSgd(clip, 1.0, sample_rate).steps_for_epochs(training.local_epochs)
+    z = ledger.least_noise(lambda z: dpsgd_rdp(z, sample_rate, steps), remaining)
+    dp = DpSgd(clip, z, sample_rate)
+    return (replace(training, dpsgd=dp),
+            ledger.declare(dpsgd_rdp(z, sample_rate, steps), l2=clip, l1=clip, unit="record"))

@@ -18,7 +18,7 @@ import numpy as np
 
 from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.optimizers import OptimizerState
-from genofed.aggregator.privacy import PrivacyLedger, noisy_codec
+from genofed.aggregator.privacy import PrivacyLedger, dpsgd_training, noisy_codec
 from genofed.errors import LocalInputError
 from genofed.models.layout import ParamLayout
 from genofed.models.manifest import Bundle
@@ -103,16 +103,21 @@ def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
     with a privacy ledger, its noise for what is left of the target (BudgetSpent if none
     is)."""
     n = len(cohort)
-    declared = None
+    declared, training = None, cfg.rounds.training()
+    remaining = cfg.rounds.rounds - model_version
     try:
         params = choose_parameters(n, cfg.secagg.corrupt_fraction, cfg.secagg.dropout_fraction)
-        if privacy is None:
+        if privacy is None or privacy.unit == "record":
             codec = CodecSpec(cfg.codec.clip, cfg.codec.scale,
                               choose_bits(n, cfg.codec.clip, cfg.codec.scale), random.seed())
-        else:
+        if privacy is not None and privacy.unit == "record":
+            training, declared = dpsgd_training(privacy, training, clip=cfg.privacy.clip,
+                                                sample_rate=cfg.privacy.sample_rate,
+                                                remaining=remaining)
+        elif privacy is not None:
             codec, declared = noisy_codec(privacy, clip=cfg.codec.clip, dim=n_trained, n=n,
-                                          t=params.t, remaining=cfg.rounds.rounds -
-                                          model_version, rotation_seed=random.seed())
+                                          t=params.t, remaining=remaining,
+                                          rotation_seed=random.seed())
     except (ParameterError, CodecError) as exc:
         raise LocalInputError(f"cannot set up a round of {n} devices: {exc}") from None
     bits = codec.bits
@@ -120,6 +125,6 @@ def plan_round(cfg: AggregatorConfig, number: int, model_version: int,
                          tuple(Participant(d, IdentityKey(k)) for d, k in cohort.items()),
                          aggregator, params, Ring(bits), n_trained, GraphSeed(random.seed()))
     return SecureTask(cfg.federation, number, "open", model_version,
-                      deadline_s=cfg.rounds.stage_timeout_s, training=cfg.rounds.training(),
+                      deadline_s=cfg.rounds.stage_timeout_s, training=training,
                       codec=codec, secagg=secagg, use=DataUse(cfg.study.name, cfg.study.duo),
                       privacy=declared)

@@ -41,6 +41,9 @@ ROUND_TIMEOUT_S = 120.0
 STAGE_TIMEOUT_S = 30.0
 DP_CLIP = 0.25  # the demo's honest updates have L2 norms ~0.14 (2 local epochs, lr 0.02)
 DP_DELTA = 1e-5
+# record-level DP-SGD in each 200-genome clinic: batches of 40 expected, 10 steps a round
+DPSGD_RATE = 0.2
+DPSGD_CLIP = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ def by_ancestry(test: Labeled, score: np.ndarray) -> dict[str, object] | None:
 
 def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
              report: Path | None, local_optimizer: str = "sgd",
-             dp_epsilon: float | None = None) -> dict[str, object]:
+             dp_epsilon: float | None = None, dp_unit: str = "record") -> dict[str, object]:
     """Run the demo end to end; returns (and optionally writes) the report. `dp_epsilon`:
-    user-level DP with that target (`[privacy]`), its spend printed round by round."""
+    DP with that target per `dp_unit` (`[privacy]`), its spend printed round by round."""
     from genofed.export.bundle import export_bundle
     from genofed.sim.cohort import simulate
 
@@ -88,7 +91,9 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
     simulate(cohort, devices=devices, samples_per_device=200, variants=2000, panel_size=500,
              seed=seed)
     say(f"exporting a {model} bundle ...")
-    bundle_dir = export_bundle(model, cohort / "panel.tsv", out / "bundle", seed=seed)
+    record_dp = dp_epsilon is not None and dp_unit == "record"
+    bundle_dir = export_bundle(model, cohort / "panel.tsv", out / "bundle", seed=seed,
+                               dpsgd=(local_optimizer,) if record_dp else ())
     bundle = load_bundle(bundle_dir)
     panel = bundle.panel()
     device_dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
@@ -105,7 +110,7 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
             f"the aggregator and {len(device_dirs)} agents")
         agg_cfg = write_configs(out, bundle_dir, device_dirs, broker.port, rounds=rounds,
                                 min_participants=len(device_dirs), optimizer=local_optimizer,
-                                dp_epsilon=dp_epsilon)
+                                dp_epsilon=dp_epsilon, dp_unit=dp_unit)
         procs += spawn_federation(out, agg_cfg, [d.name for d in device_dirs])
         rows = follow_rounds(out / "state" / "aggregator", procs[0], bundle, test, rounds,
                              dp=dp_epsilon is not None)
@@ -130,8 +135,10 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
         last = spent[-1] if spent else None
         say("privacy: no round's sum was unmasked, nothing spent" if last is None else
             f"privacy: epsilon {last['epsilon']:.3f} of the target {dp_epsilon:g} spent at "
-            f"delta {last['delta']:g} over {len(spent)} rounds, per device (one clinic's "
-            f"whole cohort), {last['accountant']}, no amplification by sampling assumed")
+            f"delta {last['delta']:g} over {len(spent)} rounds, " + (
+                "per device (one clinic's whole cohort), no amplification by sampling assumed"
+                if last["unit"] == "device" else "per genome of each clinic's cohort, "
+                "DP-SGD's Poisson sampling of genomes assumed") + f", {last['accountant']}")
         result["privacy"] = last
     if test.ancestry is not None and rows:
         result["by_ancestry"] = ancestry_comparison(device_dirs, panel, test, rows[-1])
@@ -160,13 +167,14 @@ def _tls(pki: PkiLayout, name: str, port: int) -> str:
 def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *,
                   rounds: int, min_participants: int, names: list[str] | None = None,
                   stage_timeout_s: float = STAGE_TIMEOUT_S, optimizer: str = "sgd",
-                  dp_epsilon: float | None = None) -> Path:
+                  dp_epsilon: float | None = None, dp_unit: str = "device") -> Path:
     """Aggregator and agent TOML configs for the demo, with each party's TLS identity (from
     `start_broker`) and Ed25519 identity, every device enrolled with the aggregator; returns
     the aggregator's config. `names` gives the devices other ids than their folders';
     `optimizer` is the devices' local optimizer (`[rounds] optimizer`); `dp_epsilon` turns
-    on `[privacy]` with that target, and clips updates at DP_CLIP instead of 10, just above
-    the demo's honest update norms (the noise scales with the clip)."""
+    on `[privacy]` with that target per `dp_unit`: "device" clips updates at DP_CLIP instead
+    of 10, just above the demo's honest update norms (the noise scales with the clip);
+    "record" runs DP-SGD (DPSGD_RATE, DPSGD_CLIP)."""
     names = names or [d.name for d in device_dirs]
     pki = PkiLayout(out / "broker")
     cfg = out / "config"
@@ -180,10 +188,10 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
                    f'optimizer = "{optimizer}"\n'
                    f"[cohort]\nmin_participants = {min_participants}\n"
                    f"max_participants = {max(min_participants, 100)}\n"
-                   f"[codec]\nclip = {10.0 if dp_epsilon is None else DP_CLIP}\nscale = 1e6\n"
+                   f"[codec]\nclip = {DP_CLIP if dp_unit == 'device' and dp_epsilon else 10.0}"
+                   "\nscale = 1e6\n"
                    '[server]\noptimizer = "fedavg"\nlr = 1.0\n' +
-                   ("" if dp_epsilon is None else
-                    f"[privacy]\nepsilon = {dp_epsilon}\ndelta = {DP_DELTA}\n"))
+                   _privacy_section(dp_epsilon, dp_unit))
     aggregator_pub = cfg / "aggregator.pub"
     save_verify_key(aggregator_pub, VerifyKey(load_identity(agg_state).public.raw))
     for i, (name, d) in enumerate(zip(names, device_dirs, strict=True)):
@@ -198,6 +206,14 @@ def write_configs(out: Path, bundle: Path, device_dirs: list[Path], port: int, *
         key = ensure_signing_key(state / "identity.key")
         enroll_device(agg_state, name, bytes(key.verify_key).hex())
     return agg
+
+
+def _privacy_section(epsilon: float | None, unit: str) -> str:
+    if epsilon is None:
+        return ""
+    text = f'[privacy]\nepsilon = {epsilon}\ndelta = {DP_DELTA}\nunit = "{unit}"\n'
+    return text + (f"sample_rate = {DPSGD_RATE}\nclip = {DPSGD_CLIP}\n" if unit == "record"
+                   else "")
 
 
 def spawn_federation(out: Path, agg_cfg: Path, names: list[str]) -> list[subprocess.Popen[bytes]]:

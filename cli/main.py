@@ -222,9 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the devices' optimizer, sent in each round's task")
     d.add_argument("--report", type=Path, help="write the round table and AUCs as JSON")
     d.add_argument("--dp", type=float, metavar="EPSILON",
-                   help="user-level differential privacy: each device adds its share of "
-                   "Skellam noise so that all the rounds spend at most EPSILON per device "
-                   "(delta 1e-5); prints the epsilon spent beside each round's AUC")
+                   help="differential privacy: all the rounds spend at most EPSILON (delta "
+                   "1e-5) per unit; prints the epsilon spent beside each round's AUC")
+    d.add_argument("--dp-unit", choices=["record", "device"], default="record",
+                   help="with --dp: record (DP-SGD in each clinic, per genome: the demo's "
+                   "shape) or device (Skellam noise inside secure aggregation, per device: "
+                   "the cross-device mechanism, which needs far more than 6 devices)")
     d.set_defaults(handler=_demo)
 
     b = sub.add_parser("bench", help="run benchmarks/NAME.py, write benchmarks/results/NAME.json")
@@ -433,7 +436,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, devices=args.devices, rounds=args.rounds, model=args.model,
              seed=args.seed, report=args.report, local_optimizer=args.local_optimizer,
-             dp_epsilon=args.dp)
+             dp_epsilon=args.dp, dp_unit=args.dp_unit)
     return 0
 
 

@@ -1,6 +1,9 @@
 """The differential privacy a round's signed task declares, and the device's check of it.
 
-Cross-device rounds are user-level DP: the unit is a device (one person's genome). Each
+Cross-silo rounds are record-level DP (the unit is a genome of a clinic's cohort): the
+training spec's DP-SGD (`DpSgd`: clip, noise multiplier, Poisson sample rate) runs on each
+device, and the declaration's sensitivity is the clip. Cross-device rounds are user-level
+DP: the unit is a device (one person's genome). Each
 device adds its share of Skellam noise inside the codec (`CodecSpec.noise_variance`, the
 noise stage of `privacy/noise.py`), so the survivors' sum carries at least
 `min_survivors * noise_variance` per coordinate: the round is calibrated for the fewest
@@ -21,6 +24,7 @@ parameters that do not fit its codec and round is refused with one line
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +33,12 @@ from genofed.protocol.codec_stages import encoded_sensitivity
 from genofed.protocol.fields import Fields
 
 if TYPE_CHECKING:
-    from genofed.protocol.roundspec import CodecSpec
+    from genofed.protocol.roundspec import CodecSpec, TrainingSpec
     from genofed.protocol.secagg import RoundConfig
 
-UNITS = ("device",)  # cross-device, user-level; record-level DP-SGD is a training spec's
-MECHANISMS = ("skellam",)
+# cross-device, user-level: Skellam noise in the codec; cross-silo, record-level: DP-SGD
+MECHANISMS = {"device": "skellam", "record": "sampled_gaussian"}
+UNITS = tuple(MECHANISMS)
 # How far the declared sensitivity may sit above the device's own computation: float
 # formatting through JSON only; a smaller declared value is always refused.
 SENSITIVITY_SLACK = 1e-9
@@ -55,9 +60,10 @@ class PrivacySpec:
     accountant: str = "RDP"
 
     def __post_init__(self) -> None:
-        if self.unit not in UNITS or self.mechanism not in MECHANISMS:
+        if MECHANISMS.get(self.unit) != self.mechanism:
             raise LocalInputError(f"privacy unit {self.unit!r} with mechanism "
-                                  f"{self.mechanism!r}: only {UNITS} with {MECHANISMS}")
+                                  f"{self.mechanism!r}: the units are a device (skellam) and "
+                                  f"a record (sampled_gaussian)")
         if not 0 < self.delta < 1:
             raise LocalInputError(f"privacy delta must be in (0, 1), got {self.delta!r}")
         for name in ("target_epsilon", "l2", "l1"):
@@ -93,6 +99,51 @@ class PrivacySpec:
         return (f"epsilon {self.epsilon_after:.3g} of {self.target_epsilon:g} after this round "
                 f"at delta {self.delta:g}, per {self.unit}, {self.accountant}, no amplification "
                 f"by sampling assumed")
+
+
+@dataclass(frozen=True)
+class DpSgd:
+    """A round's DP-SGD parameters: per-example clip norm, noise multiplier (noise std over the
+    clip) and Poisson sample rate. Validated on construction."""
+
+    clip: float
+    noise_multiplier: float
+    sample_rate: float
+
+    def __post_init__(self) -> None:
+        for name in ("clip", "noise_multiplier", "sample_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise LocalInputError(f"dpsgd: {name} must be a finite number, got {v!r}")
+        if self.clip <= 0:
+            raise LocalInputError(f"dpsgd: clip must be > 0, got {self.clip}")
+        if self.noise_multiplier < 0:
+            raise LocalInputError(f"dpsgd: noise_multiplier must be >= 0, got "
+                                  f"{self.noise_multiplier}")
+        if not 0 < self.sample_rate <= 1:
+            raise LocalInputError(f"dpsgd: sample_rate must be in (0, 1], got "
+                                  f"{self.sample_rate}")
+
+    def to_json(self) -> dict[str, float]:
+        """The parameters as a JSON object."""
+        return {"clip": float(self.clip), "noise_multiplier": float(self.noise_multiplier),
+                "sample_rate": float(self.sample_rate)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> DpSgd:
+        """Parse `to_json`'s object; one-line LocalInputError on anything else."""
+        keys = {"clip", "noise_multiplier", "sample_rate"}
+        if not isinstance(raw, Mapping) or set(raw) != keys:
+            got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
+            raise LocalInputError(f"dpsgd: want an object with keys {sorted(keys)}, got {got}")
+        return cls(clip=raw["clip"], noise_multiplier=raw["noise_multiplier"],
+                   sample_rate=raw["sample_rate"])
+
+    def steps_for_epochs(self, epochs: float) -> int:
+        """Steps that make `epochs` passes in expectation (Opacus: an epoch is 1/q batches)."""
+        if not (math.isfinite(epochs) and epochs >= 0):
+            raise LocalInputError(f"dpsgd: epochs must be >= 0, got {epochs}")
+        return round(epochs / self.sample_rate)
 
 
 @dataclass(frozen=True)
@@ -137,17 +188,31 @@ class PrivacySpent:
                 f"per {self.unit}, {self.accountant}, no amplification by sampling{amp}")
 
 
-def check_consistent(privacy: PrivacySpec | None, codec: CodecSpec, secagg: RoundConfig
-                     ) -> None:
+def check_consistent(privacy: PrivacySpec | None, codec: CodecSpec, secagg: RoundConfig,
+                     training: TrainingSpec) -> None:
     """Refuse, in one line, an open task whose privacy declaration is missing or does not
-    fit its codec and round: noise without a declaration or the reverse, noise calibrated
-    for more survivors than the round accepts (SecAgg+'s t), or a declared sensitivity
-    below what the codec lets one device put in the ring."""
-    noisy = codec.noise_variance > 0
-    if privacy is None and noisy:
-        raise MessageError("the task's codec adds noise but the task declares no privacy")
+    fit its codec, training and round: noise (in the codec, or DP-SGD in the training)
+    without a declaration or the reverse, noise calibrated for more survivors than the round
+    accepts (SecAgg+'s t), or a declared sensitivity below what the codec lets one device
+    put in the ring (or other than the DP-SGD clip)."""
+    noisy, dpsgd = codec.noise_variance > 0, training.dpsgd
+    if privacy is None and (noisy or dpsgd is not None):
+        raise MessageError(f"the task's {'codec adds noise' if noisy else 'training is DP-SGD'}"
+                           f" but the task declares no privacy")
     if privacy is None:
         return
+    if privacy.unit == "record":
+        if dpsgd is None or not dpsgd.noise_multiplier > 0:
+            raise MessageError("the task declares record-level privacy but its training is "
+                               "not DP-SGD with noise")
+        if noisy:
+            raise MessageError("a record-level task adds no noise in the codec")
+        if not math.isclose(privacy.l2, dpsgd.clip, rel_tol=1e-12):
+            raise MessageError(f"the task declares sensitivity {privacy.l2:g}; its DP-SGD "
+                               f"clips at {dpsgd.clip:g}")
+        return
+    if dpsgd is not None:
+        raise MessageError("a device-level task trains without DP-SGD")
     if not noisy:
         raise MessageError("the task declares differential privacy but its codec adds no noise")
     t = secagg.params.t

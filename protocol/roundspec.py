@@ -17,6 +17,7 @@ from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import build_pipeline
 from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.fields import Fields
+from genofed.protocol.privacyspec import DpSgd
 from genofed.protocol.ring import Ring
 from genofed.protocol.secagg import (
     GraphSeed,
@@ -31,12 +32,26 @@ from genofed.protocol.secagg.messages import MAX_CLIENTS
 @dataclass(frozen=True)
 class TrainingSpec:
     """The local training of one round: `optimizer` names the bundle's step graph (one of
-    `models.manifest.OPTIMIZERS`); each device starts it at zero state every round."""
+    `models.manifest.OPTIMIZERS`); each device starts it at zero state every round. With
+    `dpsgd` (record-level DP, cross-silo), the device trains through the bundle's DP-SGD
+    step instead, `dpsgd.steps_for_epochs(local_epochs)` steps on Poisson-sampled batches
+    (`batch_size` is then unused: a batch is each record with probability q)."""
 
     local_epochs: int = 1
     batch_size: int = 32
     lr: float = 0.1
     optimizer: str = "sgd"
+    dpsgd: DpSgd | None = None
+
+    @property
+    def dpsgd_steps(self) -> int:
+        """The DP-SGD steps a round takes (0 without DP-SGD)."""
+        return 0 if self.dpsgd is None else self.dpsgd.steps_for_epochs(self.local_epochs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                "lr": self.lr, "optimizer": self.optimizer,
+                "dpsgd": None if self.dpsgd is None else self.dpsgd.to_json()}
 
     @classmethod
     def from_json(cls, f: Fields) -> TrainingSpec:
@@ -45,7 +60,8 @@ class TrainingSpec:
             return cls(local_epochs=f.integer("local_epochs", 1, 10_000),
                        batch_size=f.integer("batch_size", 1, 1 << 24), lr=f.number("lr"),
                        # a task from before optimizers were named trains with plain SGD
-                       optimizer=f.text("optimizer", 32) if "optimizer" in f.doc else "sgd")
+                       optimizer=f.text("optimizer", 32) if "optimizer" in f.doc else "sgd",
+                       dpsgd=DpSgd.from_json(f.doc["dpsgd"]) if f.has("dpsgd") else None)
         except (MessageError, LocalInputError) as exc:
             raise MessageError(f"bad training spec: {exc}") from None
 

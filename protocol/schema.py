@@ -91,7 +91,7 @@ class SecureTask:
                 raise MessageError("an open task needs its codec and SecAgg+ configuration")
             if (self.secagg.federation, self.secagg.round) != (self.federation, self.round):
                 raise MessageError("the SecAgg+ configuration is for another round")
-            check_consistent(self.privacy, self.codec, self.secagg)
+            check_consistent(self.privacy, self.codec, self.secagg, self.training)
 
     def members(self) -> tuple[str, ...]:
         return tuple(p.device for p in self.secagg.roster) if self.secagg else ()
@@ -100,7 +100,7 @@ class SecureTask:
         header: dict[str, Any] = {
             "type": self.TYPE, "federation": self.federation, "round": self.round,
             "state": self.state, "model_version": self.model_version,
-            "deadline_s": self.deadline_s, "training": self.training.__dict__,
+            "deadline_s": self.deadline_s, "training": self.training.to_json(),
             "codec": self.codec.to_json() if self.codec else None,
             "secagg": config_to_json(self.secagg) if self.secagg else None,
             "use": self.use.to_json(),

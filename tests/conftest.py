@@ -26,13 +26,13 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def logreg_bundle(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A logistic-regression bundle exported for the cohort's panel."""
+    """A logistic-regression bundle exported for the cohort's panel (with its DP-SGD step)."""
     pytest.importorskip("torch")
     from genofed.export.bundle import export_bundle
 
     return export_bundle("logreg", cohort / "panel.tsv",
                          tmp_path_factory.mktemp("bundle") / "logreg", optimizers=("sgd",),
-                         ort_training=False)
+                         ort_training=False, dpsgd=("sgd",))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Differential privacy rounds on the real broker: the noise, the two ledgers, the caps.
 
-The aggregator runs `[privacy] epsilon = 3` over two rounds. dev00-dev02's owners capped
-their epsilon well above that; dev03's owner capped it below one round's cost. Each round
+The aggregator runs `[privacy] epsilon = 3` over two rounds, per device (Skellam noise inside
+secure aggregation) or per record (DP-SGD on each device). dev00-dev02's owners capped their
+epsilon well above that; dev03's owner capped it below one round's cost. Each round
 completes with the three, the aggregator's ledger (in its journal) and each device's own
 ledger (in its audit chain) agree on the epsilon spent, and dev03 sits every round out,
 says why, and sends nothing.
@@ -22,8 +23,9 @@ from genofed.cli.demo import spawn_federation, start_broker, write_configs
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("unit", ["device", "record"])
 def test_dp_rounds_complete_and_the_ledgers_agree(tmp_path: Path, cohort: Path,
-                                                  logreg_bundle: Path) -> None:
+                                                  logreg_bundle: Path, unit: str) -> None:
     dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
     names = [f"dev{i:02d}" for i in range(4)]
     broker = start_broker(tmp_path, names)
@@ -31,7 +33,7 @@ def test_dp_rounds_complete_and_the_ledgers_agree(tmp_path: Path, cohort: Path,
     try:
         cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % 3] for i in range(4)],
                             broker.port, rounds=2, min_participants=3, names=names,
-                            stage_timeout_s=5.0, dp_epsilon=3.0)
+                            stage_timeout_s=5.0, dp_epsilon=3.0, dp_unit=unit)
         with cfg.open("a") as fh:
             fh.write('\n[study]\nname = "PGS-T2D"\n')
         for n in names:
@@ -52,13 +54,14 @@ def test_dp_rounds_complete_and_the_ledgers_agree(tmp_path: Path, cohort: Path,
     for n in names[:3]:
         mine = ledger.spent(tmp_path / "state" / n)
         assert mine.rounds == 2
-        assert mine.epsilon(1e-5) == pytest.approx(final, rel=1e-9), n
+        assert mine.epsilon(1e-5, unit=unit) == pytest.approx(final, rel=1e-9), n
         entries = [e for e in consent.verify(tmp_path / "state" / n)[0]
                    if e["kind"] == "contribution"]
         assert [e["epsilon"] for e in entries] == pytest.approx(
             [p["epsilon_round"] for p in spent], rel=1e-5)
     text = (tmp_path / "logs" / "dev03.log").read_text()
-    assert "not joining: round 0 would bring this device's epsilon in total to" in text, text
+    whose = "this device's" if unit == "device" else "each of its records'"
+    assert f"not joining: round 0 would bring {whose} epsilon in total to" in text, text
     assert "past your cap of 0.01" in text
     entries, problems = consent.verify(tmp_path / "state" / "dev03")
     assert problems == [] and [e["kind"] for e in entries] == ["consent"]  # nothing sent

@@ -58,7 +58,7 @@ def spend_all(cfg: AggregatorConfig, agg: PrivacyLedger, rounds: int,
         if state_dir is not None:
             assert ledger.refuses(task, consent.read_consent(state_dir), state_dir) is None
             ledger.record(state_dir, task)
-        agg.spend(task.privacy, task.codec.noise_variance, len(DEVICES))
+        agg.spend(task, len(DEVICES))
         tasks.append(task)
     return tasks
 
@@ -92,7 +92,7 @@ def test_a_restarted_aggregator_composes_what_it_stored_and_stops_at_the_target(
     for r in range(2):
         task = plan(cfg, agg, r, r)
         assert task.privacy and task.codec
-        records.append(agg.spend(task.privacy, task.codec.noise_variance, 5))
+        records.append(agg.spend(task, 5))
     back = PrivacyLedger.restore(2.0, 1e-5, None, records)
     assert back.epsilon() == pytest.approx(agg.epsilon(), rel=1e-12)
     assert back.epsilon(back.rdp_actual) < back.epsilon()  # 5 survivors > t: more noise
@@ -128,7 +128,7 @@ def test_a_device_sits_out_the_round_that_would_pass_its_owners_cap(tmp_path: Pa
     assert ledger.refuses(first, owner, tmp_path) is None
     ledger.record(tmp_path, first)
     assert first.privacy and first.codec
-    agg.spend(first.privacy, first.codec.noise_variance, 6)
+    agg.spend(first, 6)
     second = plan(cfg, agg, 1, 1)
     why = ledger.refuses(second, owner, tmp_path)
     assert why is not None and "would bring this device's epsilon in total to" in why
@@ -222,3 +222,58 @@ def test_dp_rounds_through_the_core_with_dropouts_and_a_restart() -> None:
         expected_var.append(np.full(r.size, n * task.codec.noise_variance / (n * s) ** 2))
     z = np.concatenate(residuals) / np.sqrt(np.concatenate(expected_var))
     assert 0.6 < float(np.var(z)) < 1.5, np.var(z)  # ~100 coordinates: chi2 within 1e-3 tails
+
+
+def record_config(epsilon: float = 3.0, rounds: int = 4) -> AggregatorConfig:
+    return dataclasses.replace(config(epsilon, rounds), privacy=PrivacySection(
+        epsilon=epsilon, delta=1e-5, unit="record", sample_rate=0.1, clip=1.0))
+
+
+def test_record_level_rounds_carry_dpsgd_and_the_two_ledgers_agree(tmp_path: Path) -> None:
+    cfg = record_config(epsilon=3.0, rounds=4)
+    agg = PrivacyLedger(3.0, 1e-5, unit="record")
+    tasks = spend_all(cfg, agg, 4, tmp_path)
+    dp = tasks[0].training.dpsgd
+    assert dp is not None and dp.clip == 1.0 and dp.sample_rate == 0.1
+    assert tasks[0].training.dpsgd_steps == 10  # one local epoch at q = 0.1
+    assert tasks[0].codec and tasks[0].codec.noise_variance == 0  # no noise in the codec
+    assert 0.99 * 3.0 <= agg.epsilon() <= 3.0
+    mine = ledger.spent(tmp_path)
+    assert mine.epsilon(1e-5, unit="record") == pytest.approx(agg.epsilon(), rel=1e-12)
+    assert mine.epsilon(1e-5, unit="device") == 0.0  # the units never add up
+    assert "per record of this device's cohort" in (ledger.describe(tmp_path) or "")
+    assert agg.released().unit == "record"
+
+
+def test_the_sampled_gaussian_curve_is_dp_accountings(tmp_path: Path) -> None:
+    """`privacy/sgm.py` (numpy, on devices) against dp-accounting's RDP accountant on the
+    same PoissonSampled(Gaussian) event, at every integer order, and the epsilon after it."""
+    dp_accounting = pytest.importorskip("dp_accounting")
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    from genofed.privacy.rdp import ORDERS, rdp_to_epsilon
+    from genofed.privacy.sgm import dpsgd_rdp
+
+    ints = [a for a in ORDERS if a == int(a)]
+    for z, q, steps in ((1.1, 0.01, 1000), (0.8, 0.16, 80), (3.0, 0.5, 7), (1.0, 1.0, 3)):
+        acc = rdp_privacy_accountant.RdpAccountant(orders=ints)
+        acc.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)),
+                    steps)
+        mine = dpsgd_rdp(z, q, steps, ints)
+        np.testing.assert_allclose(mine, acc._rdp, rtol=1e-9)
+        assert rdp_to_epsilon(mine, 1e-5, ints)[0] == pytest.approx(acc.get_epsilon(1e-5),
+                                                                     rel=1e-9)
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda t: {"training": dataclasses.replace(t.training, dpsgd=None)},
+     "declares record-level privacy but its training is not DP-SGD"),
+    (lambda t: {"privacy": None}, "training is DP-SGD but the task declares no privacy"),
+    (lambda t: {"privacy": dataclasses.replace(t.privacy, l2=0.5, l1=0.5)},
+     "declares sensitivity 0.5; its DP-SGD clips at 1"),
+])
+def test_a_record_level_task_that_does_not_fit_is_refused_in_one_line(
+        change: object, why: str) -> None:
+    task = plan(record_config(), PrivacyLedger(3.0, 1e-5, unit="record"), 0, 0)
+    with pytest.raises(MessageError, match=why):
+        dataclasses.replace(task, **change(task))  # type: ignore[operator]
