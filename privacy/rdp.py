@@ -126,6 +126,43 @@ def skellam_rdp(*, l2: float, l1: float, variance: float,
     return gaussian + discrete
 
 
+def ddg_rdp(*, l2: float, l1: float, local_variance: float, devices: int, dim: int,
+            orders: Sequence[float] = ORDERS) -> np.ndarray:
+    """RDP of an integer-vector sum released with the distributed discrete Gaussian noise.
+
+    Each of `devices` survivors adds discrete Gaussian noise N_Z(0, `local_variance`) to each of
+    the `dim` coordinates; one device changes the sum by an integer vector of L2 norm <= `l2`
+    and L1 norm <= `l1`. Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism
+    for Federated Learning with Secure Aggregation" (ICML 2021), Theorem 1 / Proposition 14,
+    in the form of the authors' code (google-research/federated distributed_dp): with
+    tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s2 k / (k + 1)), s2 = local_variance, v = n s2,
+
+        eps(a) = min(a l2^2 / (2v) + tau d,  a/2 (l2^2/v + 2 l1 tau / sqrt(v) + tau^2 d),
+                     a/2 (l2 / sqrt(v) + tau sqrt(d))^2).
+
+    tau is what the sum of discrete Gaussians loses against one discrete Gaussian of the summed
+    variance; it vanishes once s2 is above about 1. As for the Skellam bound, l1 is capped at
+    l2^2 (and at sqrt(d) l2) and a fractional order takes its ceiling's value.
+    """
+    s2l, s1 = _finite("l2 sensitivity", l2), _finite("l1 sensitivity", l1)
+    s2 = _finite("local noise variance", local_variance)
+    n, d = _count("devices", devices), _count("dim", dim)
+    if s1 < s2l:
+        raise LocalInputError(
+            f"l1 sensitivity {l1!r} is below l2 sensitivity {l2!r}: a vector's L1 norm is at "
+            "least its L2 norm")
+    s1 = min(s1, s2l * s2l, math.sqrt(d) * s2l)
+    k = np.arange(1, n, dtype=np.float64)
+    tau = 10.0 * float(np.sum(np.exp(-2.0 * math.pi**2 * s2 * k / (k + 1.0))))
+    v = n * s2
+    a = np.ceil(_orders(orders))
+    return np.minimum.reduce([
+        a * s2l * s2l / (2.0 * v) + tau * d,
+        a / 2.0 * (s2l * s2l / v + 2.0 * s1 * tau / math.sqrt(v) + tau * tau * d),
+        a / 2.0 * (s2l / math.sqrt(v) + tau * math.sqrt(d)) ** 2,
+    ])
+
+
 def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
     lg = np.vectorize(math.lgamma, otypes=[np.float64])
     return math.lgamma(n + 1) - lg(k + 1) - lg(n - k + 1)
@@ -230,6 +267,18 @@ def skellam_epsilon(*, rounds: int, l2: float, l1: float, variance: float, delta
     """Epsilon of `rounds` Skellam releases, amplified by Poisson sampling if a rate is given."""
     n = _count("rounds", rounds)
     per_round = skellam_rdp(l2=l2, l1=l1, variance=variance, orders=orders)
+    if sample_rate is not None:
+        per_round = poisson_subsampled_rdp(per_round, sample_rate, orders)
+    return rdp_to_epsilon(n * per_round, delta, orders)[0]
+
+
+def ddg_epsilon(*, rounds: int, l2: float, l1: float, local_variance: float, devices: int,
+                dim: int, delta: float, sample_rate: float | None = None,
+                orders: Sequence[float] = ORDERS) -> float:
+    """Epsilon of `rounds` distributed discrete Gaussian releases (amplified if a rate is given)."""
+    n = _count("rounds", rounds)
+    per_round = ddg_rdp(l2=l2, l1=l1, local_variance=local_variance, devices=devices, dim=dim,
+                        orders=orders)
     if sample_rate is not None:
         per_round = poisson_subsampled_rdp(per_round, sample_rate, orders)
     return rdp_to_epsilon(n * per_round, delta, orders)[0]
