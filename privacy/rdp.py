@@ -98,18 +98,20 @@ def skellam_rdp(*, l2: float, l1: float, variance: float,
     One unit (a device) changes the sum by an integer vector of L2 norm <= `l2` and L1 norm <=
     `l1`; `variance` is the variance, per coordinate, of the noise the survivors' shares add up
     to (ring units). Agarwal, Kairouz, Liu, "The Skellam Mechanism for Differentially Private
-    Federated Learning" (NeurIPS 2021), Theorem 3.5 / Corollary 3.6, for noise Sk(mu, mu) of
-    variance 2 mu and integer alpha > 1:
+    Federated Learning" (NeurIPS 2021), the multi-dimensional Skellam theorem (Theorem 3.5 /
+    Corollary 3.6 of arXiv:2110.04995; numbering differs between versions), for integer
+    alpha > 1 and v = `variance`:
 
-        eps(alpha) <= alpha l2^2 / (4 mu) + min(((2 alpha - 1) l2^2 + 6 l1) / (16 mu^2),
-                                                3 l1 / (4 mu)),
+        eps(alpha) <= alpha l2^2 / (2 v) + min(((2 alpha - 1) l2^2 + 6 l1) / (4 v^2),
+                                               3 l1 / (2 v)),
 
-    here with mu = variance / 2 (the form the authors' accounting code, google-research/federated
-    distributed_dp/accounting_utils.py `_skellam_rdp`, uses with central_var = variance). The
-    first term is the Gaussian mechanism's; the min is the price of discreteness, which vanishes
-    as the variance grows. Two tightenings that hold for integer vectors x: ||x||_1 <= ||x||_2^2,
-    so l1 is capped at l2^2; and at a fractional order the bound at the next integer order is
-    used (a Rényi divergence never decreases with its order).
+    the form the authors' accounting code uses (google-research/federated, distributed_dp/
+    accounting_utils.py `_skellam_rdp`, central_var = v), with v the variance of the noise,
+    each of its two Poisson parts of mean v / 2 (tests check it against the exact divergence
+    of that noise). The first term is the Gaussian mechanism's; the min is the price of
+    discreteness, which vanishes as the variance grows. Two tightenings that hold for integer
+    vectors x: ||x||_1 <= ||x||_2^2, so l1 is capped at l2^2; and at a fractional order the
+    bound at the next integer order is used (a Rényi divergence never decreases with its order).
     """
     s2 = _finite("l2 sensitivity", l2)
     s1 = _finite("l1 sensitivity", l1)
