@@ -163,7 +163,8 @@ def skellam_rounds_epsilon(rdp_per_round: Sequence[np.ndarray] | np.ndarray, del
     `rdp_per_round` holds one unamplified curve per round (`rdp.skellam_rdp` with the noise the
     round's survivors actually summed to), or their sum as one vector. Amplification applies to
     each round before composing, so it needs the per-round curves and the rate (one for all
-    rounds, or one per round); without a rate the second answer is None.
+    rounds, or one per round; when they differ the answer records the largest); without a
+    rate the second answer is None.
     """
     d = _rdp._delta(delta)
     curves = np.asarray(rdp_per_round, dtype=np.float64)

@@ -37,6 +37,8 @@ ORDERS: tuple[float, ...] = (
 def _finite(name: str, value: float, *, positive: bool = True) -> float:
     """`value` as a float, or one line naming it when it is not finite (and positive)."""
     try:
+        if isinstance(value, bool):
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
         raise LocalInputError(f"{name} must be a number, got {value!r}") from None

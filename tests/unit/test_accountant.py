@@ -321,6 +321,7 @@ def test_describe_is_one_line_a_privacy_officer_reads() -> None:
 BAD = [
     (lambda: rdp.gaussian_rdp(0.0), "noise_multiplier"),
     (lambda: rdp.gaussian_rdp(float("nan")), "noise_multiplier"),
+    (lambda: rdp.gaussian_rdp(True), "noise_multiplier"),
     (lambda: rdp.skellam_rdp(l2=1, l1=1, variance=float("inf")), "noise variance"),
     (lambda: rdp.skellam_rdp(l2=-1, l1=1, variance=1), "l2 sensitivity"),
     (lambda: rdp.skellam_rdp(l2=2, l1=1, variance=1), "l1 sensitivity 1 is below"),
