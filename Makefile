@@ -23,7 +23,7 @@ APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \
-  -p genofed.models -p genofed.protocol -p genofed.sim -p genofed.transport \
+  -p genofed.models -p genofed.privacy -p genofed.protocol -p genofed.sim -p genofed.transport \
   -m genofed.config -m genofed.errors -m genofed.atomic
 
 # The reader's corpus of real public files (tests/unit/test_public_corpus.py): Debian's
