@@ -206,10 +206,11 @@ def poisson_subsampled_rdp(rdp: Sequence[float] | np.ndarray, q: float,
         return r.copy()
     top = math.ceil(a[-1])
     ints = np.arange(top + 1, dtype=np.float64)
-    # eps(l) for l = 0..top: the least curve value at an order >= l (sound: monotone in order).
+    # eps(l) for l = 0..top: the least curve value at an order >= l (sound: monotone in order),
+    # unknown (inf) above the largest order.
     suffix_min = np.minimum.accumulate(r[::-1])[::-1]
     idx = np.searchsorted(a, ints, side="left")
-    eps_int = suffix_min[np.minimum(idx, a.size - 1)]
+    eps_int = np.where(idx < a.size, suffix_min[np.minimum(idx, a.size - 1)], np.inf)
     log_q, log_1q = math.log(rate), math.log1p(-rate)
 
     def at_integer(m: int) -> float:

@@ -220,6 +220,15 @@ def test_poisson_amplification_at_order_3_by_hand() -> None:
     assert got == pytest.approx(min(want, e3), rel=1e-12)
 
 
+def test_poisson_amplification_never_guesses_above_the_largest_order() -> None:
+    """With a fractional largest order (10.5), eps(11) is unknown: the bound there falls back to
+    the unsampled curve rather than reuse eps(10.5), which would understate it."""
+    orders = [2.0, 3.0, 10.5]
+    base = rdp.skellam_rdp(l2=1, l1=1, variance=2.0, orders=orders)
+    out = rdp.poisson_subsampled_rdp(base, 0.3, orders)
+    assert out[-1] == base[-1] and out[0] < base[0]
+
+
 def test_poisson_amplification_does_not_overflow_at_order_256() -> None:
     out = rdp.poisson_subsampled_rdp(rdp.skellam_rdp(l2=1, l1=1, variance=0.05), 0.3)
     assert np.all(np.isfinite(out)) and out[-1] <= rdp.skellam_rdp(l2=1, l1=1,
