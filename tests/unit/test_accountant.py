@@ -309,6 +309,15 @@ def test_skellam_rounds_give_the_unamplified_beside_the_amplified() -> None:
         acct.skellam_rounds_epsilon(curves, 1e-5, sample_rate=[0.1, 0.1])
 
 
+def test_ddg_rounds_are_named_for_their_bound() -> None:
+    curves = [rdp.ddg_rdp(l2=1, l1=1, local_variance=1.0, devices=100, dim=10)] * 5
+    plain, amp = acct.skellam_rounds_epsilon(curves, 1e-5, sample_rate=0.1,
+                                             accountant=acct.RDP_DDG)
+    assert amp is not None and "discrete Gaussian" in plain.describe() + amp.describe()
+    assert plain.epsilon == rdp.ddg_epsilon(rounds=5, l2=1, l1=1, local_variance=1.0,
+                                            devices=100, dim=10, delta=1e-5)
+
+
 def test_gaussian_rounds_go_through_dp_accounting() -> None:
     plain, amp = acct.gaussian_rounds_epsilon([2.0, 2.0, 3.0], 1e-5, sample_rate=0.02)
     lib = dpa.pld.PLDAccountant()
