@@ -29,6 +29,8 @@ _LIB = f"dp-accounting {'.'.join(version('dp-accounting').split('.')[:2])}"
 RDP_LIB = f"RDP accountant ({_LIB})"
 PLD_LIB = f"PLD accountant ({_LIB})"
 RDP_SKELLAM = "RDP accountant (Skellam bound of Agarwal et al. 2021, conversion of dp-accounting)"
+RDP_DDG = ("RDP accountant (distributed discrete Gaussian bound of Kairouz et al. 2021, "
+           "conversion of dp-accounting)")
 UNITS = ("device", "record")
 
 
@@ -156,14 +158,18 @@ def _rates(sample_rate: float | Sequence[float], rounds: int) -> list[float]:
 
 
 def skellam_rounds_epsilon(rdp_per_round: Sequence[np.ndarray] | np.ndarray, delta: float, *,
-                           sample_rate: float | Sequence[float] | None = None
-                           ) -> tuple[Epsilon, Epsilon | None]:
+                           sample_rate: float | Sequence[float] | None = None,
+                           accountant: str = RDP_SKELLAM) -> tuple[Epsilon, Epsilon | None]:
     """Device-level epsilon of Skellam rounds: (without amplification, amplified or None).
+
+    The same holds for rounds of distributed discrete Gaussian noise (`rdp.ddg_rdp` curves,
+    `accountant=RDP_DDG`, which names the bound in the answers).
 
     `rdp_per_round` holds one unamplified curve per round (`rdp.skellam_rdp` with the noise the
     round's survivors actually summed to), or their sum as one vector. Amplification applies to
     each round before composing, so it needs the per-round curves and the rate (one for all
-    rounds, or one per round); without a rate the second answer is None.
+    rounds, or one per round; when they differ the answer records the largest); without a
+    rate the second answer is None.
     """
     d = _rdp._delta(delta)
     curves = np.asarray(rdp_per_round, dtype=np.float64)
@@ -175,15 +181,15 @@ def skellam_rounds_epsilon(rdp_per_round: Sequence[np.ndarray] | np.ndarray, del
     if curves.ndim != 2 or curves.shape[0] == 0:
         raise LocalInputError(f"RDP curves must be one vector or one per round, got shape "
                               f"{curves.shape}")
-    plain = Epsilon(_rdp.rdp_to_epsilon(compose(list(curves)), d)[0], d, RDP_SKELLAM,
-                    "device", False)
+    plain = Epsilon(_rdp.rdp_to_epsilon(compose(list(curves)), d)[0], d, accountant, "device",
+                    False)
     if sample_rate is None:
         return plain, None
     rates = _rates(sample_rate, curves.shape[0])
     amplified = compose([_rdp.poisson_subsampled_rdp(c, q)
                          for c, q in zip(curves, rates, strict=True)])
     shown = rates[0] if len(set(rates)) == 1 else max(rates)
-    return plain, Epsilon(_rdp.rdp_to_epsilon(amplified, d)[0], d, RDP_SKELLAM, "device", True,
+    return plain, Epsilon(_rdp.rdp_to_epsilon(amplified, d)[0], d, accountant, "device", True,
                           shown)
 
 

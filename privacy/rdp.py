@@ -37,6 +37,8 @@ ORDERS: tuple[float, ...] = (
 def _finite(name: str, value: float, *, positive: bool = True) -> float:
     """`value` as a float, or one line naming it when it is not finite (and positive)."""
     try:
+        if isinstance(value, bool):
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
         raise LocalInputError(f"{name} must be a number, got {value!r}") from None
@@ -98,18 +100,20 @@ def skellam_rdp(*, l2: float, l1: float, variance: float,
     One unit (a device) changes the sum by an integer vector of L2 norm <= `l2` and L1 norm <=
     `l1`; `variance` is the variance, per coordinate, of the noise the survivors' shares add up
     to (ring units). Agarwal, Kairouz, Liu, "The Skellam Mechanism for Differentially Private
-    Federated Learning" (NeurIPS 2021), Theorem 3.5 / Corollary 3.6, for noise Sk(mu, mu) of
-    variance 2 mu and integer alpha > 1:
+    Federated Learning" (NeurIPS 2021), the multi-dimensional Skellam theorem (Theorem 3.5 /
+    Corollary 3.6 of arXiv:2110.04995; numbering differs between versions), for integer
+    alpha > 1 and v = `variance`:
 
-        eps(alpha) <= alpha l2^2 / (4 mu) + min(((2 alpha - 1) l2^2 + 6 l1) / (16 mu^2),
-                                                3 l1 / (4 mu)),
+        eps(alpha) <= alpha l2^2 / (2 v) + min(((2 alpha - 1) l2^2 + 6 l1) / (4 v^2),
+                                               3 l1 / (2 v)),
 
-    here with mu = variance / 2 (the form the authors' accounting code, google-research/federated
-    distributed_dp/accounting_utils.py `_skellam_rdp`, uses with central_var = variance). The
-    first term is the Gaussian mechanism's; the min is the price of discreteness, which vanishes
-    as the variance grows. Two tightenings that hold for integer vectors x: ||x||_1 <= ||x||_2^2,
-    so l1 is capped at l2^2; and at a fractional order the bound at the next integer order is
-    used (a Rényi divergence never decreases with its order).
+    the form the authors' accounting code uses (google-research/federated, distributed_dp/
+    accounting_utils.py `_skellam_rdp`, central_var = v), with v the variance of the noise,
+    each of its two Poisson parts of mean v / 2 (tests check it against the exact divergence
+    of that noise). The first term is the Gaussian mechanism's; the min is the price of
+    discreteness, which vanishes as the variance grows. Two tightenings that hold for integer
+    vectors x: ||x||_1 <= ||x||_2^2, so l1 is capped at l2^2; and at a fractional order the
+    bound at the next integer order is used (a Rényi divergence never decreases with its order).
     """
     s2 = _finite("l2 sensitivity", l2)
     s1 = _finite("l1 sensitivity", l1)
@@ -124,6 +128,43 @@ def skellam_rdp(*, l2: float, l1: float, variance: float,
     discrete = np.minimum(((2.0 * a - 1.0) * s2 * s2 + 6.0 * s1) / (4.0 * var * var),
                           3.0 * s1 / (2.0 * var))
     return gaussian + discrete
+
+
+def ddg_rdp(*, l2: float, l1: float, local_variance: float, devices: int, dim: int,
+            orders: Sequence[float] = ORDERS) -> np.ndarray:
+    """RDP of an integer-vector sum released with the distributed discrete Gaussian noise.
+
+    Each of `devices` survivors adds discrete Gaussian noise N_Z(0, `local_variance`) to each of
+    the `dim` coordinates; one device changes the sum by an integer vector of L2 norm <= `l2`
+    and L1 norm <= `l1`. Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism
+    for Federated Learning with Secure Aggregation" (ICML 2021), Theorem 1 / Proposition 14,
+    in the form of the authors' code (google-research/federated distributed_dp): with
+    tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s2 k / (k + 1)), s2 = local_variance, v = n s2,
+
+        eps(a) = min(a l2^2 / (2v) + tau d,  a/2 (l2^2/v + 2 l1 tau / sqrt(v) + tau^2 d),
+                     a/2 (l2 / sqrt(v) + tau sqrt(d))^2).
+
+    tau is what the sum of discrete Gaussians loses against one discrete Gaussian of the summed
+    variance; it vanishes once s2 is above about 1. As for the Skellam bound, l1 is capped at
+    l2^2 (and at sqrt(d) l2) and a fractional order takes its ceiling's value.
+    """
+    s2l, s1 = _finite("l2 sensitivity", l2), _finite("l1 sensitivity", l1)
+    s2 = _finite("local noise variance", local_variance)
+    n, d = _count("devices", devices), _count("dim", dim)
+    if s1 < s2l:
+        raise LocalInputError(
+            f"l1 sensitivity {l1!r} is below l2 sensitivity {l2!r}: a vector's L1 norm is at "
+            "least its L2 norm")
+    s1 = min(s1, s2l * s2l, math.sqrt(d) * s2l)
+    k = np.arange(1, n, dtype=np.float64)
+    tau = 10.0 * float(np.sum(np.exp(-2.0 * math.pi**2 * s2 * k / (k + 1.0))))
+    v = n * s2
+    a = np.ceil(_orders(orders))
+    return np.minimum.reduce([
+        a * s2l * s2l / (2.0 * v) + tau * d,
+        a / 2.0 * (s2l * s2l / v + 2.0 * s1 * tau / math.sqrt(v) + tau * tau * d),
+        a / 2.0 * (s2l / math.sqrt(v) + tau * math.sqrt(d)) ** 2,
+    ])
 
 
 def _log_binom(n: int, k: np.ndarray) -> np.ndarray:
@@ -165,10 +206,11 @@ def poisson_subsampled_rdp(rdp: Sequence[float] | np.ndarray, q: float,
         return r.copy()
     top = math.ceil(a[-1])
     ints = np.arange(top + 1, dtype=np.float64)
-    # eps(l) for l = 0..top: the least curve value at an order >= l (sound: monotone in order).
+    # eps(l) for l = 0..top: the least curve value at an order >= l (sound: monotone in order),
+    # unknown (inf) above the largest order.
     suffix_min = np.minimum.accumulate(r[::-1])[::-1]
     idx = np.searchsorted(a, ints, side="left")
-    eps_int = suffix_min[np.minimum(idx, a.size - 1)]
+    eps_int = np.where(idx < a.size, suffix_min[np.minimum(idx, a.size - 1)], np.inf)
     log_q, log_1q = math.log(rate), math.log1p(-rate)
 
     def at_integer(m: int) -> float:
@@ -230,6 +272,18 @@ def skellam_epsilon(*, rounds: int, l2: float, l1: float, variance: float, delta
     """Epsilon of `rounds` Skellam releases, amplified by Poisson sampling if a rate is given."""
     n = _count("rounds", rounds)
     per_round = skellam_rdp(l2=l2, l1=l1, variance=variance, orders=orders)
+    if sample_rate is not None:
+        per_round = poisson_subsampled_rdp(per_round, sample_rate, orders)
+    return rdp_to_epsilon(n * per_round, delta, orders)[0]
+
+
+def ddg_epsilon(*, rounds: int, l2: float, l1: float, local_variance: float, devices: int,
+                dim: int, delta: float, sample_rate: float | None = None,
+                orders: Sequence[float] = ORDERS) -> float:
+    """Epsilon of `rounds` distributed discrete Gaussian releases (amplified if a rate is given)."""
+    n = _count("rounds", rounds)
+    per_round = ddg_rdp(l2=l2, l1=l1, local_variance=local_variance, devices=devices, dim=dim,
+                        orders=orders)
     if sample_rate is not None:
         per_round = poisson_subsampled_rdp(per_round, sample_rate, orders)
     return rdp_to_epsilon(n * per_round, delta, orders)[0]

@@ -106,6 +106,54 @@ def test_skellam_rdp_tends_to_the_gaussian_as_the_noise_grows() -> None:
     assert e_sk == pytest.approx(e_g, rel=5e-3) and e_sk >= e_g
 
 
+def _exact_summed_dgauss_divergence(shift: int, local_variance: float, devices: int,
+                                    alpha: float) -> float:
+    """D_alpha(S + shift || S), S the sum of `devices` discrete Gaussians N_Z(0, s2)."""
+    from scipy.special import logsumexp
+
+    k = np.arange(-80, 81)
+    one = np.exp(-(k**2) / (2 * local_variance))
+    one /= one.sum()
+    pmf = one
+    for _ in range(devices - 1):
+        pmf = np.convolve(pmf, one)
+    with np.errstate(divide="ignore"):
+        lp = np.log(pmf)
+    lp_shifted, lq = lp[:-shift], lp[shift:]
+    ok = np.isfinite(lp_shifted) & np.isfinite(lq)
+    return float(logsumexp(alpha * lp_shifted[ok] + (1 - alpha) * lq[ok]) / (alpha - 1))
+
+
+@pytest.mark.parametrize("local_variance", [0.05, 0.1, 0.25, 1.0])
+@pytest.mark.parametrize("devices", [1, 2, 5])
+@pytest.mark.parametrize("shift", [(1,), (3,), (1, 1)])
+def test_ddg_rdp_bounds_the_exact_divergence(local_variance: float, devices: int,
+                                             shift: tuple[int, ...]) -> None:
+    """Kairouz, Liu, Steinke 2021's bound is at least the exact Rényi divergence of the shifted
+    sum of discrete Gaussians (numpy convolution of the pmfs), per coordinate summed. With
+    little noise the sum is far from one discrete Gaussian and the exact divergence exceeds the
+    Gaussian's (e.g. s2 = 0.05, 2 devices, a = 8: 43.7 against 40), which only the tau terms
+    cover."""
+    s = np.asarray(shift)
+    orders = [2, 3, 8, 16]
+    bound = rdp.ddg_rdp(l2=float(np.sqrt((s**2).sum())), l1=float(np.abs(s).sum()),
+                        local_variance=local_variance, devices=devices, dim=s.size,
+                        orders=orders)
+    exact = [sum(_exact_summed_dgauss_divergence(int(c), local_variance, devices, a)
+                 for c in s) for a in orders]
+    assert np.all(bound >= np.asarray(exact) * (1 - 1e-9))
+
+
+def test_ddg_rdp_of_one_device_is_the_discrete_gaussians() -> None:
+    """One device: tau = 0, and the bound is a l2^2 / (2 s2), the discrete Gaussian's
+    (Canonne, Kamath, Steinke 2020); many devices with s2 >= 1: tau < 1e-6 of it."""
+    one = rdp.ddg_rdp(l2=2, l1=4, local_variance=3.0, devices=1, dim=10)
+    assert np.allclose(one, np.ceil(ORDERS) * 4 / 6.0, rtol=1e-12)
+    many = rdp.ddg_rdp(l2=2, l1=4, local_variance=3.0, devices=1000, dim=10)
+    gauss = np.ceil(ORDERS) * 4 / 6000.0
+    assert np.all(many >= gauss) and np.allclose(many, gauss, rtol=1e-6)
+
+
 # --- conversion and amplification against dp-accounting -----------------------------------
 
 @pytest.mark.parametrize(("z", "steps", "delta"),
@@ -172,6 +220,15 @@ def test_poisson_amplification_at_order_3_by_hand() -> None:
     assert got == pytest.approx(min(want, e3), rel=1e-12)
 
 
+def test_poisson_amplification_never_guesses_above_the_largest_order() -> None:
+    """With a fractional largest order (10.5), eps(11) is unknown: the bound there falls back to
+    the unsampled curve rather than reuse eps(10.5), which would understate it."""
+    orders = [2.0, 3.0, 10.5]
+    base = rdp.skellam_rdp(l2=1, l1=1, variance=2.0, orders=orders)
+    out = rdp.poisson_subsampled_rdp(base, 0.3, orders)
+    assert out[-1] == base[-1] and out[0] < base[0]
+
+
 def test_poisson_amplification_does_not_overflow_at_order_256() -> None:
     out = rdp.poisson_subsampled_rdp(rdp.skellam_rdp(l2=1, l1=1, variance=0.05), 0.3)
     assert np.all(np.isfinite(out)) and out[-1] <= rdp.skellam_rdp(l2=1, l1=1,
@@ -180,7 +237,7 @@ def test_poisson_amplification_does_not_overflow_at_order_256() -> None:
 
 # --- DP-SGD, record level ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("z", "q", "steps"), [(1.1, 0.01, 300), (2.0, 0.1, 100)])
+@pytest.mark.parametrize(("z", "q", "steps"), [(1.1, 0.02, 100), (2.0, 0.1, 100)])
 def test_dpsgd_epsilon_matches_dp_accounting_and_opacus(z: float, q: float, steps: int) -> None:
     """The tighter of dp-accounting's PLD and RDP, exactly; Opacus's RDPAccountant agrees with
     the RDP figure to 1%, its PRVAccountant (eps_error 0.01) with the PLD one to 0.02."""
@@ -252,6 +309,15 @@ def test_skellam_rounds_give_the_unamplified_beside_the_amplified() -> None:
         acct.skellam_rounds_epsilon(curves, 1e-5, sample_rate=[0.1, 0.1])
 
 
+def test_ddg_rounds_are_named_for_their_bound() -> None:
+    curves = [rdp.ddg_rdp(l2=1, l1=1, local_variance=1.0, devices=100, dim=10)] * 5
+    plain, amp = acct.skellam_rounds_epsilon(curves, 1e-5, sample_rate=0.1,
+                                             accountant=acct.RDP_DDG)
+    assert amp is not None and "discrete Gaussian" in plain.describe() + amp.describe()
+    assert plain.epsilon == pytest.approx(rdp.ddg_epsilon(
+        rounds=5, l2=1, l1=1, local_variance=1.0, devices=100, dim=10, delta=1e-5), rel=1e-12)
+
+
 def test_gaussian_rounds_go_through_dp_accounting() -> None:
     plain, amp = acct.gaussian_rounds_epsilon([2.0, 2.0, 3.0], 1e-5, sample_rate=0.02)
     lib = dpa.pld.PLDAccountant()
@@ -273,6 +339,7 @@ def test_describe_is_one_line_a_privacy_officer_reads() -> None:
 BAD = [
     (lambda: rdp.gaussian_rdp(0.0), "noise_multiplier"),
     (lambda: rdp.gaussian_rdp(float("nan")), "noise_multiplier"),
+    (lambda: rdp.gaussian_rdp(True), "noise_multiplier"),
     (lambda: rdp.skellam_rdp(l2=1, l1=1, variance=float("inf")), "noise variance"),
     (lambda: rdp.skellam_rdp(l2=-1, l1=1, variance=1), "l2 sensitivity"),
     (lambda: rdp.skellam_rdp(l2=2, l1=1, variance=1), "l1 sensitivity 1 is below"),
@@ -295,6 +362,9 @@ BAD = [
     (lambda: acct.Epsilon(1.0, 1e-5, "x", "genome", False), "privacy unit"),
     (lambda: acct.Epsilon(1.0, 1e-5, "x", "device", True), "sample rate"),
     (lambda: acct.gaussian_rounds_epsilon([], 1e-5), "no rounds"),
+    (lambda: rdp.ddg_rdp(l2=1, l1=1, local_variance=1, devices=0, dim=3), "devices"),
+    (lambda: rdp.ddg_rdp(l2=1, l1=1, local_variance=1, devices=2, dim=2.0), "dim"),
+    (lambda: rdp.ddg_rdp(l2=1, l1=1, local_variance=-1, devices=2, dim=2), "local noise"),
 ]
 
 
