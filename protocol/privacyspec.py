@@ -9,7 +9,9 @@ noise stage of `privacy/noise.py`), so the survivors' sum carries at least
 `min_survivors * noise_variance` per coordinate: the round is calibrated for the fewest
 survivors it accepts, SecAgg+'s threshold t. `l2` and `l1` are what one device's encoding
 can change the sum by, in ring units, and follow from the codec (clip, scale, dimension,
-conditional rounding); a device recomputes them instead of trusting them.
+conditional rounding); a device recomputes them instead of trusting them. Adjacency is
+add/remove (a unit's contribution present or absent, what membership inference asks);
+replacing one unit by another would double them.
 
 The figures `epsilon_before` and `epsilon_after` are the aggregator's ledger (the spend of a
 device that took part in every round so far, with no amplification by sampling assumed),
