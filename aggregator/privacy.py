@@ -18,6 +18,8 @@ check: either way the aggregator saw the sum), in the round's journal record:
   recomputes from the signed task (so the two ledgers agree), composed into `epsilon`;
 - `rdp_actual`: the same with the survivors it actually had (more noise, smaller epsilon),
   composed into `epsilon_with_survivors`;
+- `sampler_delta`: what the noise sampler's distance from exact Skellam adds to delta
+  (`privacy/poisson.py`: ~1e-14 a device at the demo's size), reported beside delta;
 - `epsilon_amplified`: where the cohort is sampled (`[cohort] sampling_rate` < 1), the
   curve amplified by Poisson sampling at that rate (`privacy.rdp.poisson_subsampled_rdp`).
   It assumes the sampling is honest and secret, which no device can check, so it is
@@ -37,6 +39,7 @@ import numpy as np
 
 from genofed.errors import GenofedError
 from genofed.privacy.calibrate import choose_dp_codec
+from genofed.privacy.noise import SkellamNoise
 from genofed.privacy.rdp import ORDERS, poisson_subsampled_rdp, rdp_to_epsilon, skellam_rdp
 from genofed.privacy.sgm import dpsgd_rdp
 from genofed.protocol.privacyspec import MECHANISMS, DpSgd, PrivacySpec, PrivacySpent
@@ -67,6 +70,10 @@ class PrivacyLedger:
     rdp_actual: np.ndarray = field(default_factory=_zeros)
     rdp_amplified: np.ndarray = field(default_factory=_zeros)
     rounds: int = 0
+    # What the noise sampler's distance from exact Skellam adds to delta, summed over the
+    # rounds: a mechanism within total variation eta of an (eps, delta)-DP one is
+    # (eps, delta + (1 + e^eps) eta)-DP; eta = the roster's noise vectors' `tv_bound`.
+    sampler_delta: float = 0.0
 
     @classmethod
     def restore(cls, target: float, delta: float, sample_rate: float | None,
@@ -76,6 +83,7 @@ class PrivacyLedger:
         for rec in spent:
             ledger._add(np.asarray(rec["rdp"], dtype=np.float64),
                         np.asarray(rec["rdp_actual"], dtype=np.float64))
+            ledger.sampler_delta += float(rec.get("sampler_delta_round", 0.0))
         return ledger
 
     def _add(self, rdp: np.ndarray, actual: np.ndarray) -> None:
@@ -152,6 +160,12 @@ class PrivacyLedger:
             actual = skellam_rdp(l2=spec.l2, l1=spec.l1,
                                  variance=max(survivors, spec.min_survivors) * v)
         self._add(rdp, actual)
+        tv = 0.0
+        if codec.noise_variance > 0 and task.secagg is not None:
+            n = len(task.secagg.roster)
+            tv = n * SkellamNoise(codec.noise_variance, task.secagg.length).tv_bound
+        sampler = (1 + math.exp(min(self.epsilon(), 700.0))) * tv
+        self.sampler_delta += sampler
         return {"unit": spec.unit, "accountant": spec.accountant, "delta": self.delta,
                 "target_epsilon": self.target, "min_survivors": spec.min_survivors,
                 "survivors": survivors, "noise_variance": codec.noise_variance,
@@ -160,6 +174,7 @@ class PrivacyLedger:
                 "epsilon_round": self.epsilon(rdp), "epsilon": self.epsilon(),
                 "epsilon_with_survivors": self.epsilon(self.rdp_actual),
                 "epsilon_amplified": self.amplified(), "sample_rate": self.sample_rate,
+                "sampler_delta_round": sampler, "sampler_delta": self.sampler_delta,
                 "rdp": [float(v) for v in rdp], "rdp_actual": [float(v) for v in actual]}
 
     def released(self) -> PrivacySpent:

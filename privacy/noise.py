@@ -13,7 +13,9 @@ Randomness. The noise comes from the operating system's CSPRNG (`os.urandom`, th
 ignored for the noise: the codec's generator is seeded from configuration in places (the
 agent's training seed, the simulator's round seed), and noise that anyone else can regenerate
 can be subtracted from the sum, leaving no privacy. The sampler's distance from exact Skellam
-is `tv_bound` (total variation, per device vector), which the accountant adds to delta.
+is `tv_bound` (total variation, per device vector): (1 + e^eps) times it, for every vector
+of a round, adds to delta; the aggregator's ledger reports that sum beside delta
+(`aggregator/privacy.py`, `sampler_delta`).
 
 Headroom. Skellam noise is unbounded, so the ring's bit rule reserves a tail bound. For
 X ~ Skellam(V), E exp(tX) = exp(V (cosh t - 1)) (the product of the two Poisson MGFs), and

@@ -209,6 +209,8 @@ def test_dp_rounds_through_the_core_with_dropouts_and_a_restart() -> None:
     assert 0.99 * 4.0 <= spent[-1]["epsilon"] <= 4.0  # type: ignore[index]
     assert all(p["survivors"] == r.participants for p, r in zip(spent, recs, strict=True))  # type: ignore[index]
     assert spent[-1]["epsilon_with_survivors"] < spent[-1]["epsilon"]  # type: ignore[index]
+    # the sampler's distance from exact Skellam, beside delta: counted, and negligible
+    assert 0 < spent[-1]["sampler_delta"] < 1e-3 * 1e-5  # type: ignore[index]
     # the decoded mean carries the noise the ledger paid for, and no more: its residual from
     # the clipped mean has the variance n survivors' Skellam shares give, descaled
     residuals, expected_var = [], []
