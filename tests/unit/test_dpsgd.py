@@ -57,10 +57,13 @@ def _module(model: str) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A logreg bundle with plain and DP-SGD steps (its DP graph serves the logreg cases)."""
+    """A logreg bundle with plain and DP-SGD steps, every third site pruned (its DP graph
+    serves the logreg cases, which feed their own masks)."""
     sites = tuple(Site("chr1", 1000 + i, "A", "G", f"rs{i}", 0.3) for i in range(K))
+    mask = {"linear_weight": (np.arange(K) % 3 != 0).astype(np.float32)[None, :],
+            "linear_bias": np.ones(1, np.float32)}
     return export_bundle("logreg", Panel("GRCh38", sites), tmp_path_factory.mktemp("b") / "lr",
-                         optimizers=("sgd",), dpsgd=("sgd",), ort_training=False)
+                         optimizers=("sgd",), dpsgd=("sgd",), ort_training=False, mask=mask)
 
 
 @pytest.fixture(scope="module")
@@ -328,9 +331,12 @@ def test_empty_batch_takes_a_noise_only_step(bundle: Path) -> None:
     assert losses == [] and spend.steps == 1
     bytes_used = _bytes_from(7)
     poisson_sample(3, 1e-9, bytes_used)  # the sampling's draw
-    z = standard_normals(b.n_params, bytes_used).astype(np.float32)
+    kept = b.layout.keep
+    z = np.zeros(b.n_params, np.float32)  # noise is drawn for the trained coordinates only
+    z[kept] = standard_normals(int(kept.sum()), bytes_used)
     want = -0.1 * 1.5 * 2.0 * z / (1e-9 * 3)  # from the zero initial logreg
     assert _rel(t.weights(), want) <= 1e-4
+    assert not t.weights()[~kept].any() and kept.sum() == 21  # the pruned stay exactly 0
 
 
 def test_dp_config_is_validated_and_round_trips() -> None:
