@@ -22,10 +22,10 @@ cryptographic randomness, fresh for every step (`fresh_bytes`: a new 256-bit key
   recovered from its outputs), and any seed is a number someone could learn or guess.
 - the batch membership is secret too: amplification by sampling assumes nobody sees who was
   drawn, and an empty batch still takes a step (noise only), since skipping it would reveal it.
-Normals are Box-Muller on 52-bit uniforms, in float64, then rounded to float32. Known limit:
-floating-point samples leak through their low bits in principle (Mironov 2012 for Laplace;
-Jin et al. 2021, arXiv 2112.05307, for Opacus's Gaussian, whose `secure_mode` sums 4 normals
-against it); this module does not.
+Normals come by Marsaglia's polar method on 32-bit coordinates, in float64, then rounded to
+float32. Known limit: floating-point samples leak through their low bits in principle (Mironov
+2012 for Laplace; Jin et al. 2021, arXiv 2112.05307, for Opacus's Gaussian, whose
+`secure_mode` sums 4 normals against it); this module does not.
 """
 
 from __future__ import annotations
@@ -130,19 +130,30 @@ def uniforms(n: int, randbytes: RandBytes = fresh_bytes) -> np.ndarray:
 
 
 def standard_normals(n: int, randbytes: RandBytes = fresh_bytes) -> np.ndarray:
-    """n float64 standard normals by Box-Muller from cryptographic bytes (in place: a step
-    of the 10^4-site MLP draws 320,000)."""
-    m = (n + 1) // 2
-    u = uniforms(2 * m, randbytes)
-    r, t = u[:m], u[m:]
-    np.subtract(1.0, r, out=r)  # (0, 1]: log never sees 0
-    np.log(r, out=r)
-    r *= -2.0
-    np.sqrt(r, out=r)
-    t *= 2.0 * np.pi
+    """n float64 standard normals from cryptographic bytes, by Marsaglia's polar method.
+
+    Points (v1, v2) uniform on a 2^32 x 2^32 grid of [-1, 1)^2 are kept inside the unit disk
+    (pi/4 of them) and give two normals each, v * sqrt(-2 ln s / s) with s = |v|^2. Not
+    Box-Muller: its cos and sin cost more than the bytes the rejections waste, and a step of
+    the 10^4-site MLP draws 320,000 normals. 32-bit coordinates resolve a normal finer than
+    the float32 it becomes, and reach out to 9 standard deviations.
+    """
+    m = (n + 1) // 2  # pairs
     out = np.empty(2 * m)
-    np.multiply(r, np.cos(t), out=out[:m])
-    np.multiply(r, np.sin(t, out=t), out=out[m:])
+    got = 0
+    while got < m:
+        k = int((m - got) * 1.3) + 64  # 1 / (pi / 4) = 1.27 draws per kept pair
+        v = np.frombuffer(randbytes(8 * k), dtype="<i4").astype(np.float64)
+        v *= 2.0 ** -31
+        v1, v2 = v[:k], v[k:]
+        s = v1 * v1 + v2 * v2
+        ok = np.flatnonzero((s < 1.0) & (s > 0.0))[:m - got]
+        s = s[ok]
+        f = np.sqrt(np.log(s) * -2.0 / s)
+        take = len(ok)
+        np.multiply(v1[ok], f, out=out[got:got + take])
+        np.multiply(v2[ok], f, out=out[m + got:m + got + take])
+        got += take
     return out[:n]
 
 

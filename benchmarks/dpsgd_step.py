@@ -2,13 +2,14 @@
 
 Logistic regression over 100,000 sites (goal: DP-SGD at most 1.5x the plain step), the MLP (32
 hidden units) and the CNN over 10,000; batch 32, 2 threads, plain SGD, one fixed batch. Per
-case, in one process, the engines take turns (so a loaded machine slows them alike) and the
-best of the repeats is reported:
+case, in one process, the engines take turns in short bursts (so a loaded machine slows them
+alike) and each one's best burst is reported, with the load average beside it:
 - `ort_plain`: the bundle's step graph (`StepTrainer`, IO-bound buffers);
 - `ort_dpsgd`: the DP-SGD step graph, the same trainer machinery, noise buffer held fixed:
   the graph alone, which is what `dpsgd_step_time_ratio` compares;
 - `ort_dpsgd_device`: `DpStepTrainer`'s step as a device runs it, fresh standard normals from
   os.urandom (Box-Muller) for every parameter included;
+- `noise`: drawing those normals alone;
 - `opacus`: Opacus 1.x (GradSampleModule, DPOptimizer over torch SGD) on the same batch, and
   `torch_plain`, the plain torch step, for Opacus's own overhead.
 
@@ -20,6 +21,7 @@ benchmark takes `dpsgd_step_time_ratio` from it).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,8 +32,8 @@ import numpy as np
 
 CASES = {"logreg": 100_000, "mlp": 10_000, "cnn": 10_000}
 BATCH, THREADS, LR, CLIP, SIGMA = 32, 2, 0.01, 1.0, 1.0
-STEPS = {"logreg": 20, "mlp": 40, "cnn": 20}  # per timed repeat
-REPEATS = 9
+STEPS = {"logreg": 4, "mlp": 8, "cnn": 4}  # per timed burst
+REPEATS = 40  # short bursts, engines in turn: the best burst is the least disturbed
 
 
 def _panel(sites: int) -> Any:
@@ -120,7 +122,7 @@ def step_time_ratio(model: str = "logreg", sites: int = 100_000, *,
     """Time one case (see the module doc); figures in ms per step and their ratios."""
     import warnings
 
-    from genofed.agent.dpsgd import DpSgd, DpStepTrainer
+    from genofed.agent.dpsgd import DpSgd, DpStepTrainer, standard_normals
     from genofed.agent.ortlib import ort
     from genofed.agent.trainer import StepTrainer
     from genofed.export.bundle import export_bundle
@@ -139,6 +141,7 @@ def step_time_ratio(model: str = "logreg", sites: int = 100_000, *,
             "ort_plain": lambda: plain._step(x, y, LR),
             "ort_dpsgd": lambda: StepTrainer._step(dp, x, y, LR),  # the graph, noise held
             "ort_dpsgd_device": lambda: dp._step(x, y, LR),  # fresh os.urandom noise
+            "noise": lambda: standard_normals(int(b.layout.keep.sum())),  # type: ignore[dict-item]
         }
         if peers:
             with warnings.catch_warnings():
@@ -148,8 +151,10 @@ def step_time_ratio(model: str = "logreg", sites: int = 100_000, *,
         else:
             best = _time(engines, STEPS.get(model, 20))
     ms = {k: 1000 * v for k, v in best.items()}
+    load = os.getloadavg()[0]
     out: dict[str, Any] = {"model": model, "sites": sites, "batch": BATCH, "threads": THREADS,
                            "n_params": b.n_params, "onnxruntime": ort.__version__,
+                           "load_avg_1min": load, "cpus": os.cpu_count(),
                            **{f"{k}_ms": v for k, v in ms.items()},
                            "dpsgd_step_time_ratio": ms["ort_dpsgd"] / ms["ort_plain"],
                            "device_step_time_ratio": ms["ort_dpsgd_device"] / ms["ort_plain"]}
