@@ -37,7 +37,7 @@ from genofed.agent.dpsgd import (  # noqa: E402
 from genofed.agent.trainer import StepTrainer  # noqa: E402
 from genofed.errors import GenofedError  # noqa: E402
 from genofed.export.bundle import export_bundle  # noqa: E402
-from genofed.export.dpsgd import export_dpsgd_step  # noqa: E402
+from genofed.export.dpsgd_export import export_dpsgd_step  # noqa: E402
 from genofed.export.stepgraph import param_specs  # noqa: E402
 from genofed.models.manifest import dpsgd_step_graph_names, load_bundle  # noqa: E402
 from genofed.models.panel import Panel, Site  # noqa: E402
