@@ -22,7 +22,7 @@ import torch
 from nacl.signing import SigningKey
 
 from genofed.errors import LocalInputError
-from genofed.export.dpsgd import export_dpsgd_step
+from genofed.export.dpsgd_export import export_dpsgd_step
 from genofed.export.ort_artifacts import export_ort_training, ort_training_available
 from genofed.export.quantize import export_int8
 from genofed.export.stepgraph import export_eval, export_forward, export_step, param_specs
