@@ -37,10 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from genofed.errors import GenofedError
+from genofed.errors import GenofedError, LocalInputError
 from genofed.privacy.calibrate import choose_dp_codec
 from genofed.privacy.noise import SkellamNoise
-from genofed.privacy.rdp import ORDERS, poisson_subsampled_rdp, rdp_to_epsilon, skellam_rdp
+from genofed.privacy.rdp import (
+    ORDERS,
+    least_noise,
+    poisson_subsampled_rdp,
+    rdp_to_epsilon,
+    skellam_rdp,
+)
 from genofed.privacy.sgm import dpsgd_rdp
 from genofed.protocol.privacyspec import MECHANISMS, DpSgd, PrivacySpec, PrivacySpent
 from genofed.protocol.roundspec import CodecSpec, TrainingSpec
@@ -104,30 +110,19 @@ class PrivacyLedger:
     def least_noise(self, curve: Callable[[float], np.ndarray], remaining: int) -> float:
         """The least noise x (whatever `curve(x)`, one round's Rényi curve, takes: a summed
         variance, a noise multiplier) such that `remaining` more rounds at it keep the
-        federation within its target; bisection on log x, since epsilon falls as x grows,
-        to 0.1%, erring towards more noise. BudgetSpent if no noise can."""
+        federation within its target (`privacy.rdp.least_noise`); BudgetSpent if none can."""
         if remaining < 1:
             raise BudgetSpent("no rounds remain")
         floor = self.epsilon()
         if floor >= self.target:
             raise BudgetSpent(f"the federation has spent epsilon {floor:.4g} of its target "
                               f"{self.target:g} at delta {self.delta:g}")
-
-        def eps(x: float) -> float:
-            return self.epsilon(self.rdp + remaining * curve(x))
-
-        lo, hi = 1e-6, 1.0
-        while eps(hi) > self.target:
-            lo, hi = hi, hi * 16
-            if hi > 1e36:
-                raise BudgetSpent(f"what is left of epsilon {self.target:g} (spent "
-                                  f"{floor:.4g}) cannot pay for {remaining} more rounds")
-        for _ in range(100):
-            if hi / lo < 1.001:
-                break
-            mid = math.sqrt(lo * hi)
-            lo, hi = (lo, mid) if eps(mid) <= self.target else (mid, hi)
-        return hi
+        try:
+            return least_noise(lambda x: self.epsilon(self.rdp + remaining * curve(x)),
+                               self.target, step=16.0, lo_min=1e-6, hi_max=1e36)
+        except LocalInputError:
+            raise BudgetSpent(f"what is left of epsilon {self.target:g} (spent {floor:.4g}) "
+                              f"cannot pay for {remaining} more rounds") from None
 
     def round_variance(self, l2: float, l1: float, remaining: int) -> float:
         """The least summed Skellam variance for `remaining` more device-level rounds."""

@@ -59,20 +59,9 @@ def _torch_steps(model: str, bundle_dir: Path, x: np.ndarray, y: np.ndarray
     from opacus.optimizers import DPOptimizer
     from torch import nn
 
+    from genofed.export.dpsgd_export import opacus_twin
     from genofed.models.manifest import load_bundle
-    from genofed.models.zoo import Conv1D, build_model
-
-    class ConvEager(nn.Module):
-        """The zoo's Conv1D through nn.Conv1d, the layer Opacus has a per-example rule for."""
-
-        def __init__(self, ref: Conv1D) -> None:
-            super().__init__()
-            self.conv = nn.Conv1d(1, ref.conv.out_channels, ref.conv.kernel_size[0],
-                                  stride=ref.conv.stride[0])
-            self.fc = nn.Linear(ref.fc.in_features, 1)
-
-        def forward(self, v: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.relu(self.conv(v.unsqueeze(1))).flatten(1)).squeeze(-1)
+    from genofed.models.zoo import build_model
 
     torch.set_num_threads(THREADS)
     b = load_bundle(bundle_dir)
@@ -81,7 +70,7 @@ def _torch_steps(model: str, bundle_dir: Path, x: np.ndarray, y: np.ndarray
 
     def module() -> nn.Module:
         m = build_model(b.model, b.n_sites, **b.model_config)
-        return ConvEager(m) if isinstance(m, Conv1D) else m
+        return opacus_twin(m)
 
     gsm = GradSampleModule(module())
     dp = DPOptimizer(torch.optim.SGD(gsm.parameters(), lr=LR), noise_multiplier=SIGMA,

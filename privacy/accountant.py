@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -89,23 +89,6 @@ def dpsgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int,
     return Epsilon(eps, delta, name, "record", True, float(sample_rate))
 
 
-def _bisect_down(eps: Callable[[float], float], target: float, lo: float, hi: float,
-                 rel: float) -> float:
-    """The least x in [lo, hi] with eps(x) <= target, eps falling in x; eps(lo) > target >=
-    eps(hi). Stops once eps(hi) is within `rel` of the target; errs towards more noise."""
-    e_hi = eps(hi)
-    for _ in range(60):
-        if e_hi >= (1.0 - rel) * target or hi - lo < 1e-9 * hi:
-            break
-        mid = 0.5 * (lo + hi)
-        e_mid = eps(mid)
-        if e_mid <= target:
-            hi, e_hi = mid, e_mid
-        else:
-            lo = mid
-    return hi
-
-
 def calibrate_dpsgd(target_epsilon: float, delta: float, sample_rate: float,
                     steps: int) -> float:
     """The least noise multiplier whose DP-SGD epsilon is within the target (and within 1% of it).
@@ -126,21 +109,11 @@ def calibrate_dpsgd(target_epsilon: float, delta: float, sample_rate: float,
     def tight_eps(z: float) -> float:
         return _tighter(_dpsgd_event(z, sample_rate, steps), delta)[0]
 
-    hi = 1.0
-    while rdp_eps(hi) > target:
-        hi *= 2.0
-        if hi > 1e6:
-            raise LocalInputError(f"target epsilon {target_epsilon!r} is out of reach")
-    lo = hi / 2.0
-    while rdp_eps(lo) <= target:
-        hi, lo = lo, lo / 2.0
-        if lo < 1e-4:
-            return hi
-    hi = _bisect_down(rdp_eps, target, lo, hi, 1e-4)
-    lo = 0.8 * hi
-    while tight_eps(lo) <= target:
-        hi, lo = lo, 0.8 * lo
-    return _bisect_down(tight_eps, target, lo, hi, 0.005)
+    hi = _rdp.least_noise(rdp_eps, target, step=2.0, lo_min=1e-4, hi_max=1e6, rel=1e-4)
+    if hi < 2e-4:  # the bracket stopped at its floor
+        return hi
+    # the tighter accountant needs no more noise than RDP does: bracket downwards from there
+    return _rdp.least_noise(tight_eps, target, start=hi, step=1.25, lo_min=1e-4, rel=0.005)
 
 
 def compose(rdps: Sequence[Sequence[float] | np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ An RDP curve is a vector over `ORDERS`; composing mechanisms adds their curves.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -301,26 +301,38 @@ def calibrate_skellam(target_epsilon: float, delta: float, *, rounds: int, l2: f
     target = _finite("target epsilon", target_epsilon)
     _delta(delta)
     _count("rounds", rounds)
+    return least_noise(lambda v: skellam_epsilon(rounds=rounds, l2=l2, l1=l1, variance=v,
+                                                 delta=delta, sample_rate=sample_rate,
+                                                 orders=orders), target)
 
-    def eps(v: float) -> float:
-        return skellam_epsilon(rounds=rounds, l2=l2, l1=l1, variance=v, delta=delta,
-                               sample_rate=sample_rate, orders=orders)
 
-    hi = 1.0
-    while eps(hi) > target:
-        hi *= 4.0
-        if hi > 1e40:
-            raise LocalInputError(f"target epsilon {target_epsilon!r} is out of reach")
-    lo = hi / 4.0
-    while eps(lo) <= target and lo > 1e-30:
-        hi, lo = lo, lo / 4.0
+def least_noise(eps_of: Callable[[float], float], target: float, *, start: float = 1.0,
+                step: float = 4.0, lo_min: float = 1e-30, hi_max: float = 1e40,
+                rel: float = 1e-3) -> float:
+    """The least noise x (a variance, a noise multiplier) with eps_of(x) <= target, for an
+    epsilon that falls as the noise grows: bracketed by factors of `step` from `start`, then
+    bisected on log x until epsilon is within `rel` of the target (or the bracket is 1e-12
+    wide). Returns the bracket's upper end, so it errs towards more noise; below `lo_min` it
+    stops there. LocalInputError if even `hi_max` does not reach the target."""
+    hi = start
+    e_hi = eps_of(hi)
+    while e_hi > target:
+        hi *= step
+        if hi > hi_max:
+            raise LocalInputError(f"target epsilon {target!r} is out of reach")
+        e_hi = eps_of(hi)
+    lo = hi / step
+    while (e_lo := eps_of(lo)) <= target:
+        hi, e_hi, lo = lo, e_lo, lo / step
+        if lo < lo_min:
+            return hi
     for _ in range(200):
-        e_hi = eps(hi)
-        if e_hi >= 0.999 * target or hi / lo < 1 + 1e-12:
+        if e_hi >= (1.0 - rel) * target or hi / lo < 1 + 1e-12:
             break
         mid = math.sqrt(lo * hi)
-        if eps(mid) <= target:
-            hi = mid
+        e_mid = eps_of(mid)
+        if e_mid <= target:
+            hi, e_hi = mid, e_mid
         else:
             lo = mid
     return hi

@@ -7,38 +7,28 @@ its log, sends nothing on its outbox, and the rounds complete with the other thr
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from support.fedtools import all_exit_cleanly, logs, stop_all
+from support.fedtools import FOUR, logs, run_four
 
 from genofed.agent import consent
 from genofed.aggregator.state import read_journal
-from genofed.cli.demo import spawn_federation, start_broker, write_configs
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_task_outside_the_owners_consent_is_never_joined(tmp_path: Path, cohort: Path,
                                                            logreg_bundle: Path) -> None:
-    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
-    names = [f"dev{i:02d}" for i in range(4)]
-    broker = start_broker(tmp_path, names)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % 3] for i in range(4)],
-                            broker.port, rounds=2, min_participants=3, names=names,
-                            stage_timeout_s=5.0)
+    def prepare(cfg: Path) -> None:
         with cfg.open("a") as fh:
             fh.write('\n[study]\nname = "PGS-T2D"\nduo = ["HMB", "IRB"]\n')
         for n in names:
             consent.set_consent(tmp_path / "state" / n, "granted",
                                 duo=("GRU",) if n == "dev03" else ("GRU", "HMB", "IRB"))
-        procs = spawn_federation(tmp_path, cfg, names)
-        all_exit_cleanly(tmp_path, procs[0], procs[1:])
-    finally:
-        stop_all(procs, broker)
+
+    names = FOUR
+    run_four(tmp_path, cohort, logreg_bundle, prepare)
     journal = read_journal(tmp_path / "state" / "aggregator")
     completed = [r for r in journal if r["status"] == "completed"]
     assert len(completed) == 2, logs(tmp_path)

@@ -10,15 +10,13 @@ says why, and sends nothing.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from support.fedtools import all_exit_cleanly, logs, stop_all
+from support.fedtools import FOUR, logs, run_four
 
 from genofed.agent import consent, ledger
 from genofed.aggregator.state import read_journal
-from genofed.cli.demo import spawn_federation, start_broker, write_configs
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +24,15 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("unit", ["device", "record"])
 def test_dp_rounds_complete_and_the_ledgers_agree(tmp_path: Path, cohort: Path,
                                                   logreg_bundle: Path, unit: str) -> None:
-    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
-    names = [f"dev{i:02d}" for i in range(4)]
-    broker = start_broker(tmp_path, names)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        cfg = write_configs(tmp_path, logreg_bundle, [dirs[i % 3] for i in range(4)],
-                            broker.port, rounds=2, min_participants=3, names=names,
-                            stage_timeout_s=5.0, dp_epsilon=3.0, dp_unit=unit)
+    def prepare(cfg: Path) -> None:
         with cfg.open("a") as fh:
             fh.write('\n[study]\nname = "PGS-T2D"\n')
         for n in names:
             consent.set_consent(tmp_path / "state" / n, "granted",
                                 epsilon_cap=0.01 if n == "dev03" else 10.0)
-        procs = spawn_federation(tmp_path, cfg, names)
-        all_exit_cleanly(tmp_path, procs[0], procs[1:])
-    finally:
-        stop_all(procs, broker)
+
+    names = FOUR
+    run_four(tmp_path, cohort, logreg_bundle, prepare, dp_epsilon=3.0, dp_unit=unit)
     journal = read_journal(tmp_path / "state" / "aggregator")
     completed = [r for r in journal if r["status"] == "completed"]
     assert len(completed) == 2, logs(tmp_path)

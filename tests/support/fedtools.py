@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -156,3 +157,28 @@ def stop_all(procs: list[subprocess.Popen[bytes]], broker: LocalMosquitto) -> No
         if p.poll() is None:
             p.kill()
     broker.stop()
+
+
+FOUR = [f"dev{i:02d}" for i in range(4)]
+
+
+def run_four(root: Path, cohort: Path, bundle: Path, prepare: Callable[[Path], None],
+             **configs: Any) -> None:
+    """Two rounds of the four devices FOUR (dev03 on dev00's data) on a real broker, three
+    needed per round, 5 s stages; `prepare(aggregator config)` changes the configs or the
+    owners' consents before anything starts; returns once every process exited with 0.
+    `configs` go to `write_configs`."""
+    from genofed.cli.demo import spawn_federation, start_broker, write_configs
+
+    dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())
+    broker = start_broker(root, FOUR)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cfg = write_configs(root, bundle, [dirs[i % 3] for i in range(4)], broker.port,
+                            rounds=2, min_participants=3, names=FOUR, stage_timeout_s=5.0,
+                            **configs)
+        prepare(cfg)
+        procs = spawn_federation(root, cfg, FOUR)
+        all_exit_cleanly(root, procs[0], procs[1:])
+    finally:
+        stop_all(procs, broker)

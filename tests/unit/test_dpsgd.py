@@ -37,11 +37,11 @@ from genofed.agent.dpsgd import (  # noqa: E402
 from genofed.agent.trainer import StepTrainer  # noqa: E402
 from genofed.errors import GenofedError  # noqa: E402
 from genofed.export.bundle import export_bundle  # noqa: E402
-from genofed.export.dpsgd_export import export_dpsgd_step  # noqa: E402
+from genofed.export.dpsgd_export import export_dpsgd_step, opacus_twin  # noqa: E402
 from genofed.export.stepgraph import param_specs  # noqa: E402
 from genofed.models.manifest import dpsgd_step_graph_names, load_bundle  # noqa: E402
 from genofed.models.panel import Panel, Site  # noqa: E402
-from genofed.models.zoo import Conv1D, build_model  # noqa: E402
+from genofed.models.zoo import build_model  # noqa: E402
 
 pytestmark = [pytest.mark.coordinator,
               # Opacus hooks a module whose input needs no gradient (ours never does)
@@ -109,25 +109,12 @@ def _run_graph(path: Path, model: str, params: list, x: torch.Tensor, y: torch.T
     return out[:len(params)]
 
 
-class ConvEager(nn.Module):
-    """Conv1D computed by nn.Conv1d (the layer Opacus knows), same parameter names."""
-
-    def __init__(self, ref: Conv1D) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(1, ref.conv.out_channels, ref.conv.kernel_size[0],
-                              stride=ref.conv.stride[0])
-        self.fc = nn.Linear(ref.fc.in_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x.unsqueeze(1))).flatten(1)).squeeze(-1)
-
-
 def _opacus(monkeypatch: pytest.MonkeyPatch, model: str, params: list, x: torch.Tensor,
             y: torch.Tensor, noise: list, *, clip: float, sigma: float, expected: int,
             lr: float, optimizer: str = "sgd") -> list[np.ndarray]:
     """One step of Opacus's DPOptimizer, its noise generator replaced by ours."""
     ref = _module(model)
-    module = ConvEager(ref) if isinstance(ref, Conv1D) else ref
+    module = opacus_twin(ref)
     with torch.no_grad():
         for p, v in zip(module.parameters(), params, strict=True):
             p.copy_(v)
