@@ -22,8 +22,9 @@ that the red team (`genofed redteam`) can rerun them on any federation's outputs
   offline variant does). Uncalibrated, a genome with many rare alleles (a large ||x||) scores
   far from 0 whether or not it was a member; calibrated, only its excess over the null counts.
 
-`auc` and `auc_ci` are numpy only (DeLong et al. 1988's variance, with its normal interval):
-the red team reports them beside every attack.
+`auc` and `auc_se` are numpy only (DeLong et al. 1988's variance, with its normal interval):
+the red team reports them beside every attack, and `gdp_auc_ceiling` beside the epsilon: the
+highest AUC that the noise a round carries lets any attack reach.
 """
 
 from __future__ import annotations
@@ -99,20 +100,37 @@ def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     return float((r[:m.size].sum() - m.size * (m.size + 1) / 2) / (m.size * n.size))
 
 
-def auc_ci(members: np.ndarray, nonmembers: np.ndarray,
-           level: float = 0.95) -> tuple[float, float]:
-    """DeLong's normal confidence interval of the AUC, clipped to [0, 1]."""
+def auc_se(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, float]:
+    """The AUC and DeLong's standard error of it."""
     m, n = np.asarray(members, np.float64), np.asarray(nonmembers, np.float64)
     if m.size < 2 or n.size < 2:
-        raise ValueError("auc_ci needs at least two members and two non-members")
+        raise ValueError("an AUC's error needs at least two members and two non-members")
     both = _midranks(np.concatenate([m, n]))
     # Placement values: the share of the other group each score beats (ties count 1/2).
     v10 = (both[:m.size] - _midranks(m)) / n.size
     v01 = 1.0 - (both[m.size:] - _midranks(n)) / m.size
-    a = auc(m, n)
-    se = math.sqrt(v10.var(ddof=1) / m.size + v01.var(ddof=1) / n.size)
+    return auc(m, n), math.sqrt(v10.var(ddof=1) / m.size + v01.var(ddof=1) / n.size)
+
+
+def normal_ci(estimate: float, se: float, level: float = 0.95) -> tuple[float, float]:
+    """estimate -+ z se, clipped to [0, 1]."""
     z = NormalDist().inv_cdf(0.5 + level / 2)
-    return max(0.0, a - z * se), min(1.0, a + z * se)
+    return max(0.0, estimate - z * se), min(1.0, estimate + z * se)
+
+
+def auc_ci(members: np.ndarray, nonmembers: np.ndarray,
+           level: float = 0.95) -> tuple[float, float]:
+    """DeLong's normal confidence interval of the AUC, clipped to [0, 1]."""
+    return normal_ci(*auc_se(members, nonmembers), level)
+
+
+def gdp_auc_ceiling(mu: float) -> float:
+    """The largest AUC any membership test can reach against a mu-GDP mechanism (Dong, Roth,
+    Su 2022): its trade-off curve is that of N(0, 1) against N(mu, 1), AUC = Phi(mu / sqrt 2).
+    Skellam noise of large variance is Gaussian to within the sampler's total variation, so
+    this is the ceiling of a Skellam round at mu = sensitivity / noise sd (composed over k
+    rounds: sqrt(k) times that)."""
+    return NormalDist().cdf(mu / math.sqrt(2))
 
 
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float:
@@ -125,25 +143,42 @@ def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float
 
 @dataclass(frozen=True)
 class AttackResult:
-    """One attack's AUC over members against non-members, its 95% CI, and TPR at 1% FPR."""
+    """One attack's AUC over members against non-members, its standard error and 95% CI,
+    and its TPR at 1% FPR."""
 
     name: str
     auc: float
-    ci: tuple[float, float]
+    se: float
     tpr_at_1pct_fpr: float
     members: int
     nonmembers: int
 
+    @property
+    def ci(self) -> tuple[float, float]:
+        return normal_ci(self.auc, self.se)
+
     @staticmethod
     def of(name: str, members: np.ndarray, nonmembers: np.ndarray) -> AttackResult:
-        return AttackResult(name, auc(members, nonmembers), auc_ci(members, nonmembers),
-                            tpr_at_fpr(members, nonmembers, 0.01), len(members),
+        a, se = auc_se(members, nonmembers)
+        return AttackResult(name, a, se, tpr_at_fpr(members, nonmembers, 0.01), len(members),
                             len(nonmembers))
 
+    @staticmethod
+    def pooled(results: Sequence[AttackResult]) -> AttackResult:
+        """The same attack on independent federations: the mean of their AUCs (each attacker
+        ranks the targets of one federation, whose scores are not comparable with another's)
+        and of their TPRs, with the standard error of a mean of independent estimates."""
+        k = len(results)
+        return AttackResult(results[0].name, float(np.mean([r.auc for r in results])),
+                            math.sqrt(sum(r.se ** 2 for r in results)) / k,
+                            float(np.mean([r.tpr_at_1pct_fpr for r in results])),
+                            sum(r.members for r in results), sum(r.nonmembers for r in results))
+
     def row(self) -> dict[str, object]:
-        return {"attack": self.name, "auc": self.auc, "auc_ci_lo": self.ci[0],
-                "auc_ci_hi": self.ci[1], "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
-                "members": self.members, "nonmembers": self.nonmembers}
+        lo, hi = self.ci
+        return {"attack": self.name, "auc": self.auc, "auc_ci_lo": lo, "auc_ci_hi": hi,
+                "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr, "members": self.members,
+                "nonmembers": self.nonmembers}
 
 
 def loss_attack(models: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
@@ -156,7 +191,7 @@ def loss_attack(models: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
            for r, s in enumerate(loss_scores(m, x, y, logits) for m in models)]
     best = max(per, key=lambda a: a.auc)
     return {"loss_last": _renamed(per[-1], "loss_last"),
-            "loss_best_round": _renamed(best, f"loss_best_round({best.name[10:]})")}
+            "loss_best_round": _renamed(best, "loss_best_round")}
 
 
 def aggregate_attack(aggregate: np.ndarray, shadow_aggregates: Sequence[np.ndarray],
@@ -179,4 +214,4 @@ def aggregate_attack(aggregate: np.ndarray, shadow_aggregates: Sequence[np.ndarr
 
 
 def _renamed(a: AttackResult, name: str) -> AttackResult:
-    return AttackResult(name, a.auc, a.ci, a.tpr_at_1pct_fpr, a.members, a.nonmembers)
+    return AttackResult(name, a.auc, a.se, a.tpr_at_1pct_fpr, a.members, a.nonmembers)

@@ -17,13 +17,22 @@ device holds) and every decoded aggregate (what the aggregator holds).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from genofed.aggregator.optimizers import OptimizerState, ServerOptimizer, apply
+from genofed.errors import LocalInputError
 from genofed.models.layout import ParamLayout
+from genofed.privacy.calibrate import DpCodec, choose_dp_codec
+from genofed.privacy.rdp import (
+    calibrate_skellam,
+    poisson_subsampled_rdp,
+    rdp_to_epsilon,
+    skellam_rdp,
+)
 from genofed.protocol.codec import build_pipeline
 from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.codec_stages import NoNoise
@@ -105,3 +114,33 @@ def first_aggregates(layout: ParamLayout, initial: np.ndarray,
                              server=server, seed=seed * 1000 + k)
         out.append(run.released[1] - run.released[0])
     return out
+
+
+def dp_codec(epsilon: float, delta: float, *, participations: int, dim: int, clip: float,
+             n: int, max_bits: int = 18) -> DpCodec:
+    """The DP codec (`privacy/calibrate.py`) of rounds of n devices, noised so that a device
+    taking part in `participations` of them spends at most `epsilon` at `delta`, without
+    amplification by sampling (Skellam RDP, `privacy/rdp.py`). The sensitivity depends on the
+    scale, and the scale on the noise it must leave room for, so the noise multiplier is
+    raised until the codec it gives meets the target."""
+    z = 0.05
+    for _ in range(50):
+        codec = choose_dp_codec(dim, clip, n, n, z, max_bits=max_bits)
+        need = calibrate_skellam(epsilon, delta, rounds=participations, l2=codec.l2,
+                                 l1=codec.l1)
+        if n * codec.variance >= need:
+            return codec
+        z = max(z * 1.0001, math.sqrt(need) / codec.l2)
+    raise LocalInputError(f"no DP codec reaches epsilon {epsilon:g} for {n} devices")
+
+
+def device_epsilon(codec: DpCodec, delta: float, *, participations: int, rounds: int,
+                   sample_rate: float) -> tuple[float, float]:
+    """(unamplified, amplified) epsilon of one device: composed over the `participations`
+    rounds it took part in; and, if the cohorts of all `rounds` were Poisson samples at
+    `sample_rate` drawn secretly, amplified over all of them."""
+    per_round = skellam_rdp(l2=codec.l2, l1=codec.l1, variance=codec.n_min * codec.variance)
+    plain = rdp_to_epsilon(participations * per_round, delta)[0]
+    amplified = rdp_to_epsilon(rounds * poisson_subsampled_rdp(per_round, sample_rate),
+                               delta)[0]
+    return plain, amplified
