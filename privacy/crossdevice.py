@@ -116,18 +116,19 @@ def first_aggregates(layout: ParamLayout, initial: np.ndarray,
     return out
 
 
-def dp_codec(epsilon: float, delta: float, *, participations: int, dim: int, clip: float,
-             n: int, max_bits: int = 18) -> DpCodec:
+def dp_codec(epsilon: float, delta: float, *, rounds: int, dim: int, clip: float, n: int,
+             sample_rate: float | None = None, max_bits: int = 18) -> DpCodec:
     """The DP codec (`privacy/calibrate.py`) of rounds of n devices, noised so that a device
-    taking part in `participations` of them spends at most `epsilon` at `delta`, without
-    amplification by sampling (Skellam RDP, `privacy/rdp.py`). The sensitivity depends on the
-    scale, and the scale on the noise it must leave room for, so the noise multiplier is
-    raised until the codec it gives meets the target."""
+    spends at most `epsilon` at `delta` (Skellam RDP, `privacy/rdp.py`): without
+    `sample_rate`, over the `rounds` it takes part in, no amplification assumed; with it, over
+    `rounds` rounds whose cohorts are Poisson samples at that rate, drawn secretly. The
+    sensitivity depends on the scale, and the scale on the noise it must leave room for, so
+    the noise multiplier is raised until the codec it gives meets the target."""
     z = 0.05
     for _ in range(50):
         codec = choose_dp_codec(dim, clip, n, n, z, max_bits=max_bits)
-        need = calibrate_skellam(epsilon, delta, rounds=participations, l2=codec.l2,
-                                 l1=codec.l1)
+        need = calibrate_skellam(epsilon, delta, rounds=rounds, l2=codec.l2, l1=codec.l1,
+                                 sample_rate=sample_rate)
         if n * codec.variance >= need:
             return codec
         z = max(z * 1.0001, math.sqrt(need) / codec.l2)

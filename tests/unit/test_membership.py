@@ -127,7 +127,7 @@ def test_dp_at_the_default_epsilon(world: World) -> None:
     the noise or the accounting is wrong), and the loss threshold under 0.60."""
     from genofed.privacy.crossdevice import device_epsilon, dp_codec
 
-    dp = dp_codec(EPSILON, DELTA, participations=ROUNDS, dim=world.layout.n_trained,
+    dp = dp_codec(EPSILON, DELTA, rounds=ROUNDS, dim=world.layout.n_trained,
                   clip=world.clip, n=N)
     plain, _ = device_epsilon(dp, DELTA, participations=ROUNDS, rounds=ROUNDS,
                               sample_rate=1.0)
