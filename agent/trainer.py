@@ -214,9 +214,7 @@ class StepTrainer(Trainer):
     def __init__(self, bundle: Bundle, *, threads: int = 1, optimizer: str = "sgd",
                  mu: float = 0.0) -> None:
         super().__init__(bundle, threads=threads)
-        if optimizer not in bundle.steps:
-            raise LocalInputError(f"bundle {bundle.path}: no step graph for optimizer "
-                                  f"{optimizer!r} (has {', '.join(bundle.steps)})")
+        self._graph = self._step_graph(optimizer)
         if not (math.isfinite(mu) and mu >= 0):
             raise LocalInputError(f"trainer: mu must be >= 0, got {mu}")
         if mu > 0 and not bundle.proximal:
@@ -224,7 +222,6 @@ class StepTrainer(Trainer):
                                   "cannot train with mu > 0")
         self.optimizer = optimizer
         self.mu = mu
-        self._graph = bundle.steps[optimizer]
         self._sess = session(bundle, self._graph, threads)
         names = [p.name for p in self._specs]
         zero_state = initial_state(self._specs, optimizer)
@@ -232,10 +229,11 @@ class StepTrainer(Trainer):
         self._carried = (*names, *self._state_names)  # params, then state
         self._fixed: dict[str, np.ndarray] = {f"mask_{n}": self._mask[n] for n in names}
         self._anchor: np.ndarray | None = None  # FedProx: the weights of the last set_weights
-        if bundle.proximal:
+        if "mu" in self._graph.inputs:
             self._anchor = np.zeros(self.layout.n_params, np.float32)
             self._fixed |= {f"anchor_{k}": v for k, v in self.layout.tensors(self._anchor).items()}
             self._fixed["mu"] = np.array(mu, np.float32)
+        self._fixed |= self._extra_inputs()
         self._lr = np.zeros((), np.float32)
         self._loss = np.zeros((), np.float32)
         # Two buffer sets, each the parameters (views of one flat vector) and the optimizer
@@ -246,6 +244,17 @@ class StepTrainer(Trainer):
         self._bindings = [self._binding(i) for i in (0, 1)]
         self._cur = 0
         self.set_params(bundle.initial_params())
+
+    def _step_graph(self, optimizer: str) -> GraphSpec:
+        """The step graph this trainer runs (a subclass may pick another kind)."""
+        if optimizer not in self.bundle.steps:
+            raise LocalInputError(f"bundle {self.bundle.path}: no step graph for optimizer "
+                                  f"{optimizer!r} (has {', '.join(self.bundle.steps)})")
+        return self.bundle.steps[optimizer]
+
+    def _extra_inputs(self) -> dict[str, np.ndarray]:
+        """Further fixed graph inputs, bound once (buffers a subclass writes in place)."""
+        return {}
 
     def weights(self) -> np.ndarray:
         return self._flat[self._cur].copy()
@@ -265,8 +274,7 @@ class StepTrainer(Trainer):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {k: self._bufs[self._cur][k].copy() for k in self._carried}
-        if self.bundle.proximal:
-            out |= {k: v.copy() for k, v in self._fixed.items() if k.startswith("anchor_")}
+        out |= {k: v.copy() for k, v in self._fixed.items() if k.startswith("anchor_")}
         return out
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:

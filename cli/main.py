@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--hidden", type=int, default=32)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--proximal", action="store_true", help="FedProx term in the step graphs")
+    e.add_argument("--dpsgd", action="store_true",
+                   help="also a DP-SGD step graph per optimizer (per-example clipping, noise "
+                        "fed by the device)")
     e.add_argument("--signing-key", type=Path,
                    help="coordinator Ed25519 key file to sign the manifest with (created, "
                         "with KEY.pub beside it, if absent)")
@@ -280,7 +283,7 @@ def _export(args: argparse.Namespace) -> int:
         model=args.model, panel=args.panel, out=args.out, hidden=args.hidden, seed=args.seed,
         proximal=args.proximal, init=args.init, prune=args.prune, prune_step=args.prune_step,
         prune_steps=args.prune_steps, mask_from=args.mask_from, keep_sites=args.keep_sites,
-        keep_hidden=args.keep_hidden, init_from=args.init_from)
+        keep_hidden=args.keep_hidden, init_from=args.init_from, dpsgd=args.dpsgd)
     key = None
     if args.signing_key is not None:
         if not args.signing_key.exists():

@@ -22,6 +22,7 @@ import torch
 from nacl.signing import SigningKey
 
 from genofed.errors import LocalInputError
+from genofed.export.dpsgd import export_dpsgd_step
 from genofed.export.ort_artifacts import export_ort_training, ort_training_available
 from genofed.export.quantize import export_int8
 from genofed.export.stepgraph import export_eval, export_forward, export_step, param_specs
@@ -52,19 +53,20 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
                   ort_training: bool | None = None, calibration: np.ndarray | None = None,
                   init: Mapping[str, np.ndarray] | None = None,
                   mask: Mapping[str, np.ndarray] | None = None,
-                  signing_key: SigningKey | None = None) -> Path:
+                  signing_key: SigningKey | None = None, dpsgd: Sequence[str] = ()) -> Path:
     """Export `model` over a panel (a Panel, or the path of its TSV) as a bundle directory.
 
     `init` replaces the model's seeded initial weights (a trained or pruned model), `mask`
     (0/1 per parameter, default all ones) prunes; pruned initial weights are zeroed. With
     `calibration` (standardized dosages [n, sites]) the bundle gets an INT8 inference model;
     `ort_training` None exports onnxruntime-training artifacts where that package exists;
-    `signing_key` writes manifest.sig.
+    `signing_key` writes manifest.sig; `dpsgd` names the optimizers that get a DP-SGD step
+    graph too (genofed.export.dpsgd).
     """
     out = Path(out)
     _check_target(out)
     panel = panel if isinstance(panel, Panel) else load_panel(panel)
-    unknown = sorted(set(optimizers) - set(OPTIMIZERS))
+    unknown = sorted((set(optimizers) | set(dpsgd)) - set(OPTIMIZERS))
     if unknown or not optimizers:
         raise LocalInputError(f"export: unknown optimizers {unknown} (want some of "
                               f"{', '.join(OPTIMIZERS)})")
@@ -94,11 +96,15 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
         evalg = export_eval(module, len(panel), tmp / "eval.onnx")
         steps = {opt: export_step(module, len(panel), tmp / f"step_{opt}.onnx", opt,
                                   proximal=proximal) for opt in OPTIMIZERS if opt in optimizers}
+        dp_steps = {opt: export_dpsgd_step(module, len(panel), tmp / f"dpsgd_{opt}.onnx", opt)[0]
+                    for opt in OPTIMIZERS if opt in dpsgd}
         _write_npz(tmp / INIT_FILE, params)
         _write_npz(tmp / MASK_FILE, masks)
         (tmp / PANEL_FILE).write_text(panel.to_tsv())
         graphs: dict[str, Any] = {"forward": graph_json(forward), "eval": graph_json(evalg),
                                   "steps": {k: graph_json(g) for k, g in steps.items()}}
+        if dp_steps:
+            graphs["dpsgd"] = {k: graph_json(g) for k, g in dp_steps.items()}
         if calibration is not None:
             int8 = export_int8(tmp / forward.file, params, calibration, tmp / "forward_int8.onnx")
             graphs["forward_int8"] = graph_json(int8)

@@ -18,7 +18,7 @@ import numpy as np
 
 from genofed.errors import LocalInputError
 from genofed.export.prune import GradualSchedule, export_pruned, summary
-from genofed.models.manifest import Bundle, load_bundle
+from genofed.models.manifest import OPTIMIZERS, Bundle, load_bundle
 from genofed.models.panel import Panel, load_panel
 
 
@@ -40,6 +40,7 @@ class ExportRequest:
     keep_sites: int | None = None
     keep_hidden: int | None = None
     init_from: Path | None = None  # a PGS Catalog scoring file (`export/score_init.py`)
+    dpsgd: bool = False  # a DP-SGD step graph beside each optimizer's step (export/dpsgd.py)
 
     def __post_init__(self) -> None:
         stepped = (self.prune_step is not None, self.prune_steps is not None)
@@ -100,7 +101,8 @@ class ExportRequest:
         out = export_pruned(self.model, panel, self.out, hidden=self.hidden, seed=self.seed,
                             init=init, earlier=self._earlier(panel), sparsity=self.sparsity,
                             keep_sites=self.keep_sites, keep_hidden=self.keep_hidden,
-                            proximal=self.proximal, **export_options)
+                            proximal=self.proximal, dpsgd=OPTIMIZERS if self.dpsgd else (),
+                            **export_options)
         target = ""
         if self.prune is not None:
             target = f" (target {self.sparsity:.2%}" + (

@@ -7,6 +7,7 @@ A bundle is a directory:
     forward.onnx         (x, params...) -> logits
     eval.onnx            (x, y, params...) -> (loss, logits)
     step_<opt>.onnx      one whole training step per optimizer (sgd, sgd_momentum, adam)
+    dpsgd_<opt>.onnx     optional: the DP-SGD step of an optimizer (genofed.export.dpsgd)
     init.npz, mask.npz   initial parameters and the pruning mask (0/1), keyed by ONNX name
     panel.tsv            the panel's canonical TSV (genofed.models.panel)
     forward_int8.onnx    optional: INT8 inference model (x) -> logits, weights baked in
@@ -32,7 +33,8 @@ manifest.json:
         "steps": {"adam": {"file": "step_adam.onnx", "optimizer": "adam",
                            "hyper": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                            "inputs": [...], "outputs": [...]}, ...},
-        "forward_int8": {"file": "forward_int8.onnx", "inputs": ["x"], "outputs": ["logits"]}
+        "forward_int8": {"file": "forward_int8.onnx", "inputs": ["x"], "outputs": ["logits"]},
+        "dpsgd": {"sgd": {"file": "dpsgd_sgd.onnx", "optimizer": "sgd", ...}, ...}  # optional
       },
       "ort_training": {"training_model": ..., "eval_model": ..., "checkpoint": ...,
                        "optimizers": {"sgd": ..., "adam": ...}, "hyper": {"adam": {...}}},
@@ -47,6 +49,11 @@ anchor_<name> per parameter and the scalar `mu`; then x float32 [B, K], y float3
 scalar lr. Its outputs are "new_" + each parameter and state name, then the scalar loss (the
 mean BCE, without the proximal term). B is dynamic. The gradient is masked, so a pruned
 coordinate (mask 0) given as 0 with zero optimizer state comes out of every step the same.
+
+A DP-SGD step graph (`dpsgd_step_graph_names`) takes the plain step's inputs without the
+proximal ones, with noise_<name> per parameter (standard normals, shaped like it) after the
+masks, and the scalars clip, noise_multiplier and expected_batch after lr; its outputs are the
+plain step's.
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ if TYPE_CHECKING:
 FORMAT = "genofed-bundle/2"
 MANIFEST = "manifest.json"
 STEP_EXTRA_INPUTS = ("x", "y", "lr")
+DPSGD_EXTRA_INPUTS = ("clip", "noise_multiplier", "expected_batch")
 OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
 DEFAULT_HYPER: Mapping[str, Mapping[str, float]] = {
     "sgd": {}, "sgd_momentum": {"momentum": 0.9},
@@ -139,6 +147,7 @@ class Bundle:
     int8: GraphSpec | None = None
     ort: OrtArtifacts | None = None
     signed_by: str | None = None  # hex verify key that checked manifest.sig, if one did
+    dpsgd: Mapping[str, GraphSpec] = field(default_factory=dict)  # DP-SGD steps by optimizer
 
     def file(self, name: str) -> Path:
         """Absolute path of a file of the bundle."""
@@ -225,6 +234,18 @@ def step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd", *,
                              *STEP_EXTRA_INPUTS),
                      outputs=(*(f"new_{n}" for n in (*names, *state)), "loss"),
                      optimizer=optimizer, hyper=dict(DEFAULT_HYPER[optimizer]))
+
+
+def dpsgd_step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd") -> GraphSpec:
+    """Input and output names of the DP-SGD step graph of one optimizer."""
+    plain = step_graph_names(specs, optimizer)
+    names = tuple(p.name for p in specs)
+    n_carried = len(names) + len(state_names(specs, optimizer))
+    return GraphSpec(file=f"dpsgd_{optimizer}.onnx",
+                     inputs=(*plain.inputs[:n_carried + len(names)],
+                             *(f"noise_{n}" for n in names), *STEP_EXTRA_INPUTS,
+                             *DPSGD_EXTRA_INPUTS),
+                     outputs=plain.outputs, optimizer=optimizer, hyper=plain.hyper)
 
 
 def forward_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
@@ -318,6 +339,12 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
             raise LocalInputError(f"{where}: graphs.steps.{opt}: unsupported optimizer "
                                   f"{g.optimizer!r}")
         checks.append((f"steps.{opt}", g, step_graph_names(params, opt, proximal=proximal)))
+    dpsgd = {str(k): _graph(g) for k, g in dict(graphs.get("dpsgd", {})).items()}
+    for opt, g in dpsgd.items():
+        if opt not in OPTIMIZERS or g.optimizer != opt:
+            raise LocalInputError(f"{where}: graphs.dpsgd.{opt}: unsupported optimizer "
+                                  f"{g.optimizer!r}")
+        checks.append((f"dpsgd.{opt}", g, dpsgd_step_graph_names(params, opt)))
     int8 = _graph(graphs["forward_int8"]) if "forward_int8" in graphs else None
     if int8 is not None:
         checks.append(("forward_int8", int8, int8_graph_names()))
@@ -327,7 +354,8 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
                                   f"parameters (want {list(want.inputs)} -> {list(want.outputs)})")
     ort = _ort(raw["ort_training"]) if raw.get("ort_training") else None
     files = {str(k): str(v) for k, v in dict(raw["files"]).items()}
-    needed = {forward.file, evalg.file, *(g.file for g in steps.values()), str(raw["init"]),
+    needed = {forward.file, evalg.file, *(g.file for g in steps.values()),
+              *(g.file for g in dpsgd.values()), str(raw["init"]),
               str(raw["mask"]), "panel.tsv"}
     if int8 is not None:
         needed.add(int8.file)
@@ -343,7 +371,7 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
                   input_encoding=dict(raw["input_encoding"]), loss=str(raw["loss"]),
                   params=params, forward=forward, eval=evalg, steps=steps, proximal=proximal,
                   init=str(raw["init"]), mask_file=str(raw["mask"]), files=files, int8=int8,
-                  ort=ort, signed_by=signed_by)
+                  ort=ort, signed_by=signed_by, dpsgd=dpsgd)
 
 
 def _param(where: str, i: int, p: Mapping[str, Any]) -> ParamSpec:

@@ -63,7 +63,7 @@ class Conv1D(nn.Module):
         bias = self.conv.bias
         assert bias is not None
         windows = x.unfold(1, k, s)                                  # [B, positions, kernel]
-        h = torch.relu(windows @ self.conv.weight[:, 0, :].T + bias)  # [B, positions, C]
+        h = torch.relu(windows @ self.conv.weight.flatten(1).T + bias)  # [B, positions, C]
         return self.fc(h.transpose(1, 2).flatten(1)).squeeze(-1)
 
 
