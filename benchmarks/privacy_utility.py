@@ -14,8 +14,10 @@ bound (`privacy/rdp.py`) in two ways, each a row per epsilon:
   cohorts, as long as each device's own ledger refuses a second round.
 - `sampled`: each round's 1,000 devices are drawn at random from the 10^5, and the noise makes
   100 such rounds cost epsilon amplified by sampling at rate 0.01, which assumes the draw is
-  honest and secret. The unamplified figure beside it is what a device that took part k times
-  spent if the aggregator chose the cohorts (k the most any device took part).
+  honest and secret. (The accountant's bound is for Poisson sampling; the simulation draws a
+  fixed 1,000 without replacement, as the aggregator's cohort does: an approximation.) The
+  unamplified figure beside it is what a device that took part k times spent if the
+  aggregator chose the cohorts (k the most any device took part).
 The goal (AUC within 0.02 of the centralized model at epsilon 2) is read on each; the summary's
 `cross_device_auc_gap_eps2` is the `one_pass` (unamplified) one, and
 `cross_device_auc_gap_eps2_amplified` the other.
