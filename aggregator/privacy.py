@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from genofed.errors import GenofedError, LocalInputError
-from genofed.privacy.calibrate import choose_dp_codec
+from genofed.privacy.calibrate import covering_codec
 from genofed.privacy.noise import SkellamNoise
 from genofed.privacy.rdp import (
     ORDERS,
@@ -179,28 +179,13 @@ class PrivacyLedger:
                             unit=self.unit, accountant=ACCOUNTANTS[self.unit])
 
 
-# A large nominal sensitivity at which the Skellam bound is the Gaussian's (its discrete term
-# vanishes): the noise multiplier it gives picks the first scale of the calibration.
-_NOMINAL_L2 = 1e4
-
-
 def noisy_codec(ledger: PrivacyLedger, *, clip: float, dim: int, n: int, t: int,
                 remaining: int, rotation_seed: bytes) -> tuple[CodecSpec, PrivacySpec]:
-    """A DP round's codec and declaration. The codec's DP rule (`privacy/calibrate.py`)
-    picks the scale, bits and conditional rounding for a noise multiplier z; the Skellam
-    bound then says what summed variance the budget needs at the sensitivity that scale
-    gives, which is a slightly larger z: a few turns until the rule's noise covers it
-    (each turn lowers the scale a little, and the fixed point is approached from above)."""
-    nominal = ledger.round_variance(_NOMINAL_L2, math.sqrt(dim) * _NOMINAL_L2, remaining)
-    z = math.sqrt(nominal) / _NOMINAL_L2
-    for _ in range(20):
-        rule = choose_dp_codec(dim=dim, clip=clip, n_max=n, n_min=t, noise_multiplier=z)
-        need = ledger.round_variance(rule.l2, rule.l1, remaining)
-        if t * rule.variance >= need:
-            break
-        z = math.sqrt(need) / rule.l2 * (1 + 1e-6)
-    else:  # pragma: no cover - the rule's scale moves by far less than 1e-6 per turn
-        raise BudgetSpent(f"the noise for epsilon {ledger.target:g} did not settle at n={n}")
+    """A DP round's codec and declaration: the codec's DP rule (`privacy/calibrate.py`) at
+    the noise the ledger's budget asks for at that rule's sensitivity, shared among the t
+    fewest survivors the round accepts."""
+    rule = covering_codec(lambda c: ledger.round_variance(c.l2, c.l1, remaining), dim=dim,
+                          clip=clip, n_max=n, n_min=t)
     codec = CodecSpec(clip, rule.scale, rule.bits, rotation_seed, noise_variance=rule.variance,
                       noise_min_clients=t, conditional_beta=rule.conditional_beta,
                       wrap_prob=rule.wrap_prob)

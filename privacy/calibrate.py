@@ -37,6 +37,7 @@ Given the update length d, the clip C, the round's largest and smallest accepted
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -224,3 +225,21 @@ def choose_dp_codec(dim: int, clip: float, n_max: int, n_min: int, noise_multipl
         raise CodecError(f"{n_max} devices of dim {dim} at noise multiplier "
                          f"{noise_multiplier:g} do not fit in {widths[-1]} bits at any scale")
     return best
+
+
+def covering_codec(need: Callable[[DpCodec], float], *, dim: int, clip: float, n_max: int,
+                   n_min: int, noise_multiplier: float = 0.05, max_bits: int = 18) -> DpCodec:
+    """The DP codec whose n_min survivors' noise covers `need(codec)`, the summed variance an
+    accountant asks for at that codec's sensitivity. The sensitivity depends on the scale and
+    the scale on the noise it must leave room for, so the noise multiplier is raised until
+    the rule's codec carries what is needed (each turn lowers the scale a little; the fixed
+    point is approached from above). LocalInputError if it does not settle."""
+    z = noise_multiplier
+    for _ in range(50):
+        codec = choose_dp_codec(dim, clip, n_max, n_min, z, max_bits=max_bits)
+        variance = need(codec)
+        if n_min * codec.variance >= variance:
+            return codec
+        z = max(z * 1.000001, math.sqrt(variance) / codec.l2)
+    raise LocalInputError(f"no DP codec settles on the noise asked for {n_min}..{n_max} "
+                          f"devices")

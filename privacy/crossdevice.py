@@ -17,16 +17,14 @@ device holds) and every decoded aggregate (what the aggregator holds).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from genofed.aggregator.optimizers import OptimizerState, ServerOptimizer, apply
-from genofed.errors import LocalInputError
 from genofed.models.layout import ParamLayout
-from genofed.privacy.calibrate import DpCodec, choose_dp_codec
+from genofed.privacy.calibrate import DpCodec, covering_codec
 from genofed.privacy.rdp import (
     calibrate_skellam,
     poisson_subsampled_rdp,
@@ -124,15 +122,9 @@ def dp_codec(epsilon: float, delta: float, *, rounds: int, dim: int, clip: float
     `rounds` rounds whose cohorts are Poisson samples at that rate, drawn secretly. The
     sensitivity depends on the scale, and the scale on the noise it must leave room for, so
     the noise multiplier is raised until the codec it gives meets the target."""
-    z = 0.05
-    for _ in range(50):
-        codec = choose_dp_codec(dim, clip, n, n, z, max_bits=max_bits)
-        need = calibrate_skellam(epsilon, delta, rounds=rounds, l2=codec.l2, l1=codec.l1,
-                                 sample_rate=sample_rate)
-        if n * codec.variance >= need:
-            return codec
-        z = max(z * 1.0001, math.sqrt(need) / codec.l2)
-    raise LocalInputError(f"no DP codec reaches epsilon {epsilon:g} for {n} devices")
+    return covering_codec(lambda c: calibrate_skellam(epsilon, delta, rounds=rounds, l2=c.l2,
+                                                      l1=c.l1, sample_rate=sample_rate),
+                          dim=dim, clip=clip, n_max=n, n_min=n, max_bits=max_bits)
 
 
 def device_epsilon(codec: DpCodec, delta: float, *, participations: int, rounds: int,
