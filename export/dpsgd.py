@@ -30,6 +30,7 @@ Not supported: the FedProx term (a DP step graph has no anchor inputs).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -299,7 +300,7 @@ def reference_dp_grads(module: nn.Module, specs: Sequence[ParamSpec],
         out = functional_call(module, named, (x[i:i + 1].double(),))
         loss = F.binary_cross_entropy_with_logits(out, y[i:i + 1].double(), reduction="sum")
         g = [gi * m for gi, m in zip(torch.autograd.grad(loss, leaves), m64, strict=True)]
-        norm = float(torch.sqrt(sum((gi * gi).sum() for gi in g)))
+        norm = math.sqrt(sum(float((gi * gi).sum()) for gi in g))
         c = min(1.0, clip / (norm + NORM_EPS))
         total = [t + c * gi for t, gi in zip(total, g, strict=True)]
     return [((t + sigma * clip * z.double()) * m / expected).detach().numpy()
