@@ -75,15 +75,20 @@ def verdicts(doc: dict[str, Any]) -> list[str]:
 def _by_epsilon(doc: dict[str, Any]) -> list[str]:
     ss = doc["settings"]
     xs = list(range(len(ss)))
-    ticks = [(float(i), _eps(s).split(" ")[0] if s["epsilon"] is not None else "none")
-             for i, s in enumerate(ss)]
+    def tick(s: dict[str, Any]) -> str:
+        e = "none" if s["epsilon"] is None else f"{s['epsilon']:.3g}"
+        return e if doc["kind"] == "simulation" else f"r{s['label'].split()[-1]}: {e}"
+
+    ticks = [(float(i), tick(s)) for i, s in enumerate(ss)]
     names = list(ss[0]["attacks"])
     series = {n: (xs, [s["attacks"][n]["auc"] for s in ss]) for n in names}
     ceil = [s["auc_ceiling_profile"] if s["epsilon"] is not None else math.nan for s in ss]
     ceil2 = [s["auc_ceiling"] if s["epsilon"] is not None else math.nan for s in ss]
     top = max(0.6, *(a for _, ys in series.values() for a in ys)) + 0.03
     x_range = (-0.3, max(1, len(ss) - 1) + 0.3)
-    attack = xy_plot("Attack AUC against epsilon", series, x_label="epsilon (per unit)",
+    x_label = "epsilon (per unit)" if doc["kind"] == "simulation" else \
+        "round: epsilon spent after it (per unit)"
+    attack = xy_plot("Attack AUC against epsilon", series, x_label=x_label,
                      y_label="ROC AUC", x_range=x_range, y_range=(0.4, min(1.0, top)),
                      dashed={"ceiling (accountant's RDP)": (xs, ceil),
                              "ceiling (eps, delta)": (xs, ceil2),
@@ -91,7 +96,7 @@ def _by_epsilon(doc: dict[str, Any]) -> list[str]:
                      x_ticks=ticks)
     models = [s["model_auc"] for s in ss]
     model = xy_plot("Model test AUC against epsilon",
-                    {"model (last released)": (xs, models)}, x_label="epsilon (per unit)",
+                    {"model (last released)": (xs, models)}, x_label=x_label,
                     y_label="test ROC AUC", x_range=x_range,
                     y_range=(min(0.45, *models) - 0.02, max(0.6, *models) + 0.02),
                     dashed={"chance": ([x_range[0], x_range[1]], [0.5, 0.5])}, x_ticks=ticks)
