@@ -80,8 +80,10 @@ def profile_auc_ceiling(profile: Sequence[tuple[float, float]], grid: int = 2000
     return min(riemann, min(auc_ceiling(e, d) for e, d in profile))
 
 
-def rdp_profile(rdp: np.ndarray,
-                deltas: Sequence[float] = tuple(10.0 ** -k for k in range(1, 13))
+DELTAS = tuple(10.0 ** -k for k in range(1, 13))
+
+
+def rdp_profile(rdp: np.ndarray, deltas: Sequence[float] = DELTAS
                 ) -> list[tuple[float, float]]:
     """(eps(delta), delta) pairs of an RDP curve over `privacy.rdp.ORDERS`, one per delta, by
     the same conversion the accountant uses (`rdp_to_epsilon`); pairs whose epsilon is

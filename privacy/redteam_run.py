@@ -47,7 +47,7 @@ def attack_run(state: Path, bundle_dir: Path, cohort: Path) -> dict[str, Any]:
     rdp: np.ndarray | None = None
     settings = []
     for rec in journal:
-        version = int(rec["model_version"]) + 1
+        version = int(str(rec["model_version"])) + 1
         trainer.set_weights(read_model(state, version))
         s_in = -bce(trainer.predict_logits(g.x), g.y)
         s_out = -bce(trainer.predict_logits(g.test_x), g.test_y)

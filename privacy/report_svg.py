@@ -4,7 +4,7 @@ Python, JavaScript or a network fetch; the coordinator's environment has no matp
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf",
@@ -23,7 +23,7 @@ def xy_plot(title: str, series: Series, *, x_label: str, y_label: str,
     x0, x1 = fx(x_range[0]), fx(x_range[1])
 
     def px(v: float) -> float:
-        return LEFT + pw * (fx(v) - x0) / (x1 - x0)
+        return float(LEFT + pw * (fx(v) - x0) / (x1 - x0))
 
     def py(v: float) -> float:
         return TOP + ph * (1 - (v - y_range[0]) / (y_range[1] - y_range[0]))
@@ -35,9 +35,9 @@ def xy_plot(title: str, series: Series, *, x_label: str, y_label: str,
            f'{escape(title)}</text>',
            f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>']
     for k in range(6):
-        v = y_range[0] + (y_range[1] - y_range[0]) * k / 5
-        out.append(f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>'
-                   f'<line x1="{LEFT}" y1="{py(v):.1f}" x2="{LEFT + pw}" y2="{py(v):.1f}" '
+        yv = y_range[0] + (y_range[1] - y_range[0]) * k / 5
+        out.append(f'<text x="{LEFT - 6}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>'
+                   f'<line x1="{LEFT}" y1="{py(yv):.1f}" x2="{LEFT + pw}" y2="{py(yv):.1f}" '
                    'stroke="#eee"/>')
     ticks = list(x_ticks) or [(x_range[0] + (x_range[1] - x_range[0]) * k / 5,
                                f"{x_range[0] + (x_range[1] - x_range[0]) * k / 5:g}")
@@ -49,7 +49,7 @@ def xy_plot(title: str, series: Series, *, x_label: str, y_label: str,
                f'{escape(x_label)}</text>')
     out.append(f'<text x="14" y="{TOP + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {TOP + ph / 2})">{escape(y_label)}</text>')
-    ly = TOP + 6
+    ly = TOP + 6.0
     for j, (name, (xs, ys)) in enumerate((dashed or {}).items()):
         ly = _line(out, name, xs, ys, "#555" if j == 0 else "#999", px, py, ly, True)
     for j, (name, (xs, ys)) in enumerate(series.items()):
@@ -59,9 +59,9 @@ def xy_plot(title: str, series: Series, *, x_label: str, y_label: str,
 
 
 def _line(out: list[str], name: str, xs: Sequence[float], ys: Sequence[float], colour: str,
-          px: object, py: object, ly: float, dashed: bool) -> float:
-    fx, fy = px, py  # callables
-    pts = [(fx(x), fy(y)) for x, y in zip(xs, ys, strict=True)  # type: ignore[operator]
+          px: Callable[[float], float], py: Callable[[float], float], ly: float,
+          dashed: bool) -> float:
+    pts = [(px(x), py(y)) for x, y in zip(xs, ys, strict=True)
            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     dash = ' stroke-dasharray="6 4"' if dashed else ""
     if pts:
