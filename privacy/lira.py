@@ -69,17 +69,25 @@ def lira(target: np.ndarray, shadows: np.ndarray, shadow_in: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray]:
     """(online, offline) LiRA scores of each target. `target` [T]: the statistic under the
     attacked federation; `shadows` [S, T]: under each shadow federation; `shadow_in` [S, T]:
-    whether that shadow federation held the target. A target with no IN shadow gets the
-    offline score as its online one (what LiRA's online test falls back to)."""
+    whether that shadow federation held the target. Every target is scored on the same number
+    of IN and OUT shadows (the fewest any target has). With no IN shadow the online score is
+    the offline one (what LiRA's online test falls back to)."""
     t = np.asarray(target, np.float64)
     s = np.asarray(shadows, np.float64)
     m = np.asarray(shadow_in, bool)
-    n_in, n_out = m.sum(axis=0), (~m).sum(axis=0)
-    if np.any(n_out < 1):
+    if np.any((~m).sum(axis=0) < 1):
         raise ValueError("every target needs at least one shadow federation without it")
-    mu_out = np.where(~m, s, 0).sum(axis=0) / n_out
+    # The same number k of IN and of OUT shadows for every target: in a leave-one-out
+    # evaluation a member of the attacked federation is IN one fewer shadow than a non-member,
+    # and unequal counts alone (noisier means) would rank the two apart (measured: online
+    # AUC 0.46 with no signal at all before this).
+    k = int(min(m.sum(axis=0).min(), (~m).sum(axis=0).min()))
+    out = ~m & (np.cumsum(~m, axis=0) <= max(k, 1))
+    m = m & (np.cumsum(m, axis=0) <= k)
+    n_in, n_out = m.sum(axis=0), out.sum(axis=0)
+    mu_out = np.where(out, s, 0).sum(axis=0) / n_out
     mu_in = np.where(m, s, 0).sum(axis=0) / np.maximum(n_in, 1)
-    var_out = _pooled_var(s, ~m, mu_out)
+    var_out = _pooled_var(s, out, mu_out)
     var_in = _pooled_var(s, m, mu_in) if m.any() else var_out
     offline = (t - mu_out) / np.sqrt(var_out)
     online = (-(t - mu_in) ** 2 / (2 * var_in) - 0.5 * np.log(var_in)

@@ -81,19 +81,30 @@ class Genomes:
 class World:
     """The bundle (logistic regression over the cohort's panel) and its training step."""
 
-    def __init__(self, genomes: Genomes, shape: Shape, tmp: Path) -> None:
+    def __init__(self, genomes: Genomes, shape: Shape, tmp: Path, *,
+                 dpsgd: bool = False) -> None:
         from genofed.agent.trainer import StepTrainer
         from genofed.export.bundle import export_bundle
         from genofed.models.manifest import load_bundle
 
         self.g, self.shape = genomes, shape
         b = load_bundle(export_bundle("logreg", genomes.panel, tmp / "bundle",  # type: ignore[arg-type]
-                                      optimizers=("sgd",), ort_training=False))
+                                      optimizers=("sgd",), ort_training=False,
+                                      dpsgd=("sgd",) if dpsgd else ()))
         self.layout, self.initial = b.layout, b.layout.flatten(b.initial_params())
         self.trainer = StepTrainer(b)
+        if dpsgd:
+            from genofed.agent.dpsgd import DpStepTrainer
+
+            self.dp_trainer = DpStepTrainer(b)
+        self.clinics = np.zeros((0, 0), np.int64)  # a federation's devices' genomes
         sites = genomes.x.shape[1]
         # The clip at the update's norm at zero: c |y - 1/2| ||x||, ||x||^2 ~ sites.
         self.clip = shape.steps_lr * 0.5 * float(np.sqrt(sites))
+
+    def steps_lr(self) -> float:
+        """c of Homer's statistic (`lira.homer_scores`)."""
+        return self.shape.steps_lr
 
     def update(self, w: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
         """One device's local training on its one genome (the bundle's step graph)."""
@@ -124,15 +135,18 @@ class World:
         from genofed.privacy.crossdevice import run_federation
 
         s = self.shape
-        idx = np.arange(2 * s.devices * p, 2 * s.devices * (p + 1))
+        idx = np.arange(s.pool_size * p, s.pool_size * (p + 1))
         member = balanced_halves(idx.size, s.federations, np.random.default_rng([7, p]))
         x, y = self.g.x[idx], self.g.y[idx]
         stats, model_auc = [], []
         for f in range(s.federations):
-            run = run_federation(self.layout, self.initial, [idx[member[f]]] * s.rounds,
+            # device d trains on genomes clinics[d] (one each, cross-device)
+            self.clinics = idx[member[f]].reshape(s.devices, s.per_device)
+            cohort = (self.clinics[:, 0] if s.per_device == 1 else np.arange(s.devices))
+            run = run_federation(self.layout, self.initial, [cohort.tolist()] * s.rounds,
                                  self.update, codec, seed=1000 * p + f)  # type: ignore[arg-type]
             fed = Federation(run.released, run.aggregates)
-            stats.append(statistics(fed, x, y, s.steps_lr))
+            stats.append(statistics(fed, x, y, self.steps_lr()))
             logits = self.g.test_x @ run.released[-1][:-1].astype(np.float64)
             model_auc.append(auc(logits[self.g.test_y > 0.5], logits[self.g.test_y <= 0.5]))
         res = attack_pool(stats, member)
@@ -142,15 +156,21 @@ class World:
 
 def redteam(genomes: Genomes, shape: Shape, epsilons: Sequence[float | None],
             tmp: Path | None = None) -> dict[str, object]:
-    """Every setting (None: no DP) run on `shape.pools` pools and attacked; the report."""
-    if genomes.x.shape[0] < 2 * shape.devices * shape.pools:
+    """Every setting (None: no DP) run on `shape.pools` pools and attacked; the report.
+    Cross-silo shapes (`redteam_silo.silo_shape`) run DP-SGD in each clinic."""
+    if genomes.x.shape[0] < shape.pool_size * shape.pools:
         from genofed.errors import LocalInputError
 
-        raise LocalInputError(f"{shape.pools} pools of 2 x {shape.devices} genomes need "
-                              f"{2 * shape.devices * shape.pools}; the cohort has "
+        raise LocalInputError(f"{shape.pools} pools of {shape.pool_size} genomes need "
+                              f"{shape.pool_size * shape.pools}; the cohort has "
                               f"{genomes.x.shape[0]}")
     with tempfile.TemporaryDirectory() as d:
-        world = World(genomes, shape, Path(tmp or d))
+        if shape.per_device > 1:
+            from genofed.privacy.redteam_silo import SiloWorld
+
+            world: World = SiloWorld(genomes, shape, Path(tmp or d))
+        else:
+            world = World(genomes, shape, Path(tmp or d))
         settings = []
         for eps in epsilons:
             codec, privacy = world.codec(eps)
