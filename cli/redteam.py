@@ -35,6 +35,10 @@ def add_redteam_command(sub: Any) -> None:
     r.add_argument("--sites", type=int, default=2000)
     r.add_argument("--seed", type=int, default=11)
     r.add_argument("--devices", type=int, default=100, help="devices a federation")
+    r.add_argument("--clinic-size", type=int, default=1, metavar="M",
+                   help="genomes a device: 1 (default) is cross-device, user-level Skellam DP "
+                   "per device; M > 1 is cross-silo, clinics of M genomes training with "
+                   "DP-SGD, epsilon per record (as `genofed demo --dp`)")
     r.add_argument("--rounds", type=int, default=8)
     r.add_argument("--federations", type=int, default=16,
                    help="federations a pool: each attacked, the others its shadows")
@@ -69,13 +73,19 @@ def run_redteam(args: argparse.Namespace) -> int:
         from genofed.privacy.redteam import Shape
         from genofed.privacy.redteam_sim import Genomes, redteam
 
-        for name in ("genomes", "sites", "devices", "rounds", "pools"):
+        for name in ("genomes", "sites", "devices", "rounds", "pools", "clinic_size"):
             if getattr(args, name) < 1:
-                raise LocalInputError(f"--{name} must be at least 1")
+                raise LocalInputError(f"--{name.replace('_', '-')} must be at least 1")
+        need = 2 * args.devices * args.clinic_size * args.pools
+        if not args.cohort and args.genomes < need:
+            raise LocalInputError(f"--genomes {args.genomes}: {args.pools} pools of two "
+                                  f"federations of {args.devices} x {args.clinic_size} "
+                                  f"genomes need {need}")
         genomes = (Genomes.from_folder(args.cohort) if args.cohort else
                    Genomes.simulate(args.genomes, args.sites, args.seed))
-        shape = Shape(devices=args.devices, rounds=args.rounds,
-                      federations=args.federations, pools=args.pools)
+        shape = Shape(name="cross-device" if args.clinic_size == 1 else "cross-silo",
+                      devices=args.devices, rounds=args.rounds, federations=args.federations,
+                      pools=args.pools, per_device=args.clinic_size)
         try:
             doc = redteam(genomes, shape, args.epsilon or [None, 8.0, 4.0, 2.0, 1.0])
         except ValueError as exc:
