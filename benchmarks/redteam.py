@@ -6,7 +6,7 @@ default, per device) and 1, delta 1e-5, no amplification by sampling. Writes the
 page beside the results.
 
 Then the demo's cross-silo shape (6 clinics x 200 genomes, 500 sites, 8 rounds, 8
-federations a pool, 2 pools) without DP and with DP-SGD at epsilon 3 and 2 per record
+federations a pool, 3 pools) without DP and with DP-SGD at epsilon 3 and 2 per record
 (`privacy/redteam_silo.py`), its keys prefixed `silo_`.
 
 Summary: `strongest_attack_auc_no_dp`, `strongest_attack_auc_default_eps` (and at each
@@ -82,7 +82,7 @@ def main() -> None:
     print("\n".join(verdicts(doc)))
     # The demo's cross-silo shape, record-level DP-SGD at the demo's epsilons.
     silo = silo_shape(3 if quick else 6, 100 if quick else 200, 4 if quick else 8,
-                      federations=4 if quick else 8, pools=2)
+                      federations=4 if quick else 16, pools=2 if quick else 3)
     g = Genomes.simulate(silo.pool_size * silo.pools, 500, seed=12)
     silo_doc = redteam(g, silo, SILO_EPSILONS)
     summary["silo_default_epsilon"] = SILO_DEFAULT
