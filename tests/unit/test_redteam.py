@@ -148,14 +148,15 @@ def test_fast_path_decodes_what_the_core_decodes() -> None:
         ups = {d: sim.updates[j.record.round][d] for d in j.record.devices}
         truth = clipped_mean(ups, simfed.KEEP, simfed.CLIP)[simfed.KEEP]
         pipe = task.codec.pipeline(int(simfed.KEEP.sum()))
-        fast = secure_mean(pipe, [u[simfed.KEEP] for u in ups.values()], rng)
         n, s = len(ups), task.codec.scale
         sd = math.sqrt(n * task.codec.noise_variance) / (n * s)
         z_core.append((j.update[simfed.KEEP] - truth) / sd)
-        z_fast.append((fast - truth) / sd)
+        for _ in range(10):  # the core decodes each round once; the fast path, ten times
+            fast = secure_mean(pipe, [u[simfed.KEEP] for u in ups.values()], rng)
+            z_fast.append((fast - truth) / sd)
     v_core, v_fast = float(np.var(np.concatenate(z_core))), float(np.var(np.concatenate(z_fast)))
     print(f"\nresidual variance / paid-for variance: core {v_core:.3f}, fast path {v_fast:.3f}")
-    assert 0.6 < v_core < 1.5 and 0.6 < v_fast < 1.5
+    assert 0.6 < v_core < 1.5 and 0.85 < v_fast < 1.2  # 128 and 1,280 residuals
 
 
 def test_page_in_headless_chromium(doc: dict[str, object], tmp_path: Path) -> None:
