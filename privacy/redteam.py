@@ -192,12 +192,13 @@ class Privacy:
 
     def ceilings(self) -> dict[str, object]:
         if self.epsilon is None or not math.isfinite(self.epsilon):
-            return {"auc_ceiling": 1.0, "auc_ceiling_profile": 1.0,
+            return {"profile": [], "auc_ceiling": 1.0, "auc_ceiling_profile": 1.0,
                     "tpr_ceiling": {str(q): 1.0 for q in FPRS},
                     "tpr_ceiling_profile": {str(q): 1.0 for q in FPRS}}
         prof = rdp_profile(self.rdp) if self.rdp is not None else [(self.epsilon, self.delta)]
         prof = [*prof, (self.epsilon, self.delta)]
-        return {"auc_ceiling": auc_ceiling(self.epsilon, self.delta),
+        return {"profile": [list(pair) for pair in prof],
+                "auc_ceiling": auc_ceiling(self.epsilon, self.delta),
                 "auc_ceiling_profile": profile_auc_ceiling(prof),
                 "tpr_ceiling": {str(q): float(tpr_ceiling(q, self.epsilon, self.delta))
                                 for q in FPRS},

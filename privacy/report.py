@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from genofed import atomic
-from genofed.privacy.ceiling import tpr_ceiling
+from genofed.privacy.ceiling import profile_tpr_ceiling, tpr_ceiling
 from genofed.privacy.report_svg import xy_plot
 
 CSS = ("body{font-family:sans-serif;max-width:1180px;margin:1em auto;color:#222}"
@@ -110,7 +110,10 @@ def _roc(s: dict[str, Any]) -> str:
     grid = np.geomspace(1e-4, 1, 60)
     dashed = {"chance": (grid.tolist(), grid.tolist())}
     if s["epsilon"] is not None:
-        dashed = {f"ceiling at epsilon {s['epsilon']:.3g}":
+        prof = [tuple(p) for p in s.get("profile") or [(s["epsilon"], s["delta"])]]
+        dashed = {"ceiling (accountant's RDP)":
+                  (grid.tolist(), profile_tpr_ceiling(grid, prof).tolist()),
+                  f"ceiling ({s['epsilon']:.3g}, {s['delta']:g})":
                   (grid.tolist(), tpr_ceiling(grid, s["epsilon"], s["delta"]).tolist()),
                   **dashed}
     return xy_plot(f"ROC, {s['label']} (log FPR)", series, x_label="false-positive rate",

@@ -51,7 +51,7 @@ def xy_plot(title: str, series: Series, *, x_label: str, y_label: str,
                f'transform="rotate(-90 14 {TOP + ph / 2})">{escape(y_label)}</text>')
     ly = TOP + 6.0
     for j, (name, (xs, ys)) in enumerate((dashed or {}).items()):
-        ly = _line(out, name, xs, ys, "#555" if j == 0 else "#999", px, py, ly, True)
+        ly = _line(out, name, xs, ys, ("#000", "#888", "#bbb")[min(j, 2)], px, py, ly, True)
     for j, (name, (xs, ys)) in enumerate(series.items()):
         ly = _line(out, name, xs, ys, COLOURS[j % len(COLOURS)], px, py, ly, False)
     out.append("</svg>")
