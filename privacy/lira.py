@@ -22,6 +22,8 @@ What each party sees, and the statistic of the literature that fits it:
     member is closer to the mixture it is in than to the reference population. In
     standardized units the reference is 0 and the mixture of the target's phenotype class is
     m = (2y - 1) * 2a / c; without the phenotype, the larger D of the two classes.
+- RMIA (`rmia`, Zarifzadeh et al. 2024) on the released model: the target's probability
+  ratio against the reference models, compared with that of population genomes.
 - any statistic, calibrated per target (`lira`): against shadow federations run on the same
   populations, each target's statistic is modelled as Gaussian IN (federations that held it)
   and OUT (those that did not). Online: the log-likelihood ratio of IN over OUT; offline: how
@@ -115,3 +117,32 @@ def roc_points(members: np.ndarray, nonmembers: np.ndarray, points: int = 200
     keep = np.unique(np.r_[0, np.searchsorted(fpr, np.geomspace(1e-4, 1, points)),
                            fpr.size - 1].clip(0, fpr.size - 1))
     return fpr[keep], tpr[keep]
+
+
+def rmia(target: np.ndarray, shadows: np.ndarray, shadow_in: np.ndarray,
+         pop_target: np.ndarray, pop_shadows: np.ndarray, *, offline_a: float = 0.3,
+         gamma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(online, offline) RMIA scores (Zarifzadeh et al. 2024), from the probabilities models
+    give the true label (`sigmoid(confidence)`). A target's likelihood ratio against the
+    population is p(x | target model) / p(x), p(x) its mean over reference models; its score
+    is the share of population genomes z (never in any federation: the cohort's test set)
+    that it beats by more than `gamma` in (p(x|t)/p(x)) / (p(z|t)/p(z)). Online: p(x) over
+    as many IN as OUT shadows; offline: over OUT shadows only, corrected towards the IN
+    models' mean by p(x) = ((1 + a) p_out(x) + (1 - a)) / 2 (the paper's offline rule)."""
+    t = np.asarray(target, np.float64)
+    s = np.asarray(shadows, np.float64)
+    m = np.asarray(shadow_in, bool)
+    k = int(min(m.sum(axis=0).min(), (~m).sum(axis=0).min()))
+    out = ~m & (np.cumsum(~m, axis=0) <= max(k, 1))
+    inn = m & (np.cumsum(m, axis=0) <= k)
+    p_out = np.where(out, s, 0).sum(axis=0) / out.sum(axis=0)
+    p_both = np.where(out | inn, s, 0).sum(axis=0) / (out | inn).sum(axis=0)
+    z_t = np.asarray(pop_target, np.float64)
+    z_ref = np.asarray(pop_shadows, np.float64).mean(axis=0)
+    scores = []
+    for px, pz in ((p_both, z_ref), (0.5 * ((1 + offline_a) * p_out + (1 - offline_a)),
+                                     0.5 * ((1 + offline_a) * z_ref + (1 - offline_a)))):
+        ratio_x = t / np.maximum(px, 1e-300)
+        ratio_z = np.sort(z_t / np.maximum(pz, 1e-300))
+        scores.append(np.searchsorted(ratio_z, ratio_x / gamma, side="left") / ratio_z.size)
+    return scores[0], scores[1]

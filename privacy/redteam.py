@@ -38,7 +38,7 @@ from genofed.privacy.ceiling import (
     rdp_profile,
     tpr_ceiling,
 )
-from genofed.privacy.lira import confidence, homer_scores, lira, lr_scores, roc_points
+from genofed.privacy.lira import confidence, homer_scores, lira, lr_scores, rmia, roc_points
 
 FPRS = (0.01, 0.001)
 # attack -> (party, statistic, calibration): calibration is raw, offline or online LiRA
@@ -46,6 +46,8 @@ ATTACKS: dict[str, tuple[str, str, str]] = {
     "loss_threshold": ("device", "model", "raw"),
     "lira_offline": ("device", "model", "offline"),
     "lira_online": ("device", "model", "online"),
+    "rmia_offline": ("device", "model", "rmia_offline"),
+    "rmia_online": ("device", "model", "rmia_online"),
     "homer": ("aggregator", "homer", "raw"),
     "homer_calibrated": ("aggregator", "homer", "offline"),
     "homer_no_phenotype_calibrated": ("aggregator", "homer_np", "offline"),
@@ -113,11 +115,17 @@ def balanced_halves(k: int, federations: int, rng: np.random.Generator) -> np.nd
     return np.array(rows)
 
 
-def statistics(fed: Federation, x: np.ndarray, y: np.ndarray, steps_lr: float
-               ) -> dict[str, np.ndarray]:
-    """Every statistic of every pool genome under one federation's outputs."""
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64))))
+
+
+def statistics(fed: Federation, x: np.ndarray, y: np.ndarray, steps_lr: float,
+               population: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every statistic of every pool genome under one federation's outputs, and the released
+    model's confidence on `population` (x, y: genomes of no federation, for RMIA)."""
     a0, total = fed.aggregates[0], np.sum(fed.aggregates, axis=0)
     return {"model": confidence(fed.released[-1], x, y),
+            "model_pop": confidence(fed.released[-1], *population),
             "homer": homer_scores(a0, x, y, steps_lr),
             "homer_np": homer_scores(a0, x, None, steps_lr),
             "lr0": lr_scores(a0, x, y), "lr0_np": lr_scores(a0, x, None),
@@ -141,7 +149,7 @@ def attack_pool(stats: list[dict[str, np.ndarray]], member: np.ndarray) -> PoolR
     res = PoolResult()
     feds = len(stats)
     for name, (_, stat, how) in ATTACKS.items():
-        table = np.stack([s[stat] for s in stats])  # [feds, k]
+        raw = table = np.stack([s[stat] for s in stats])  # [feds, k]
         # Each federation's scores centred over the pool: a statistic can carry an offset
         # common to every target of one model (Homer's D sums |mixture| over all sites, which
         # noise inflates), and a member's OUT shadows always include the federation trained on
@@ -154,6 +162,11 @@ def attack_pool(stats: list[dict[str, np.ndarray]], member: np.ndarray) -> PoolR
             others = np.arange(feds) != f
             if how == "raw":
                 score = table[f]
+            elif how.startswith("rmia"):
+                pop = np.stack([s["model_pop"] for s in stats])  # [feds, population]
+                on, off = rmia(_sigmoid(raw[f]), _sigmoid(raw[others]), member[others],
+                               _sigmoid(pop[f]), _sigmoid(pop[others]))
+                score = on if how == "rmia_online" else off
             else:
                 online, offline = lira(table[f], table[others], member[others])
                 score = online if how == "online" else offline

@@ -146,7 +146,8 @@ class World:
             run = run_federation(self.layout, self.initial, [cohort.tolist()] * s.rounds,
                                  self.update, codec, seed=1000 * p + f)  # type: ignore[arg-type]
             fed = Federation(run.released, run.aggregates)
-            stats.append(statistics(fed, x, y, self.steps_lr()))
+            stats.append(statistics(fed, x, y, self.steps_lr(),
+                                    (self.g.test_x, self.g.test_y)))
             logits = self.g.test_x @ run.released[-1][:-1].astype(np.float64)
             model_auc.append(auc(logits[self.g.test_y > 0.5], logits[self.g.test_y <= 0.5]))
         res = attack_pool(stats, member)

@@ -66,8 +66,8 @@ def test_dp_makes_the_difference_and_no_attack_beats_the_ceiling(doc: dict[str, 
     _show(doc)
     plain, dp = doc["settings"]  # type: ignore[misc]
     assert plain["epsilon"] is None and 1.9 < dp["epsilon"] <= 2.0
-    for name in ("loss_threshold", "lira_online", "lira_offline", "lr_round0_calibrated",
-                 "homer_calibrated"):
+    for name in ("loss_threshold", "lira_online", "lira_offline", "rmia_online",
+                 "rmia_offline", "lr_round0_calibrated", "homer_calibrated"):
         assert plain["attacks"][name]["auc"] > 0.7, (name, plain["attacks"][name]["auc"])
     strongest_plain = plain["attacks"][plain["strongest_attack"]]["auc"]
     strongest_dp = dp["attacks"][dp["strongest_attack"]]["auc"]
