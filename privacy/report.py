@@ -77,17 +77,18 @@ def _by_epsilon(doc: dict[str, Any]) -> list[str]:
     xs = list(range(len(ss)))
     def tick(s: dict[str, Any]) -> str:
         e = "none" if s["epsilon"] is None else f"{s['epsilon']:.3g}"
-        return e if doc["kind"] == "simulation" else f"r{s['label'].split()[-1]}: {e}"
+        return e  # a run's settings are its rounds, in order (the axis says so)
 
     ticks = [(float(i), tick(s)) for i, s in enumerate(ss)]
     names = list(ss[0]["attacks"])
     series = {n: (xs, [s["attacks"][n]["auc"] for s in ss]) for n in names}
     ceil = [s["auc_ceiling_profile"] if s["epsilon"] is not None else math.nan for s in ss]
     ceil2 = [s["auc_ceiling"] if s["epsilon"] is not None else math.nan for s in ss]
-    top = max(0.6, *(a for _, ys in series.values() for a in ys)) + 0.03
+    top = max(0.6, *(a for _, ys in series.values() for a in ys),
+              *(c for c in ceil + ceil2 if math.isfinite(c))) + 0.03
     x_range = (-0.3, max(1, len(ss) - 1) + 0.3)
     x_label = "epsilon (per unit)" if doc["kind"] == "simulation" else \
-        "round: epsilon spent after it (per unit)"
+        "epsilon spent after each round, rounds in order (per unit)"
     attack = xy_plot("Attack AUC against epsilon", series, x_label=x_label,
                      y_label="ROC AUC", x_range=x_range, y_range=(0.4, min(1.0, top)),
                      dashed={"ceiling (accountant's RDP)": (xs, ceil),
