@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f")
-W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 420, 70, 170, 40, 60
+W, H, LEFT, RIGHT, TOP, BOTTOM = 780, 420, 70, 250, 40, 60
 
 
 def line_plot(title: str, x_labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
