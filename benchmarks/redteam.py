@@ -57,6 +57,7 @@ def summarize(doc: dict[str, Any], epsilons: Sequence[float | None], default: fl
         if asked == default:
             summary[f"{prefix}strongest_attack_auc_default_eps"] = strongest["auc"]
             summary[f"{prefix}strongest_attack_auc_ci_default_eps"] = strongest["auc_ci"]
+            summary[f"{prefix}strongest_attack_default_eps"] = s["strongest_attack"]
             summary[f"{prefix}claimed_epsilon_default_eps"] = s["epsilon"]
             summary[f"{prefix}auc_ceiling_default_eps"] = s["auc_ceiling_profile"]
             summary[f"{prefix}auc_ceiling_eps_delta_default_eps"] = s["auc_ceiling"]
