@@ -19,7 +19,7 @@ DEVICE_BUNDLES := build/device-bundles
 # PIP_EXTRA="--index-url ..." to pick another build.
 TORCH_SPEC ?= torch==2.13.0
 APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbsim openssl \
-  plink2 python-pyvcf-examples postgresql systemd
+  plink2 python-pyvcf-examples postgresql systemd chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \

@@ -16,6 +16,7 @@ from genofed import __version__
 from genofed.cli.agent_service import add_agent_commands
 from genofed.cli.broker import add_broker_commands
 from genofed.cli.logs import setup_logging
+from genofed.cli.redteam import add_redteam_command
 from genofed.errors import GenofedError, LocalInputError
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     gm.set_defaults(handler=_aggregator_model)
 
     add_broker_commands(sub)
+    add_redteam_command(sub)
 
     d = sub.add_parser("demo", help="a whole federation on this machine, end to end")
     d.add_argument("--out", type=Path, default=Path("demo-out"))
