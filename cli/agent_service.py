@@ -124,15 +124,17 @@ def _install(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from genofed.agent.config import load_agent_config
     from genofed.agent.consent import read_consent
-    from genofed.agent.status import PRIVACY, privacy_line, read_status, running
+    from genofed.agent.status import PRIVACY, epsilon_vs_caps, privacy_line, read_status, running
 
     cfg = load_agent_config(args.config)
     doc = read_status(cfg.state_dir) or {"state": "never started", "privacy": PRIVACY}
     doc["running"] = running(doc)
     if doc["state"] not in ("never started", "offline", "stopped") and not doc["running"]:
         doc["state"] = f"not running (last said: {doc['state']})"
-    doc["consent"] = read_consent(cfg.state_dir).describe(time.time())  # the file is the truth
+    owner = read_consent(cfg.state_dir)
+    doc["consent"] = owner.describe(time.time())  # the file is the truth
     doc["privacy"] = privacy_line(cfg.state_dir)  # the ledger is
+    doc["epsilon"] = epsilon_vs_caps(cfg.state_dir, owner.epsilon_cap, owner.study_epsilon_cap)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -144,6 +146,7 @@ def _status(args: argparse.Namespace) -> int:
              f"{last['round']}: {last['outcome']} ({last['bytes_up']} bytes up)"),
             ("availability", doc.get("availability")),
             ("consent", doc["consent"]), ("privacy", doc["privacy"]),
+            ("epsilon vs cap", doc["epsilon"]["text"]),
             ("last error", doc.get("last_error"))]
     for k, v in rows:
         print(f"{k:>14}: {'-' if v is None else v}")
