@@ -162,10 +162,19 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"model version {result['model_version']} ({result['model']}), match rate "
-          f"{result['match_rate']:.3f} of {result['panel_sites']} panel sites")
-    print(f"{'sample':<20} {'score':>8} {'logit':>9}")
+          f"{result['match_rate']:.3f} of {result['panel_sites']} panel sites, scored by the "
+          f"{'INT8 inference model' if result['scored_by'] == 'int8' else 'float model'}")
+    ref = result["reference"]
+    print(f"{'sample':<20} {'score':>8} {'float':>8} {'within':>14} "
+          f"{'percentile' if ref else ''}")
     for r in result["scores"]:
-        print(f"{r['sample']:<20} {r['score']:>8.4f} {r['logit']:>9.4f}")
+        tol = r.get("int8_score_tolerance")
+        within = "-" if tol is None else \
+            f"{'yes' if r['within_tolerance'] else 'NO'} +-{tol:.4f}"
+        where = "" if not ref else f"{r['percentile']:>5.1f}" + "".join(
+            f" {a} {p:.1f}" for a, p in r.get("percentile_by_ancestry", {}).items())
+        print(f"{r['sample']:<20} {r['score']:>8.4f} {r['score_float']:>8.4f} {within:>14} "
+              f"{where}")
     for c in result["caveats"]:
         print(f"note: {c}")
     return 0
