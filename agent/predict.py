@@ -104,12 +104,11 @@ def predict(cfg: AgentConfig, *, sample: str | None = None) -> dict[str, Any]:
             r.update(placement(r["score"], ref_scores, ref[1]))
         scores.append(r)
     match = float(dos.report.get("match_rate", float("nan")))
-    out = {"model": bundle.model, "model_version": version, "panel_sites": len(panel),
-           "match_rate": match, "scored_by": "int8" if lq is not None else "float",
-           "reference": None if ref is None else _describe_reference(ref[1], len(ref[0])),
-           "scores": scores}
-    out["caveats"] = _caveats(out["reference"], round((1.0 - match) * len(panel)), len(panel))
-    return out
+    reference = None if ref is None else _describe_reference(ref[1], len(ref[0]))
+    return {"model": bundle.model, "model_version": version, "panel_sites": len(panel),
+            "match_rate": match, "scored_by": "int8" if lq is not None else "float",
+            "reference": reference, "scores": scores,
+            "caveats": _caveats(reference, round((1.0 - match) * len(panel)), len(panel))}
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

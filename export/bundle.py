@@ -132,7 +132,7 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
             graphs["dpsgd"] = {k: graph_json(g) for k, g in dp_steps.items()}
         if reference is not None:
             ref = _reference(reference, reference_ancestry, panel)
-            np.savez(tmp / REFERENCE_FILE, **ref)
+            _write_npz(tmp / REFERENCE_FILE, ref)
             if calibration is None:
                 calibration = encode_dosages(ref["dosage"], panel.af)
         if calibration is not None:
