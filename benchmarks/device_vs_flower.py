@@ -22,9 +22,9 @@ is spared reading VCFs). dev00's SuperNode talks to the SuperLink's Fleet API th
 The window measured on each side: from every device connected and idle to the last round
 done (the Flower run finished; the genofed aggregator exited), so idle polling between rounds
 counts on both sides; per round = window / ROUNDS. Peak RSS is the largest sum of the tree's
-VmRSS seen in the window. Flower with SecAgg+ is not run: flwr 1.42's Message-API strategies
-have no SecAgg+ (only the legacy workflow API, which a FedAvg App on the Message API cannot
-use unchanged); the results say so.
+VmRSS seen in the window. Flower with SecAgg+ runs the same training through flwr 1.42's
+legacy workflow API (its Message-API strategies have no SecAgg+; `genoflwr/secagg_app.py`):
+a third run, `*_vs_flower_secagg` in the summary.
 
     genofed bench device_vs_flower   ->  benchmarks/results/device_vs_flower.json
 """
@@ -156,7 +156,7 @@ def write_features(bundle_dir: Path, dirs: list[Path], out: Path) -> list[Path]:
     return paths
 
 
-def flower_side(out: Path, features: list[Path]) -> dict[str, Any]:
+def flower_side(out: Path, features: list[Path], *, secagg: bool = False) -> dict[str, Any]:
     bin_ = flower_bin()
     home = out / "flwr-home"
     home.mkdir(parents=True)
@@ -171,6 +171,11 @@ def flower_side(out: Path, features: list[Path]) -> dict[str, Any]:
     logs.mkdir()
     app = out / "app"
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    if secagg:  # the same App with SecAgg+ (genoflwr/secagg_app.py)
+        toml = app / "pyproject.toml"
+        toml.write_text(toml.read_text()
+                        .replace('"genoflwr.server_app:app"', '"genoflwr.secagg_app:server"')
+                        .replace('"genoflwr.client_app:app"', '"genoflwr.secagg_app:client"'))
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -200,7 +205,9 @@ def flower_side(out: Path, features: list[Path]) -> dict[str, Any]:
                              env=env, cwd=out, capture_output=True, text=True,
                              timeout=TIMEOUT_S)
         (logs / "flwr-run.log").write_text(run.stdout + run.stderr)
-        if run.returncode != 0 or f"[ROUND {ROUNDS}/{ROUNDS}]" not in run.stdout + run.stderr:
+        said = run.stdout + run.stderr
+        done = any(f"[ROUND {ROUNDS}{t}]" in said for t in ("", f"/{ROUNDS}"))  # legacy: no /N
+        if run.returncode != 0 or not done:
             raise RuntimeError(f"flwr run failed (status {run.returncode}); see "
                                f"{logs / 'flwr-run.log'}")
         row = per_round(meter, proxy, start_w)
@@ -247,8 +254,19 @@ def main() -> None:
                 summary[f"flower_{col}"] = f[col]
                 summary[f"{key}_ratio_vs_flower"] = round(g[col] / f[col], 4) if f[col] else None
             summary["goals"] = {"rss": 0.15, "cpu": 0.05, "bytes": 0.3}
-        summary["flower_secagg_plus"] = ("not run: flwr 1.42's Message-API strategies have no "
-                                         "SecAgg+; its legacy workflow is not this App")
+        try:
+            s = flower_side(Path(tmp) / "flower-secagg", features, secagg=True)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            summary["flower_secagg_plus_error"] = f"Flower with SecAgg+ could not run: {exc}"
+            s = None
+        if s is not None:
+            rows.append({"system": "flower 1.42 + torch, SecAgg+", **{
+                k: v for k, v in s.items() if k != "hwm_mb_by_process"}})
+            for key, col in (("rss", "peak_rss_mb"), ("cpu", "cpu_s_per_round"),
+                             ("bytes", "bytes_per_round")):
+                summary[f"flower_secagg_{col}"] = s[col]
+                summary[f"{key}_ratio_vs_flower_secagg"] = \
+                    round(g[col] / s[col], 4) if s[col] else None
     for r in rows:
         r["processes"] = ", ".join(r["processes"])
     write_results("device_vs_flower", rows, summary)

@@ -417,7 +417,6 @@ def graph_json(g: GraphSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"file": g.file, "inputs": list(g.inputs), "outputs": list(g.outputs)}
     if g.optimizer is not None:
         out["optimizer"] = g.optimizer
-    if g.optimizer is not None or g.hyper:
         out["hyper"] = dict(g.hyper)
     return out
 
