@@ -88,12 +88,13 @@ class TreeMeter:
             with self._lock:
                 self.ticks[pid] = max(self.ticks.get(pid, 0), st[1])
                 self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), hwm)
-                if pid not in self.names:
-                    try:
-                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                try:  # read again while it lives: a forked child shows its parent's until exec
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    if cmd[0]:
                         self.names[pid] = " ".join(c.decode() for c in cmd[:2])
-                    except OSError:
-                        self.names[pid] = "?"
+                except OSError:
+                    pass
+                self.names.setdefault(pid, "?")
             rss += now_rss
         with self._lock:
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
