@@ -34,6 +34,42 @@ def privacy_line(state_dir: Path) -> str:
         return f"privacy ledger unreadable: {exc}"
 
 
+def epsilon_vs_caps(state_dir: Path, epsilon_cap: float | None,
+                    study_epsilon_cap: float | None) -> dict[str, Any]:
+    """The epsilon spent against the owner's caps, per unit (a device's and a record's never
+    add up): in total, and in the study that spent the most (the per-study cap binds there).
+    `text` is the status line; `error` says why the ledger could not be read."""
+    from genofed.agent import ledger
+    from genofed.errors import LocalInputError
+
+    doc: dict[str, Any] = {"cap": epsilon_cap, "study_cap": study_epsilon_cap, "units": {}}
+    caps = f"{_cap(epsilon_cap)} in total, {_cap(study_epsilon_cap)} per study"
+    try:
+        have = ledger.spent(state_dir)
+    except LocalInputError as exc:
+        return {**doc, "error": str(exc), "text": f"ledger unreadable ({caps})"}
+    if not have.rounds or have.delta is None:
+        return {**doc, "delta": None, "text": f"none spent ({caps})"}
+    parts = []
+    for unit in sorted(have.total):
+        total = have.epsilon(have.delta, unit=unit)
+        studies = {s: have.epsilon(have.delta, s, unit) for u, s in have.by_study if u == unit}
+        study, most = max(studies.items(), key=lambda kv: kv[1])
+        doc["units"][unit] = {"total": total, "by_study": studies}
+        parts.append(f"{unit}: {total:.3g} of {_cap(epsilon_cap, total)} in total, "
+                     f"{most:.3g} of {_cap(study_epsilon_cap, most)} in study "
+                     f"{study or '(unnamed)'}")
+    doc["delta"] = have.delta
+    return {**doc, "text": "; ".join(parts) + f" (delta {have.delta:g})"}
+
+
+def _cap(cap: float | None, spent: float | None = None) -> str:
+    if cap is None:
+        return "no cap"
+    share = f" ({spent / cap:.0%})" if spent is not None and cap > 0 else ""
+    return f"cap {cap:g}{share}"
+
+
 def status_path(state_dir: Path) -> Path:
     return state_dir / "status.json"
 

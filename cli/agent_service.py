@@ -124,15 +124,17 @@ def _install(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from genofed.agent.config import load_agent_config
     from genofed.agent.consent import read_consent
-    from genofed.agent.status import PRIVACY, privacy_line, read_status, running
+    from genofed.agent.status import PRIVACY, epsilon_vs_caps, privacy_line, read_status, running
 
     cfg = load_agent_config(args.config)
     doc = read_status(cfg.state_dir) or {"state": "never started", "privacy": PRIVACY}
     doc["running"] = running(doc)
     if doc["state"] not in ("never started", "offline", "stopped") and not doc["running"]:
         doc["state"] = f"not running (last said: {doc['state']})"
-    doc["consent"] = read_consent(cfg.state_dir).describe(time.time())  # the file is the truth
+    owner = read_consent(cfg.state_dir)
+    doc["consent"] = owner.describe(time.time())  # the file is the truth
     doc["privacy"] = privacy_line(cfg.state_dir)  # the ledger is
+    doc["epsilon"] = epsilon_vs_caps(cfg.state_dir, owner.epsilon_cap, owner.study_epsilon_cap)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -144,6 +146,7 @@ def _status(args: argparse.Namespace) -> int:
              f"{last['round']}: {last['outcome']} ({last['bytes_up']} bytes up)"),
             ("availability", doc.get("availability")),
             ("consent", doc["consent"]), ("privacy", doc["privacy"]),
+            ("epsilon vs cap", doc["epsilon"]["text"]),
             ("last error", doc.get("last_error"))]
     for k, v in rows:
         print(f"{k:>14}: {'-' if v is None else v}")
@@ -159,10 +162,19 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"model version {result['model_version']} ({result['model']}), match rate "
-          f"{result['match_rate']:.3f} of {result['panel_sites']} panel sites")
-    print(f"{'sample':<20} {'score':>8} {'logit':>9}")
+          f"{result['match_rate']:.3f} of {result['panel_sites']} panel sites, scored by the "
+          f"{'INT8 inference model' if result['scored_by'] == 'int8' else 'float model'}")
+    ref = result["reference"]
+    print(f"{'sample':<20} {'score':>8} {'float':>8} {'within':>14} "
+          f"{'percentile' if ref else ''}")
     for r in result["scores"]:
-        print(f"{r['sample']:<20} {r['score']:>8.4f} {r['logit']:>9.4f}")
+        tol = r.get("int8_score_tolerance")
+        within = "-" if tol is None else \
+            f"{'yes' if r['within_tolerance'] else 'NO'} +-{tol:.4f}"
+        where = "" if not ref else f"{r['percentile']:>5.1f}" + "".join(
+            f" {a} {p:.1f}" for a, p in r.get("percentile_by_ancestry", {}).items())
+        print(f"{r['sample']:<20} {r['score']:>8.4f} {r['score_float']:>8.4f} {within:>14} "
+              f"{where}")
     for c in result["caveats"]:
         print(f"note: {c}")
     return 0

@@ -33,7 +33,7 @@ from genofed.broker.mosquitto import LocalMosquitto
 from genofed.broker.pki import AGGREGATOR, PkiLayout
 from genofed.errors import LocalInputError
 from genofed.models.manifest import Bundle, load_bundle
-from genofed.models.panel import Panel
+from genofed.models.panel import Panel, load_panel
 from genofed.models.signing import ensure_signing_key, save_verify_key
 from genofed.sim.evaluate import auc, auc_report, describe, read_ancestry
 
@@ -92,8 +92,15 @@ def run_demo(out: Path, *, devices: int, rounds: int, model: str, seed: int,
              seed=seed)
     say(f"exporting a {model} bundle ...")
     record_dp = dp_epsilon is not None and dp_unit == "record"
+    # The coordinator's held-out genomes double as the reference genomes the bundle ships for
+    # `genofed agent predict` (with their ancestries); they also calibrate its INT8 model.
+    ref = read_dosages(cohort / "test" / "calls.vcf.gz", load_panel(cohort / "panel.tsv"))
+    names = read_ancestry(cohort / "test" / "ancestry.tsv") \
+        if (cohort / "test" / "ancestry.tsv").exists() else None
     bundle_dir = export_bundle(model, cohort / "panel.tsv", out / "bundle", seed=seed,
-                               dpsgd=(local_optimizer,) if record_dp else ())
+                               dpsgd=(local_optimizer,) if record_dp else (),
+                               reference=ref.dosage, reference_ancestry=None if names is None
+                               else [names.get(s, "?") for s in ref.samples])
     bundle = load_bundle(bundle_dir)
     panel = bundle.panel()
     device_dirs = sorted(p for p in (cohort / "devices").iterdir() if p.is_dir())

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from nacl.signing import SigningKey
 
+from genofed.agent.encode import encode_dosages
 from genofed.errors import LocalInputError
 from genofed.export.dpsgd_export import export_dpsgd_step
 from genofed.export.ort_artifacts import export_ort_training, ort_training_available
@@ -45,6 +46,25 @@ LOSS = "bce_with_logits_mean"
 INIT_FILE = "init.npz"
 MASK_FILE = "mask.npz"
 PANEL_FILE = "panel.tsv"
+REFERENCE_FILE = "reference.npz"
+
+
+def _reference(dosage: np.ndarray, ancestry: Sequence[str] | None,
+               panel: Panel) -> dict[str, np.ndarray]:
+    d = np.asarray(dosage, dtype=np.float32)
+    if d.ndim != 2 or d.shape[1] != len(panel) or d.shape[0] < 1:
+        raise LocalInputError(f"export: reference dosages must be [n, {len(panel)}], got "
+                              f"{list(d.shape)}")
+    ok = np.isnan(d) | ((d >= 0) & (d <= 2))
+    if not ok.all():
+        raise LocalInputError("export: reference dosages must lie in [0, 2] or be NaN")
+    out = {"dosage": d}
+    if ancestry is not None:
+        if len(ancestry) != d.shape[0]:
+            raise LocalInputError(f"export: {len(ancestry)} reference ancestries for "
+                                  f"{d.shape[0]} genomes")
+        out["ancestry"] = np.array([str(a) for a in ancestry], dtype=np.str_)
+    return out
 
 
 def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 32,
@@ -53,7 +73,9 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
                   ort_training: bool | None = None, calibration: np.ndarray | None = None,
                   init: Mapping[str, np.ndarray] | None = None,
                   mask: Mapping[str, np.ndarray] | None = None,
-                  signing_key: SigningKey | None = None, dpsgd: Sequence[str] = ()) -> Path:
+                  signing_key: SigningKey | None = None, dpsgd: Sequence[str] = (),
+                  reference: np.ndarray | None = None,
+                  reference_ancestry: Sequence[str] | None = None) -> Path:
     """Export `model` over a panel (a Panel, or the path of its TSV) as a bundle directory.
 
     `init` replaces the model's seeded initial weights (a trained or pruned model), `mask`
@@ -61,7 +83,10 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
     `calibration` (standardized dosages [n, sites]) the bundle gets an INT8 inference model;
     `ort_training` None exports onnxruntime-training artifacts where that package exists;
     `signing_key` writes manifest.sig; `dpsgd` names the optimizers that get a DP-SGD step
-    graph too (genofed.export.dpsgd).
+    graph too (genofed.export.dpsgd). `reference` (dosages [n, sites], NaN missing: public
+    reference genomes, never a device's) ships as reference.npz with `reference_ancestry`,
+    for `genofed agent predict` to place a score among; it calibrates the INT8 model when
+    `calibration` is not given.
     """
     out = Path(out)
     _check_target(out)
@@ -105,8 +130,14 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
                                   "steps": {k: graph_json(g) for k, g in steps.items()}}
         if dp_steps:
             graphs["dpsgd"] = {k: graph_json(g) for k, g in dp_steps.items()}
+        if reference is not None:
+            ref = _reference(reference, reference_ancestry, panel)
+            _write_npz(tmp / REFERENCE_FILE, ref)
+            if calibration is None:
+                calibration = encode_dosages(ref["dosage"], panel.af)
         if calibration is not None:
-            int8 = export_int8(tmp / forward.file, params, calibration, tmp / "forward_int8.onnx")
+            int8 = export_int8(tmp / forward.file, specs, panel.af, calibration,
+                               tmp / "forward_int8.onnx")
             graphs["forward_int8"] = graph_json(int8)
         ort = export_ort_training(module, len(panel), params, masks, tmp) if ort_training \
             else None
@@ -124,6 +155,7 @@ def export_bundle(model: str, panel: Path | Panel, out: Path, *, hidden: int = 3
             "graphs": graphs,
             "init": INIT_FILE,
             "mask": MASK_FILE,
+            **({"reference": REFERENCE_FILE} if reference is not None else {}),
             "files": files,
         }
         if ort is not None:

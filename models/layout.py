@@ -116,6 +116,14 @@ class ParamLayout:
         return {b.name: v[b.offset:b.end].astype(np.float32).reshape(b.shape)
                 for b in self._blocks}
 
+    def quantized_tensors(self, values: np.ndarray, scales: np.ndarray
+                          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`quantize`'s output per tensor: (int8 values in the tensor's shape, its row scales),
+        as the bundle's INT8 inference model takes them."""
+        self.dequantize(values, scales)  # checks dtypes and sizes
+        return {b.name: (values[b.offset:b.end].reshape(b.shape),
+                         scales[b.channel:b.channel + b.rows]) for b in self._blocks}
+
     def tensors(self, vec: np.ndarray) -> dict[str, np.ndarray]:
         """Views of a float32 flat vector as its named tensors: writing one writes `vec`."""
         v = self._full(vec, "parameter vector")

@@ -10,7 +10,11 @@ A bundle is a directory:
     dpsgd_<opt>.onnx     optional: the DP-SGD step of an optimizer (genofed.export.dpsgd)
     init.npz, mask.npz   initial parameters and the pruning mask (0/1), keyed by ONNX name
     panel.tsv            the panel's canonical TSV (genofed.models.panel)
-    forward_int8.onnx    optional: INT8 inference model (x) -> logits, weights baked in
+    forward_int8.onnx    optional: INT8 inference model (x, <name>_int8, <name>_scale...) ->
+                         logits: the weights as the model travels (genofed.export.quantize)
+    reference.npz        optional: the coordinator's reference genotypes (`dosage` [n, K],
+                         NaN missing; `ancestry` [n]), which `genofed agent predict` scores
+                         with the current model to place its owner's score
     ort_*                optional: onnxruntime-training artifacts (training, eval, optimizer
                          models and checkpoint)
 
@@ -33,12 +37,13 @@ manifest.json:
         "steps": {"adam": {"file": "step_adam.onnx", "optimizer": "adam",
                            "hyper": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                            "inputs": [...], "outputs": [...]}, ...},
-        "forward_int8": {"file": "forward_int8.onnx", "inputs": ["x"], "outputs": ["logits"]},
+        "forward_int8": {"file": "forward_int8.onnx", "inputs": ["x", "<name>_int8",
+                         "<name>_scale", ...], "outputs": ["logits"]},
         "dpsgd": {"sgd": {"file": "dpsgd_sgd.onnx", "optimizer": "sgd", ...}, ...}  # optional
       },
       "ort_training": {"training_model": ..., "eval_model": ..., "checkpoint": ...,
                        "optimizers": {"sgd": ..., "adam": ...}, "hyper": {"adam": {...}}},
-      "init": "init.npz", "mask": "mask.npz",
+      "init": "init.npz", "mask": "mask.npz", "reference": "reference.npz",  # optional
       "files": {<file name>: <sha256 hex>, ...}            # every file but manifest.*
     }
 
@@ -148,6 +153,7 @@ class Bundle:
     ort: OrtArtifacts | None = None
     signed_by: str | None = None  # hex verify key that checked manifest.sig, if one did
     dpsgd: Mapping[str, GraphSpec] = field(default_factory=dict)  # DP-SGD steps by optimizer
+    reference: str | None = None  # reference genotypes (reference.npz), if shipped
 
     def file(self, name: str) -> Path:
         """Absolute path of a file of the bundle."""
@@ -260,9 +266,12 @@ def eval_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
                      outputs=("loss", "logits"))
 
 
-def int8_graph_names() -> GraphSpec:
-    """Input and output names of the INT8 inference model (weights are baked in)."""
-    return GraphSpec(file="forward_int8.onnx", inputs=("x",), outputs=("logits",))
+def int8_graph_names(specs: Sequence[ParamSpec]) -> GraphSpec:
+    """Input and output names of the INT8 inference model: x, then each parameter as the
+    model travels (int8 values, one float32 scale per row; `export/quantize.py`)."""
+    return GraphSpec(file="forward_int8.onnx",
+                     inputs=("x", *(f"{p.name}_{k}" for p in specs for k in ("int8", "scale"))),
+                     outputs=("logits",))
 
 
 def load_bundle(path: str | Path, *, trust: VerifyKey | None = None) -> Bundle:
@@ -347,7 +356,7 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
         checks.append((f"dpsgd.{opt}", g, dpsgd_step_graph_names(params, opt)))
     int8 = _graph(graphs["forward_int8"]) if "forward_int8" in graphs else None
     if int8 is not None:
-        checks.append(("forward_int8", int8, int8_graph_names()))
+        checks.append(("forward_int8", int8, int8_graph_names(params)))
     for kind, got, want in checks:
         if (got.inputs, got.outputs) != (want.inputs, want.outputs):
             raise LocalInputError(f"{where}: graphs.{kind} inputs/outputs do not match the "
@@ -359,6 +368,9 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
               str(raw["mask"]), "panel.tsv"}
     if int8 is not None:
         needed.add(int8.file)
+    reference = None if raw.get("reference") is None else str(raw["reference"])
+    if reference is not None:
+        needed.add(reference)
     if ort is not None:
         needed |= {ort.training_model, ort.eval_model, ort.checkpoint, *ort.optimizers.values()}
     if not needed <= set(files):
@@ -371,7 +383,7 @@ def _parse(root: Path, raw: Any, signed_by: str | None) -> Bundle:
                   input_encoding=dict(raw["input_encoding"]), loss=str(raw["loss"]),
                   params=params, forward=forward, eval=evalg, steps=steps, proximal=proximal,
                   init=str(raw["init"]), mask_file=str(raw["mask"]), files=files, int8=int8,
-                  ort=ort, signed_by=signed_by, dpsgd=dpsgd)
+                  ort=ort, signed_by=signed_by, dpsgd=dpsgd, reference=reference)
 
 
 def _param(where: str, i: int, p: Mapping[str, Any]) -> ParamSpec:

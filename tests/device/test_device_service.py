@@ -70,7 +70,17 @@ def test_owner_commands_in_the_device_profile(tmp_path: Path, exported: Path) ->
     assert pred.returncode == 0, pred.stderr
     got = json.loads(pred.stdout)
     assert got["model_version"] == 3 and got["match_rate"] == 1.0
-    np.testing.assert_allclose([r["logit"] for r in got["scores"]], logits, atol=1e-4)
+    # the float model's logits are the oracle's; the score given is the INT8 model's, within
+    # its bound of them; both placed among the bundle's 60 reference genomes
+    np.testing.assert_allclose([r["logit_float"] for r in got["scores"]], logits, atol=1e-4)
+    assert got["scored_by"] == "int8" and got["reference"]["genomes"] == 60
+    for r in got["scores"]:
+        assert abs(r["logit"] - r["logit_float"]) <= r["int8_logit_tolerance"]
+        assert abs(r["score"] - r["score_float"]) <= r["int8_score_tolerance"]
+        assert r["within_tolerance"] and 0 <= r["percentile"] <= 100
+        assert set(r["percentile_by_ancestry"]) == {"AFR", "EUR"}
+    text = _genofed("agent", "predict", "--config", str(cfg))
+    assert text.returncode == 0 and "INT8 inference model" in text.stdout, text.stderr
     for args in (("consent", "grant"), ("consent", "withdraw"), ("audit",), ("status",),
                  ("cost",), ("bench", "--devices", "3"), ("install-service", "--print-unit")):
         done = _genofed("agent", args[0], "--config", str(cfg), *args[1:])
@@ -79,3 +89,42 @@ def test_owner_commands_in_the_device_profile(tmp_path: Path, exported: Path) ->
         assert done.returncode == want, (args, done.stdout, done.stderr)
     status = json.loads(_genofed("agent", "status", "--config", str(cfg), "--json").stdout)
     assert status["consent"].startswith("withdrawn") and not status["running"]
+
+
+def test_status_shows_the_privacy_ledger_in_the_device_profile(tmp_path: Path,
+                                                                exported: Path) -> None:
+    """After a round with differential privacy, `agent status` shows the device's own ledger
+    (the privacy line) and the epsilon spent against the owner's caps."""
+    from genofed.agent import consent, ledger
+    from genofed.aggregator.config import (
+        AggregatorConfig,
+        PrivacySection,
+        RoundsSection,
+        StudySection,
+    )
+    from genofed.aggregator.privacy import PrivacyLedger
+    from genofed.aggregator.rounds import RoundRandom, plan_round
+    from genofed.protocol.schema import SecureTask
+    from genofed.protocol.secagg import SigningIdentity
+
+    cfg, _ = _device(tmp_path, exported)
+    before = json.loads(_genofed("agent", "status", "--config", str(cfg), "--json").stdout)
+    assert "no epsilon spent" in before["privacy"]
+    assert before["epsilon"]["text"].startswith("none spent")
+    agg, devs = SigningIdentity.generate(), [SigningIdentity.generate() for _ in range(6)]
+    acfg = AggregatorConfig(federation="demo", bundle=Path("b"), state_dir=Path("s"),
+                            rounds=RoundsSection(rounds=4), study=StudySection(name="T2D"),
+                            privacy=PrivacySection(epsilon=4.0, delta=1e-5))
+    task = plan_round(acfg, 0, 0, {f"d{i}": k.public.raw for i, k in enumerate(devs)},
+                      agg.public, 60, RoundRandom(np.random.default_rng(0), lambda: b"\0" * 32),
+                      privacy=PrivacyLedger(4.0, 1e-5))
+    state = tmp_path / "state"
+    consent.set_consent(state, "granted", epsilon_cap=5.0)
+    ledger.record(state, SecureTask.open(task.seal(agg), agg.public, "demo"))
+    eps = ledger.spent(state).epsilon(1e-5)
+    done = _genofed("agent", "status", "--config", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert f"privacy: epsilon {eps:.3g} (per study: T2D {eps:.3g})" in done.stdout, done.stdout
+    assert f"epsilon vs cap: device: {eps:.3g} of cap 5 ({eps / 5:.0%}) in total" in done.stdout
+    view = json.loads(_genofed("agent", "status", "--config", str(cfg), "--json").stdout)
+    assert view["epsilon"]["units"]["device"]["total"] == pytest.approx(eps)

@@ -110,10 +110,22 @@ def test_checkpoint_resume_ends_where_an_uninterrupted_run_ends(exported: Path,
 def test_int8_inference_model_runs_on_the_device(exported: Path) -> None:
     b = load_bundle(exported / "logreg")
     assert b.int8 is not None
-    d = np.load(exported / "data.npz")
+    from genofed.agent.int8score import int8_feeds, logit_bound
+    from genofed.agent.trainer import StepTrainer
+
+    # standardized at the panel's own frequencies: the INT8 input's range
+    x = np.load(b.file("reference.npz"))["dosage"]
+    x = ((x - 2 * b.panel().af) / np.sqrt(2 * b.panel().af * (1 - b.panel().af))).astype(
+        np.float32)
+    t = StepTrainer(b)
+    w = np.random.default_rng(8).normal(0, 0.3, b.layout.n_params).astype(np.float32)
+    t.set_weights(w)
     sess = ort.InferenceSession(str(b.file(b.int8.file)), providers=["CPUExecutionProvider"])
-    (logits,) = sess.run(None, {"x": d["x"]})
-    assert logits.shape == (len(d["y"]),) and np.isfinite(logits).all()
+    (logits,) = sess.run(None, {"x": x, **int8_feeds(b, t.weights())})
+    assert logits.shape == (len(x),) and np.isfinite(logits).all()
+    exact = t.predict_logits(x)
+    bound = logit_bound(b, t.weights(), x)
+    assert bound is not None and np.all(np.abs(logits - exact) <= bound)
 
 
 def test_genofed_train_runs_offline_and_resumes(exported: Path, tmp_path: Path) -> None:

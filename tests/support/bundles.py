@@ -100,6 +100,14 @@ def torch_run(bundle_dir: Path, optimizer: str, x: np.ndarray, y: np.ndarray, *,
     return losses, {s.name: p.detach().numpy().copy() for s, p in zip(b.params, ps, strict=True)}
 
 
+def _reference(panel: Any) -> dict[str, Any]:
+    """Reference genomes for `genofed agent predict` to place a score among: 60 drawn at the
+    panel's frequencies, labelled as two ancestries of 30."""
+    rng = np.random.default_rng(17)
+    dosage = rng.binomial(2, panel.af, size=(60, len(panel))).astype(np.float32)
+    return {"reference": dosage, "reference_ancestry": ["AFR"] * 30 + ["EUR"] * 30}
+
+
 def export_all(out: Path) -> Path:
     """Write the bundles, key, data and torch's reference losses under out."""
     from genofed.export.bundle import export_bundle
@@ -126,7 +134,8 @@ def export_all(out: Path) -> Path:
         opts = ("sgd", "adam") if prox else OPTIMIZERS
         export_bundle(model, panel, out / name, hidden=HIDDEN, optimizers=opts, proximal=prox,
                       ort_training=None if not prox else False, mask=random_mask(specs),
-                      calibration=x if name == "logreg" else None, signing_key=key)
+                      calibration=x if name == "logreg" else None, signing_key=key,
+                      **(_reference(panel) if name == "logreg" else {}))
         for opt in opts:
             losses, params = torch_run(out / name, opt, x, y, mu=MU if prox else 0.0)
             reference["losses"][f"{name}/{opt}"] = losses

@@ -50,9 +50,10 @@ def test_int8_inference_model_keeps_test_auc(model: str, tmp_path: Path) -> None
     from genofed.models.manifest import load_bundle
     from genofed.models.panel import Panel, Site
 
-    rng = np.random.default_rng(0)
-    panel = Panel("GRCh38", tuple(Site("chr3", 100 + i, "A", "G", f"q{i}",
-                                       round(float(rng.uniform(0.05, 0.5)), 4))
+    # the panel's frequencies are the cohort's (support.bundles.cohort), so its standardized
+    # dosages lie in the INT8 model's input range
+    af = np.random.default_rng(1234).uniform(0.05, 0.5, size=K)
+    panel = Panel("GRCh38", tuple(Site("chr3", 100 + i, "A", "G", f"q{i}", float(af[i]))
                                   for i in range(K)))
     x, y = cohort(1000, seed=11, signal=0.8)
     x_cal, _ = cohort(300, seed=12, signal=0.8)  # the coordinator's reference genotypes
@@ -68,7 +69,10 @@ def test_int8_inference_model_keeps_test_auc(model: str, tmp_path: Path) -> None
     sess = ort.InferenceSession(str(b.file(b.int8.file)), providers=["CPUExecutionProvider"])
     kinds = {n.op_type for n in __import__("onnx").load(str(b.file(b.int8.file))).graph.node}
     assert "QuantizeLinear" in kinds and "DequantizeLinear" in kinds
-    (int8_logits,) = sess.run(None, {"x": x_test})
+    from genofed.agent.int8score import int8_feeds
+
+    # the weights enter as the model travels: int8 per row, one scale each
+    (int8_logits,) = sess.run(None, {"x": x_test, **int8_feeds(b, b.layout.flatten(t.params))})
     float_logits = make_trainer(b).predict_logits(x_test)
     auc_float, auc_int8 = _auc(y_test, float_logits), _auc(y_test, int8_logits)
     assert auc_float > 0.7  # the model learned something to lose

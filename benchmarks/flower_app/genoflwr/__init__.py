@@ -1,0 +1,1 @@
+"""The Flower side of genofed's device_vs_flower benchmark."""
