@@ -159,7 +159,7 @@ def test_reload_withdrawal_and_the_owners_view(tmp_path: Path, cohort: Path,
         assert f"round 0: training on {n_half} examples" in log.read_text()
         view = json.loads(_genofed("agent", "status", "--json", "--config", str(cfg)).stdout)
         assert view["running"] and view["last_round"]["round"] == 0
-        assert "no differential privacy" in view["privacy"]
+        assert view["privacy"].startswith("no round with differential privacy joined")
         # The owner withdraws while the device trains for round 1: it leaves that round.
         _until("round 1 training", lambda: "round 1: training" in log.read_text(), procs,
                tmp_path)
