@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class FleetPlan:
     drop_rate: float = 0.05
     stage_timeout_s: float = 30.0
     seed: int = 0
+    keep_deltas: bool = False  # tests: each process saves its devices' updates (npz)
 
     def __post_init__(self) -> None:
         n = len(self.y)
@@ -87,11 +89,12 @@ def _aggregator_config(root: Path, bundle: Path, port: int, plan: FleetPlan) -> 
     return cfg
 
 
-def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *,
-              timeout_s: float = 900.0) -> dict[str, object]:
+def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *, timeout_s: float = 900.0,
+              profile: Path | None = None) -> dict[str, Any]:
     """Deploy under `root` (empty), run `plan.rounds` rounds with every online device picked,
     and return the costs: the aggregator's journal records, its CPU and peak RSS, the
-    broker's CPU, the fleet's per-device stats and per-stage latencies."""
+    broker's CPU, the fleet's per-device stats and per-stage latencies. `profile`: run the
+    aggregator under cProfile, its stats written there."""
     n = len(plan.y)
     rng = np.random.default_rng(plan.seed)
     names = [f"d{i:05d}" for i in range(plan.enrolled)]
@@ -128,7 +131,8 @@ def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *,
             spec = WorkerSpec(tuple(online[i] for i in idx), tuple(seeds[i] for i in idx),
                               plan.x[idx], plan.y[idx], tuple(drops[i] for i in idx),
                               bundle_dir, FEDERATION, broker.port, root / "broker", agg_key,
-                              res, deadline_s=timeout_s)
+                              res, deadline_s=timeout_s,
+                              deltas=root / f"deltas-{p}.npz" if plan.keep_deltas else None)
             procs.append(ctx.Process(target=serve, args=(spec, ready, stop), daemon=True))
             procs[-1].start()
         got = [ready.get(timeout=300) for _ in procs]
@@ -138,7 +142,8 @@ def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *,
             raise LocalInputError(f"fleet: only {connected} of {n} devices connected")
         cfg = _aggregator_config(root, bundle_dir, broker.port, plan)
         with (root / "aggregator.log").open("wb") as log:
-            agg = subprocess.Popen([sys.executable, "-m", "genofed", "--log-level", "info",
+            prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+            agg = subprocess.Popen([sys.executable, *prof, "-m", "genofed", "--log-level", "info",
                                     "aggregator", "run", "--config", str(cfg)],
                                    stdout=log, stderr=subprocess.STDOUT)
         peak, done = [0.0], threading.Event()
@@ -184,16 +189,15 @@ def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *,
             "stages": stage_latencies(devices)}
 
 
-def stage_latencies(devices: dict[str, dict[str, object]]) -> dict[str, float]:
+def stage_latencies(devices: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Per stage, seconds from the first device's request to the last device's answer (stage
     0: from the first device starting to train to the last advertisement)."""
     out: dict[str, float] = {}
     for stage in range(5):
         got_key = "-1" if stage == 0 else str(stage)
-        got = [float(d["got"][got_key]) for d in devices.values()  # type: ignore[index]
-               if got_key in d["got"]]  # type: ignore[operator]
-        sent = [float(d["sent"][str(stage)]) for d in devices.values()  # type: ignore[index]
-                if str(stage) in d["sent"]]  # type: ignore[operator]
+        got = [float(d["got"][got_key]) for d in devices.values() if got_key in d["got"]]
+        sent = [float(d["sent"][str(stage)]) for d in devices.values()
+                if str(stage) in d["sent"]]
         if got and sent:
             out[f"stage{stage}_s"] = max(sent) - min(got)
     return out

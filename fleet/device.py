@@ -89,6 +89,8 @@ class VirtualDevice:
         self.participation: Participation | None = None
         self.stats = Stats()
         self.gone = False  # dropped out: answers nothing more
+        self.delta: np.ndarray | None = None  # kept only when a test asks (`keep_delta`)
+        self.keep_delta = False
 
     @property
     def done(self) -> bool:
@@ -168,6 +170,8 @@ class VirtualDevice:
                       lr=spec.lr, rng=self.rng)
         delta = np.subtract(trainer.weights(), weights, dtype=np.float64)
         self.stats.train_s = time.perf_counter() - t0
+        if self.keep_delta:
+            self.delta = delta
         if self._drops(0):
             return None
         try:

@@ -46,6 +46,7 @@ class WorkerSpec:
     aggregator_key: bytes
     result: Path
     deadline_s: float = 600.0
+    deltas: Path | None = None  # tests: every device's update (float64) saved here (npz)
 
 
 def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
@@ -58,7 +59,8 @@ def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
     for i, name in enumerate(spec.names):
         devs[name] = VirtualDevice(name, shared, SigningIdentity(IdentitySeed(spec.seeds[i])),
                                    spec.x[i:i + 1], spec.y[i:i + 1], drop_at=spec.drops[i],
-                                   seed=i)
+                                   seed=int(name[1:]))  # names are d<global index>
+        devs[name].keep_delta = spec.deltas is not None
         ident = pki.client(name)
         status = topics.status(name)
         pump.add(name, f"genofed-{spec.federation}-{name}", "127.0.0.1", spec.port,
@@ -89,6 +91,8 @@ def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
         if finished_at is not None and time.monotonic() - finished_at > LINGER_S:
             break
     pump.close()
+    if spec.deltas is not None:
+        np.savez(spec.deltas, **{n: d.delta for n, d in devs.items() if d.delta is not None})
     spec.result.write_text(json.dumps({
         "busy_s": busy, "cpu_s": time.process_time(),
         "devices": {n: asdict(d.stats) for n, d in devs.items()}}))
