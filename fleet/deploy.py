@@ -165,13 +165,13 @@ def run_fleet(root: Path, bundle_dir: Path, plan: FleetPlan, *, timeout_s: float
         agg.returncode = os.waitstatus_to_exitcode(status)
         broker_cpu = _proc_cpu_s(broker.proc.pid) - broker_cpu0
         stop.set()
-        for p in procs:
-            p.join(60)
+        for proc in procs:
+            proc.join(60)
     finally:
         stop.set()
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
         if agg is not None and agg.poll() is None:
             agg.terminate()
             agg.wait(30)

@@ -92,7 +92,8 @@ def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
             break
     pump.close()
     if spec.deltas is not None:
-        np.savez(spec.deltas, **{n: d.delta for n, d in devs.items() if d.delta is not None})
+        kept = {n: d.delta for n, d in devs.items() if d.delta is not None}
+        np.savez(spec.deltas, **kept)  # type: ignore[arg-type]
     spec.result.write_text(json.dumps({
         "busy_s": busy, "cpu_s": time.process_time(),
         "devices": {n: asdict(d.stats) for n, d in devs.items()}}))
