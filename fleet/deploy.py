@@ -83,7 +83,8 @@ def _aggregator_config(root: Path, bundle: Path, port: int, plan: FleetPlan) -> 
         f'[broker]\nhost = "127.0.0.1"\nport = {port}\nca = "{pki.ca_cert.resolve()}"\n'
         f'cert = "{ident.cert.resolve()}"\nkey = "{ident.key.resolve()}"\n'
         f"[rounds]\nrounds = {plan.rounds}\nstage_timeout_s = {plan.stage_timeout_s}\n"
-        "retry_s = 1.0\nlocal_epochs = 2\nbatch_size = 32\nlr = 0.02\noptimizer = \"sgd\"\n"
+        "retry_s = 1.0\nclose_on_offline = true\n"
+        "local_epochs = 2\nbatch_size = 32\nlr = 0.02\noptimizer = \"sgd\"\n"
         f"[cohort]\nmin_participants = {n}\nmax_participants = {n}\n"
         "[codec]\nclip = 10.0\nscale = 1e6\n[server]\noptimizer = \"fedavg\"\nlr = 1.0\n")
     return cfg
