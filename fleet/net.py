@@ -14,6 +14,7 @@ A TLS socket may hold decrypted bytes that the kernel no longer shows as readabl
 
 from __future__ import annotations
 
+import contextlib
 import select
 import ssl
 import time
@@ -28,6 +29,7 @@ from paho.mqtt.properties import Properties
 from genofed.transport.mqtt import QOS
 
 MISC_S = 1.0  # how often paho's keepalive and retry bookkeeping runs for every client
+KEEPALIVE_S = 120  # the daemon's is 30; one thread serves hundreds of devices here
 
 
 class Pump:
@@ -68,7 +70,7 @@ class Pump:
         c.on_connect, c.on_message, c.on_disconnect = on_connect, on_message, on_disconnect
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
-        c.connect(host, port, keepalive=60, clean_start=False, properties=props)
+        c.connect(host, port, keepalive=KEEPALIVE_S, clean_start=False, properties=props)
         self.clients[name] = c
         return c
 
@@ -107,6 +109,9 @@ class Pump:
             self._misc_at = now
             for c in self.clients.values():
                 c.loop_misc()
+                if c.socket() is None:  # the connection was lost: the session persists
+                    with contextlib.suppress(OSError):  # the broker is away: again later
+                        c.reconnect()
 
     def publish(self, name: str, topic: str, payload: bytes) -> None:
         """Queue one QoS 1 message; paho retries it until the broker acknowledges it."""

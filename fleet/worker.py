@@ -85,6 +85,10 @@ def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
                 pump.publish(name, d.outbox(), m)
             if d.gone:
                 pump.drop(name)
+            # Between two devices' work, move bytes: answers go out as they are made, and
+            # keepalives flow while the process seals shares for hundreds of devices (a
+            # 1,000-device round's SHARE_KEYS kept one thread busy past the keepalive).
+            pump.poll(0)
         busy += time.perf_counter() - t1
         if finished_at is None and all(d.done for d in devs.values()):
             finished_at = time.monotonic()
