@@ -40,13 +40,17 @@ STAGE_TIMEOUT_S = float(os.environ.get("SCALE_STAGE_TIMEOUT", "400"))
 # the peer runs every client in one process: as costly as the fleet; not run past this n
 PEER_MAX = int(os.environ.get("SCALE_PEER_MAX", "300"))
 DROP_RATE, SEED = 0.05, 1
+# `[secagg] dropout_fraction` for the rounds (default: the aggregator's, 0.3); results then go
+# to scale_dropout<X>.json
+SECAGG_DROPOUT = os.environ.get("SCALE_SECAGG_DROPOUT")
 
 
 def one_size(root: Path, data: Any, n: int) -> dict[str, Any]:
     from genofed.fleet.deploy import FleetPlan, run_fleet
 
     plan = FleetPlan(data.x[:n], data.y[:n], enrolled=2 * n, processes=max(2, n // 300),
-                     drop_rate=DROP_RATE, stage_timeout_s=STAGE_TIMEOUT_S, seed=SEED)
+                     drop_rate=DROP_RATE, stage_timeout_s=STAGE_TIMEOUT_S, seed=SEED,
+                     secagg_dropout=None if SECAGG_DROPOUT is None else float(SECAGG_DROPOUT))
     res = run_fleet(root / f"n{n}", data.bundle, plan,
                     profile=root / f"agg-{n}.prof" if n == PROFILE else None)
     rec = res["journal"][-1] if res["journal"] else {}
@@ -121,7 +125,8 @@ def main() -> None:
         summary[f"cpu_exponent_{tag}"] = exponent(ns, [r["aggregator_cpu_s"] for r in rows])
     if PROFILE:
         summary["profile"] = str(root / f"agg-{PROFILE}.prof")
-    write_results("scale", rows, summary)
+    write_results("scale" if SECAGG_DROPOUT is None else f"scale_dropout{SECAGG_DROPOUT}",
+                  rows, summary)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class FleetPlan:
     stage_timeout_s: float = 30.0
     seed: int = 0
     keep_deltas: bool = False  # tests: each process saves its devices' updates (npz)
+    secagg_dropout: float | None = None  # `[secagg] dropout_fraction` (None: the default)
 
     def __post_init__(self) -> None:
         n = len(self.y)
@@ -86,7 +87,9 @@ def _aggregator_config(root: Path, bundle: Path, port: int, plan: FleetPlan) -> 
         "retry_s = 1.0\nclose_on_offline = true\n"
         "local_epochs = 2\nbatch_size = 32\nlr = 0.02\noptimizer = \"sgd\"\n"
         f"[cohort]\nmin_participants = {n}\nmax_participants = {n}\n"
-        "[codec]\nclip = 10.0\nscale = 1e6\n[server]\noptimizer = \"fedavg\"\nlr = 1.0\n")
+        "[codec]\nclip = 10.0\nscale = 1e6\n[server]\noptimizer = \"fedavg\"\nlr = 1.0\n" +
+        ("" if plan.secagg_dropout is None else
+         f"[secagg]\ndropout_fraction = {plan.secagg_dropout}\n"))
     return cfg
 
 
