@@ -22,7 +22,7 @@ APT_PACKAGES := mosquitto mosquitto-clients bcftools tabix samtools minimap2 pbs
   plink2 python-pyvcf-examples postgresql systemd chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export \
+MYPY_TARGETS := -p genofed.agent -p genofed.aggregator -p genofed.broker -p genofed.cli -p genofed.export -p genofed.fleet \
   -p genofed.models -p genofed.privacy -p genofed.protocol -p genofed.sim -p genofed.transport \
   -m genofed.config -m genofed.errors -m genofed.atomic
 

@@ -15,6 +15,7 @@
     [rounds]
     rounds = 10            # completed rounds to run
     stage_timeout_s = 60   # deadline of each SecAgg+ stage (the first includes training)
+    close_on_offline = false  # close a stage early once all it awaits are offline
     retry_s = 2            # wait before retrying when too few devices are online
     local_epochs = 2
     batch_size = 32
@@ -81,6 +82,10 @@ class RoundsSection:
     batch_size: int = 32
     lr: float = 0.1
     optimizer: str = "sgd"
+    # close a stage once every device still awaited is offline (its will fired), instead of
+    # waiting out the deadline: a device that loses its connection for a moment and comes
+    # back within the deadline is a dropout then (`secure_round.SecureRound.poll`)
+    close_on_offline: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

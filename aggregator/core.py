@@ -220,7 +220,8 @@ class AggregatorCore(Deliveries):
             log.info("round %d privacy: %s", number, task.privacy.describe())
 
     def _poll(self, f: Flight, now: float, out: list[Effect]) -> None:
-        ev = f.rnd.poll(now)  # closing a stage may blame too (wrong shares in Unmasking)
+        # closing a stage may blame too (wrong shares in Unmasking)
+        ev = f.rnd.poll(now, self.online if self.cfg.rounds.close_on_offline else None)
         for device, blame in f.rnd.take_blame():
             log.warning("round %d: %s (client %d) excluded for provable disruption (%s): %s",
                         f.task.round, device, blame.client, blame.kind, blame.reason)

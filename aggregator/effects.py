@@ -16,7 +16,7 @@ next start reads back (`Snapshot`, then the `Restored` event).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,3 +177,32 @@ class Count:
 
 Durable = StoreModel | StoreRound | StoreMessage | StoreStage | Journal
 Effect = Durable | Ack | Publish | Count
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How the service applies a list of effects: `runs` in order, each all publications (one
+    round trip to the broker) or all durable effects (one transaction), then every `ack`.
+    No effect waits on an acknowledgement, so moving them to the end keeps each after what it
+    acknowledges; durable effects and publications keep their order among themselves."""
+
+    runs: tuple[tuple[Effect, ...], ...]
+    counts: tuple[Count, ...]
+    acks: tuple[Ack, ...]
+
+
+def batch(effects: Iterable[Effect]) -> Batch:
+    """Group `effects` (in the core's order) for the service; see `Batch`."""
+    runs: list[list[Effect]] = []
+    counts: list[Count] = []
+    acks: list[Ack] = []
+    for e in effects:
+        if isinstance(e, Ack):
+            acks.append(e)
+        elif isinstance(e, Count):
+            counts.append(e)
+        elif runs and isinstance(e, Publish) == isinstance(runs[-1][0], Publish):
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return Batch(tuple(tuple(r) for r in runs), tuple(counts), tuple(acks))

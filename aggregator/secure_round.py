@@ -128,18 +128,25 @@ class SecureRound:
                 self._fresh.append((device, blame))
         self.expected -= self.excluded.keys()  # nothing more is taken from them
 
-    def poll(self, now: float) -> Event | None:
-        """Close the current stage if everyone asked has answered or its deadline passed."""
+    def poll(self, now: float, online: set[str] | None = None) -> Event | None:
+        """Close the current stage if everyone asked has answered or its deadline passed;
+        with `online` (the devices whose status says so), also once every device still
+        awaited is offline: a device whose will fired (its connection gone without a word)
+        or that said it left will not answer this stage in time, and waiting out the
+        deadline for it costs every other device that time; it is a dropout either way."""
         if self.finished:
             return None
         late = now - self.stage_opened >= self.stage_timeout_s
-        if not (self.expected <= self.received) and not late:
+        waiting = self.pending if online is None else self.pending & online
+        if waiting and not late:
             return None
         closing = self.stage
+        gone = len(self.pending)
         ev = self.close_stage(now)
-        if late and isinstance(ev, Route):
-            log.info("round %d: %s closed at its deadline with %d answers",
-                     self.config.round, closing.name, self.log.answered[closing.name])
+        if isinstance(ev, Route) and (late or gone):
+            log.info("round %d: %s closed %s with %d answers", self.config.round, closing.name,
+                     "at its deadline" if late else f"early: the {gone} awaited are offline",
+                     self.log.answered[closing.name])
         return ev
 
     def close_stage(self, now: float) -> Event:

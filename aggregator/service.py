@@ -32,14 +32,13 @@ from typing import TYPE_CHECKING
 from genofed.aggregator.config import AggregatorConfig
 from genofed.aggregator.core import AggregatorCore
 from genofed.aggregator.effects import (
-    Ack,
-    Count,
     Delivered,
     Effect,
     Publish,
     Reconnected,
     Restored,
     Ticked,
+    batch,
 )
 from genofed.aggregator.metrics import Metrics
 from genofed.aggregator.record import RoundRecord
@@ -57,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.1
 ROSTER_S = 1.0
+BATCH = 512  # effects of the deliveries handled before they are applied together
 
 
 class Aggregator:
@@ -150,14 +150,21 @@ class Aggregator:
         self.stop.set()
 
     def step(self) -> None:
-        """One delivery, if one arrives within a tick, then one tick."""
+        """The deliveries waiting (the first awaited for up to a tick, at most BATCH), then
+        one tick."""
         assert self.link is not None
+        effects: list[Effect] = []
         try:
             got = self.link.inbox.get(timeout=TICK_S)
-            self.apply(self.core.handle(Delivered(got.topic, got.payload, got,
-                                                  time.monotonic())))
+            while True:
+                effects += self.core.handle(Delivered(got.topic, got.payload, got,
+                                                      time.monotonic()))
+                if len(effects) >= BATCH:
+                    break
+                got = self.link.inbox.get_nowait()
         except queue.Empty:
             pass
+        self.apply(effects)
         now = time.monotonic()
         if self.link.connections > self._connections:  # the broker came back
             self._connections = self.link.connections
@@ -171,18 +178,24 @@ class Aggregator:
         self.apply(self.core.handle(Ticked(now, enrolled)))
 
     def apply(self, effects: Iterable[Effect]) -> None:
-        """Do what the core said, in order; each returns once done (stored, acknowledged by
-        the broker), so a crash between two leaves only the earlier ones done."""
-        for e in effects:
-            if isinstance(e, Publish):
+        """Do what the core said (`effects.batch`): runs of durable effects each in one
+        transaction, runs of publications each in one round trip to the broker, in order,
+        each done (stored, acknowledged by the broker) before the next, so a crash between
+        two leaves only the earlier ones done; then the acknowledgements, each after what it
+        acknowledges is stored. A batch of deliveries (`step`) costs one commit, not one a
+        message."""
+        b = batch(effects)
+        for c in b.counts:
+            self.metrics.apply(c)
+        for run in b.runs:
+            if isinstance(run[0], Publish):
                 assert self.link is not None
                 if self._lease is not None and not self._lease.held():
                     raise LeaseLost("the lease ran out: publishing nothing more")
-                self.link.publish(e.topic, e.payload, retain=e.retain)
-            elif isinstance(e, Ack):
-                e.token.ack()
-            elif isinstance(e, Count):
-                self.metrics.apply(e)
+                self.link.publish_many([(e.topic, e.payload, e.retain) for e in run
+                                        if isinstance(e, Publish)])
             else:
                 assert self.store is not None
-                self.store.apply(e, wait=self.stop)
+                self.store.apply_all(run, wait=self.stop)  # type: ignore[arg-type]
+        for a in b.acks:
+            a.token.ack()

@@ -218,6 +218,15 @@ class SqlStore:
         nothing."""
         self.retrying(lambda: self._apply(effect), wait)
 
+    def apply_all(self, effects: list[Durable], *, wait: threading.Event | None = None) -> None:
+        """`apply` for a run of effects, all in one transaction (one commit): all or none."""
+        def all_of() -> None:
+            with self.transaction():
+                for e in effects:
+                    self._apply(e)
+
+        self.retrying(all_of, wait)
+
     def retrying(self, action: Callable[[], T], wait: threading.Event | None) -> T:
         """`action()`, retried past this backend's transient errors while `wait` is unset."""
         delay, waited = 1.0, 0.0

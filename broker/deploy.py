@@ -43,7 +43,7 @@ from genofed.broker.pki import (
     write_crl,
 )
 from genofed.errors import LocalInputError
-from genofed.protocol.envelope import MAX_HEADER_BYTES
+from genofed.protocol.envelope import MAX_HEADER_BYTES, ROSTER_BYTES_PER_DEVICE
 from genofed.protocol.topics import PREFIX, check_name
 
 # How often Mosquitto saves its whole state to disk (s). A broker killed outright loses what
@@ -72,10 +72,11 @@ class Sizing:
         message (the limit the aggregator applies, `aggregator/flight.py`, which also bounds
         what it routes to one device), a model release (1 byte a parameter, 4 bytes a
         channel, at most one channel a parameter, and its signed header), or a task (whose
-        signed header is at most MAX_HEADER_BYTES)."""
+        signed header lists the roster: at most 8 KiB and ROSTER_BYTES_PER_DEVICE a device,
+        and never more than MAX_HEADER_BYTES)."""
         upload = message_limit(self.max_params + 1, self.max_devices)
         release = 5 * self.max_params + 4096
-        task = MAX_HEADER_BYTES + 4096
+        task = min(MAX_HEADER_BYTES, 8192 + ROSTER_BYTES_PER_DEVICE * self.max_devices) + 4096
         return max(upload, release, task) + MQTT_OVERHEAD
 
     @property

@@ -20,7 +20,10 @@ from genofed.protocol.secagg.keys import IdentityKey, Signature, SigningIdentity
 
 # Sizes are checked before anything is parsed, so a hostile payload costs at most a length
 # comparison. No message of the protocol (a model release included) comes near the limit.
-MAX_HEADER_BYTES = 16 * 1024
+# A task's header carries its round's roster, about 80 bytes a member: 256 KiB holds a
+# round of 3,000 (16 KiB held no more than 200).
+MAX_HEADER_BYTES = 256 * 1024
+ROSTER_BYTES_PER_DEVICE = 128  # a task header's bound per member (a margin over ~80)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAGIC = b"GFS1"
 _DOMAIN = b"genofed/envelope/v1\x00"

@@ -158,26 +158,37 @@ class MqttLink:
         away the message waits in the client's queue and goes out when the connection is
         back (the session survives); this waits with it, however long, unless `stop` is set
         (LinkStopped)."""
+        self.publish_many([(topic, payload, retain)])
+
+    def publish_many(self, messages: list[tuple[str, bytes, bool]]) -> None:
+        """Publish (topic, payload, retain) messages at QoS 1, in order, and return once the
+        broker has acknowledged every one: all are queued before the first acknowledgement
+        is awaited (one connection keeps them in order), so n messages cost one round trip
+        to the broker, not n."""
         # Not under self._lock: paho calls on_publish holding its own message lock, which
         # publish() takes too. The acknowledgement may come before we look for it: both sides
         # setdefault the same Event.
-        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
-        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            raise LinkStopped(f"MQTT client queue full publishing to {topic}")
-        with self._lock:
-            done = self._acked.setdefault(info.mid, threading.Event())
-        waited = 0.0
-        while not done.wait(REPORT_S):
-            if self._stop.is_set():
-                raise LinkStopped(f"stopped with a publish to {topic} not yet acknowledged")
-            self._keep_looping()
-            waited += REPORT_S
-            log.warning("publish to %s not acknowledged after %.0f s (broker %s %s); waiting",
-                        topic, waited, self.broker,
-                        "connected" if self.connected else "unreachable")
-        with self._lock:
-            self._acked.pop(info.mid, None)
-            self.bytes_out += len(payload)
+        sent = []
+        for topic, payload, retain in messages:
+            info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                raise LinkStopped(f"MQTT client queue full publishing to {topic}")
+            with self._lock:
+                sent.append((topic, len(payload), info.mid,
+                             self._acked.setdefault(info.mid, threading.Event())))
+        for topic, size, mid, done in sent:
+            waited = 0.0
+            while not done.wait(REPORT_S):
+                if self._stop.is_set():
+                    raise LinkStopped(f"stopped with a publish to {topic} not yet acknowledged")
+                self._keep_looping()
+                waited += REPORT_S
+                log.warning("publish to %s not acknowledged after %.0f s (broker %s %s); "
+                            "waiting", topic, waited, self.broker,
+                            "connected" if self.connected else "unreachable")
+            with self._lock:
+                self._acked.pop(mid, None)
+                self.bytes_out += size
 
     def _keep_looping(self) -> None:
         """Restart paho's network thread if an exception it did not expect ended it (it would
