@@ -239,34 +239,25 @@ def main() -> None:
         rows.append({"system": "genofed", **{k: v for k, v in g.items() if k != "own_meter"}})
         summary["genofed_own_meter"] = g["own_meter"]
         features = write_features(bundle_dir, dirs, Path(tmp))
-        try:
-            f = flower_side(Path(tmp) / "flower", features)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            summary["flower_error"] = f"Flower could not run here: {exc}"
-            f = None
-        if f is not None:
-            rows.append({"system": "flower 1.42 + torch", **{
-                k: v for k, v in f.items() if k != "hwm_mb_by_process"}})
-            summary["flower_hwm_mb_by_process"] = f["hwm_mb_by_process"]
+        # (summary prefix, ratio suffix, the rows' name, SecAgg+?): the same run and ratios
+        for prefix, suffix, name, secagg in (
+                ("flower", "", "flower 1.42 + torch", False),
+                ("flower_secagg", "_secagg", "flower 1.42 + torch, SecAgg+", True)):
+            try:
+                f = flower_side(Path(tmp) / prefix, features, secagg=secagg)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                summary[f"{prefix}_error"] = f"{name} could not run here: {exc}"
+                continue
+            rows.append({"system": name,
+                         **{k: v for k, v in f.items() if k != "hwm_mb_by_process"}})
+            summary[f"{prefix}_hwm_mb_by_process"] = f["hwm_mb_by_process"]
             for key, col in (("rss", "peak_rss_mb"), ("cpu", "cpu_s_per_round"),
                              ("bytes", "bytes_per_round")):
                 summary[f"genofed_{col}"] = g[col]
-                summary[f"flower_{col}"] = f[col]
-                summary[f"{key}_ratio_vs_flower"] = round(g[col] / f[col], 4) if f[col] else None
-            summary["goals"] = {"rss": 0.15, "cpu": 0.05, "bytes": 0.3}
-        try:
-            s = flower_side(Path(tmp) / "flower-secagg", features, secagg=True)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            summary["flower_secagg_plus_error"] = f"Flower with SecAgg+ could not run: {exc}"
-            s = None
-        if s is not None:
-            rows.append({"system": "flower 1.42 + torch, SecAgg+", **{
-                k: v for k, v in s.items() if k != "hwm_mb_by_process"}})
-            for key, col in (("rss", "peak_rss_mb"), ("cpu", "cpu_s_per_round"),
-                             ("bytes", "bytes_per_round")):
-                summary[f"flower_secagg_{col}"] = s[col]
-                summary[f"{key}_ratio_vs_flower_secagg"] = \
-                    round(g[col] / s[col], 4) if s[col] else None
+                summary[f"{prefix}_{col}"] = f[col]
+                summary[f"{key}_ratio_vs_flower{suffix}"] = \
+                    round(g[col] / f[col], 4) if f[col] else None
+        summary["goals"] = {"rss": 0.15, "cpu": 0.05, "bytes": 0.3}
     for r in rows:
         r["processes"] = ", ".join(r["processes"])
     write_results("device_vs_flower", rows, summary)

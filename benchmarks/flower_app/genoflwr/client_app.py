@@ -12,12 +12,15 @@ torch.set_num_threads(1)  # as the agent's `threads = 1`
 app = ClientApp()
 
 
-def _train(msg: Message, context: Context) -> Message:
-    cfg = context.run_config
+def local_data(context: Context) -> tuple[torch.Tensor, torch.Tensor]:
+    """The node's features and labels (the npz its config names)."""
     data = np.load(str(context.node_config["data"]))
-    x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
-    model = torch.nn.Linear(x.shape[1], 1)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+
+
+def fit(model: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor, context: Context) -> None:
+    """The demo's local training: epochs of plain SGD on shuffled batches, BCE with logits."""
+    cfg = context.run_config
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(int(context.node_config.get("seed", 0)))
     batch = int(cfg["batch-size"])
@@ -26,10 +29,16 @@ def _train(msg: Message, context: Context) -> Message:
         for i in range(0, len(x), batch):
             idx = order[i:i + batch]
             opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                model(x[idx]).squeeze(1), y[idx])
-            loss.backward()
+            torch.nn.functional.binary_cross_entropy_with_logits(
+                model(x[idx]).squeeze(1), y[idx]).backward()
             opt.step()
+
+
+def _train(msg: Message, context: Context) -> Message:
+    x, y = local_data(context)
+    model = torch.nn.Linear(x.shape[1], 1)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    fit(model, x, y, context)
     return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()),
                                "metrics": MetricRecord({"num-examples": len(x)})}),
                    reply_to=msg)

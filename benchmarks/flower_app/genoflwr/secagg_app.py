@@ -14,6 +14,8 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
 
+from genoflwr.client_app import fit, local_data
+
 torch.set_num_threads(1)
 
 
@@ -22,24 +24,12 @@ class LogRegClient(NumPyClient):
         self.context = context
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple:
-        cfg, node = self.context.run_config, self.context.node_config
-        data = np.load(str(node["data"]))
-        x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+        x, y = local_data(self.context)
         model = torch.nn.Linear(x.shape[1], 1)
         with torch.no_grad():
             model.weight.copy_(torch.from_numpy(parameters[0]))
             model.bias.copy_(torch.from_numpy(parameters[1]))
-        opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]))
-        gen = torch.Generator().manual_seed(int(node.get("seed", 0)))
-        batch = int(cfg["batch-size"])
-        for _ in range(int(cfg["local-epochs"])):
-            order = torch.randperm(len(x), generator=gen)
-            for i in range(0, len(x), batch):
-                idx = order[i:i + batch]
-                opt.zero_grad()
-                torch.nn.functional.binary_cross_entropy_with_logits(
-                    model(x[idx]).squeeze(1), y[idx]).backward()
-                opt.step()
+        fit(model, x, y, self.context)
         return ([model.weight.detach().numpy(), model.bias.detach().numpy()], len(x), {})
 
 
