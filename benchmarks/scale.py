@@ -11,10 +11,11 @@ last answer), the round's wall seconds (the journal; a stage in which a device d
 waits for its deadline, `STAGE_TIMEOUT_S`, unless every device it awaits is offline:
 the fleet's aggregator runs with `close_on_offline`), the round's active seconds (the stages less
 their wait for dropouts' deadlines), the aggregator's CPU seconds and peak RSS, the broker's
-CPU seconds, bytes up and down per device. The peer, in the same run: the server's CPU
-seconds of the same round on the protocol alone (`benchmarks/secagg.py`'s in-memory driver,
-same n, same 501 coordinates, 5% dropout): the ratio is what the service around the
-protocol (MQTT, the store, message checks) costs.
+CPU seconds, bytes up and down per device. SecAgg+'s k and t are sized for 10% dropouts
+(`[secagg] dropout_fraction = 0.1`, twice the 5% that drop; SCALE_SECAGG_DROPOUT changes it).
+The peer, in the same run: the server's CPU seconds of the same round on the protocol alone
+(`benchmarks/secagg.py`'s in-memory driver, same n, k, t, 501 coordinates and 5% dropout):
+the ratio is what the service around the protocol (MQTT, the store, message checks) costs.
 
 `time_exponent_100_1000` is the slope of log(active seconds) on log(n); the CPU exponent
 beside it is the aggregator's. The cross-device AUC gap needs a 1,000-device-per-round run to
@@ -40,9 +41,10 @@ STAGE_TIMEOUT_S = float(os.environ.get("SCALE_STAGE_TIMEOUT", "400"))
 # the peer runs every client in one process: as costly as the fleet; not run past this n
 PEER_MAX = int(os.environ.get("SCALE_PEER_MAX", "300"))
 DROP_RATE, SEED = 0.05, 1
-# `[secagg] dropout_fraction` for the rounds (default: the aggregator's, 0.3); results then go
-# to scale_dropout<X>.json
-SECAGG_DROPOUT = os.environ.get("SCALE_SECAGG_DROPOUT")
+# `[secagg] dropout_fraction` for the rounds: k and t sized for 10% dropouts, twice the 5% that
+# drop (the aggregator's default, 0.3, is for federations that lose 30%: SCALE_SECAGG_DROPOUT=0.3,
+# results in scale_dropout0.3.json)
+SECAGG_DROPOUT = float(os.environ.get("SCALE_SECAGG_DROPOUT", "0.1"))
 
 
 def one_size(root: Path, data: Any, n: int) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def one_size(root: Path, data: Any, n: int) -> dict[str, Any]:
 
     plan = FleetPlan(data.x[:n], data.y[:n], enrolled=2 * n, processes=max(2, n // 300),
                      drop_rate=DROP_RATE, stage_timeout_s=STAGE_TIMEOUT_S, seed=SEED,
-                     secagg_dropout=None if SECAGG_DROPOUT is None else float(SECAGG_DROPOUT))
+                     secagg_dropout=SECAGG_DROPOUT)
     res = run_fleet(root / f"n{n}", data.bundle, plan,
                     profile=root / f"agg-{n}.prof" if n == PROFILE else None)
     rec = res["journal"][-1] if res["journal"] else {}
@@ -81,11 +83,12 @@ def one_size(root: Path, data: Any, n: int) -> dict[str, Any]:
 
 
 def peer_server_s(n: int) -> float:
-    """Server CPU of the same round on the protocol alone (benchmarks/secagg.py)."""
+    """Server CPU of the same round on the protocol alone (benchmarks/secagg.py), with the
+    same k and t."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from secagg import genofed_case
 
-    return float(genofed_case(n, 501, DROP_RATE, SEED)["server_s"])
+    return float(genofed_case(n, 501, DROP_RATE, SEED, design_dropout=SECAGG_DROPOUT)["server_s"])
 
 
 def exponent(ns: list[int], ys: list[float]) -> float:
@@ -125,7 +128,7 @@ def main() -> None:
         summary[f"cpu_exponent_{tag}"] = exponent(ns, [r["aggregator_cpu_s"] for r in rows])
     if PROFILE:
         summary["profile"] = str(root / f"agg-{PROFILE}.prof")
-    write_results("scale" if SECAGG_DROPOUT is None else f"scale_dropout{SECAGG_DROPOUT}",
+    write_results("scale" if SECAGG_DROPOUT == 0.1 else f"scale_dropout{SECAGG_DROPOUT}",
                   rows, summary)
 
 

@@ -65,8 +65,10 @@ def bench_python() -> Path:
 
 # -- genofed ----------------------------------------------------------------------------------
 
-def genofed_case(n: int, length: int, dropout: float, seed: int) -> dict[str, Any]:
-    """Time one genofed round; returns client and server seconds and upload bytes."""
+def genofed_case(n: int, length: int, dropout: float, seed: int,
+                 design_dropout: float | None = None) -> dict[str, Any]:
+    """Time one genofed round in which a `dropout` fraction drops, with k and t chosen for
+    `design_dropout` (default: `dropout`); returns client and server seconds and upload bytes."""
     from genofed.protocol.ring import Ring
     from genofed.protocol.secagg import (
         GraphSeed,
@@ -88,7 +90,7 @@ def genofed_case(n: int, length: int, dropout: float, seed: int) -> dict[str, An
         def _mask(self, partners: list[int]) -> np.ndarray:
             return super()._mask([j for j in partners if j not in self.survivors])
 
-    params = choose_parameters(n, CORRUPT, dropout)
+    params = choose_parameters(n, CORRUPT, dropout if design_dropout is None else design_dropout)
     rng = np.random.default_rng(seed)
     dropped = {int(i) for i in rng.choice(n, round(dropout * n), replace=False)}
     survivors = frozenset(set(range(n)) - dropped)

@@ -8,9 +8,10 @@ client from the round, on evidence it checks itself, and the round goes on witho
 - An advertised key that is not usable (`keys.py`: a small-order or non-canonical X25519
   key, a sealing key outside the prime-order group, a key the round already has) is public:
   the advert is refused on arrival, and the client is simply not in U1.
-- A bundle that does not open. Its sender signed it (`messages.Sealed`), the aggregator
-  relays that signature, and the recipient accuses the sender only of a bundle that carries
-  it, so no one but the sender can be the source. The recipient holds none of the sender's
+- A bundle that does not open. Its sender signed it (its EncryptedShares signs the Merkle
+  root of all its bundles, `merkle.py`), the aggregator relays that signature with the leaf's
+  path (`messages.Relayed`), and the recipient accuses the sender only of a bundle that the
+  path and signature prove the sender's, so no one but the sender can be the source. The recipient holds none of the sender's
   shares and leaves their pair mask out of its MaskedInput; the accusation in it reveals the
   pairwise key K of the two with a proof that K is c_i * C_j for their advertised keys
   (`proof.py`). The aggregator checks the proof, opens the signed bundle with K by the

@@ -66,6 +66,7 @@ from genofed.protocol.secagg.messages import (
     KeyList,
     MaskedInput,
     Message,
+    Relayed,
     RevealedShare,
     Sealed,
     ServerMessage,
@@ -81,7 +82,6 @@ from genofed.protocol.secagg.messages import (
 from genofed.protocol.secagg.prg import apply_mask, pair_seed, self_seed
 from genofed.protocol.secagg.proof import prove
 from genofed.protocol.secagg.sealing import (
-    NONCE_BYTES,
     UnopenedBundle,
     accusation_context,
     open_bundle,
@@ -183,14 +183,12 @@ class SecAggClient:
         shares = shamir.split(secrets, np.array([j + 1 for j in order]), self.config.params.t,
                               self._entropy)
         s_bytes, b_bytes = shamir.shares_to_bytes(shares[0]), shamir.shares_to_bytes(shares[1])
-        sealed = []
-        for pos, j in enumerate(order):
-            box = seal_bundle(seal[j], self._ctx, self.index, j, ShareValue(s_bytes[pos]),
-                               ShareValue(b_bytes[pos]), self._entropy(NONCE_BYTES))
-            sealed.append(Sealed.create(self._identity, self._ctx, self.index, j, box))
+        sealed = tuple(Sealed(j, seal_bundle(seal[j], self._ctx, self.index, j,
+                                             ShareValue(s_bytes[pos]), ShareValue(b_bytes[pos])))
+                       for pos, j in enumerate(order))
         self._peers, self._seal, self._pair = peers, seal, pair
         self.stage = Stage.MASKED_INPUT
-        return EncryptedShares.create(self._identity, self._header(), sealed=tuple(sealed))
+        return EncryptedShares.create(self._identity, self._header(), sealed=sealed)
 
     def _agree(self, peers: dict[int, AdvertiseKeys]
                ) -> tuple[dict[int, PairKey], dict[int, MaskSeed]]:
@@ -223,7 +221,7 @@ class SecAggClient:
         held: dict[int, tuple[ShareValue, ShareValue]] = {}
         accused: dict[int, Accusation] = {}
         for s in msg.sealed:
-            j = s.peer
+            j = s.sender
             if j not in self._peers:
                 raise InconsistentRequest(f"client {self.index}: shares from {j}, whose keys "
                                           "it never took")
@@ -240,9 +238,9 @@ class SecAggClient:
         return MaskedInput.create(self._identity, self._header(), bits=self.config.ring.bits,
                                   words=y, accusations=tuple(accused[j] for j in sorted(accused)))
 
-    def _accuse(self, j: int, s: Sealed, why: UnopenedBundle) -> Accusation:
+    def _accuse(self, j: int, s: Relayed, why: UnopenedBundle) -> Accusation:
         """The accusation of a peer whose bundle did not open, if the peer signed it."""
-        if not s.verify(self.config.roster[j].identity, self._ctx, j, self.index):
+        if not s.verify(self.config.roster[j].identity, self._ctx, self.index):
             raise ForgedMessage(f"client {self.index}: a bundle relayed as {j}'s does not open "
                                 f"and is not signed by {j}") from None
         log.warning("client %d accuses client %d: %s", self.index, j, why)

@@ -1,17 +1,20 @@
 """The messages of a round, frozen dataclasses with one explicit byte encoding each.
 
-Wire: b"GSA2" | core | Ed25519 signature (64 bytes). The signature covers
-b"genofed/secagg/v2\\0" | core (in MaskedInput with the packed values replaced by their
+Wire: b"GSA3" | core | Ed25519 signature (64 bytes). The signature covers
+b"genofed/secagg/v3\\0" | core (in MaskedInput with the packed values replaced by their
 BLAKE2b-256), and core always starts with the header: kind (u8), stage (u8),
 federation (text), round (u64), configuration digest (32 bytes), sender (u32 roster index, or
 SERVER). So every signature binds federation, round, configuration, stage and sender, and a
 signature of one kind of message never verifies as another.
 
-Version 2 (blame for provable disruption) changed three things, so that a recipient can prove
-a neighbour's shares bad (`blame.py`): the `c` key of AdvertiseKeys is a point of the Ed25519
-group (`SealPublicKey`), each sealed bundle carries its sender's own signature over
-(round, sender, recipient, ciphertext) in EncryptedShares and ShareDelivery alike, and a
-MaskedInput may end with accusations (none: the version 1 body, byte for byte).
+Version 2 (blame for provable disruption) made the `c` key of AdvertiseKeys a point of the
+Ed25519 group (`SealPublicKey`), so that a recipient can prove a neighbour's shares bad
+(`blame.py`), and let a MaskedInput end with accusations (none: the version 1 body, byte for
+byte). Version 3 made the bundles small (`sealing.py`: 96 bytes, the round and direction in
+the key, no nonce sent) and signs them once: EncryptedShares signs the Merkle root of its
+(recipient, ciphertext) pairs (`merkle.py`) instead of each bundle, and ShareDelivery relays
+each bundle with its sender's signature and the leaf's path, from which the recipient checks
+the sender's signature before it accuses.
 
 Client -> server: AdvertiseKeys, EncryptedShares, MaskedInput (with any accusations),
 ConsistencySignature, UnmaskShares. Server -> client(s): KeyList, ShareDelivery, SurvivorList,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar, TypeVar
@@ -33,6 +37,7 @@ import numpy as np
 from genofed.protocol.codec_packing import pack_bits, packed_size, unpack_bits
 from genofed.protocol.codec_stages import CodecError
 from genofed.protocol.ring import Ring, RingError, RingVector
+from genofed.protocol.secagg import merkle
 from genofed.protocol.secagg.config import MAX_LENGTH
 from genofed.protocol.secagg.encoding import Reader, Writer
 from genofed.protocol.secagg.errors import MalformedMessage
@@ -47,14 +52,13 @@ from genofed.protocol.secagg.keys import (
 )
 from genofed.protocol.secagg.prg import RoundContext
 from genofed.protocol.secagg.proof import PROOF_BYTES, KeyProof
+from genofed.protocol.secagg.sealing import CIPHERTEXT_BYTES
 from genofed.protocol.secagg.shamir import SHARE_BYTES
 
-MAGIC = b"GSA2"
-DOMAIN = b"genofed/secagg/v2\x00"
-SEALED_DOMAIN = b"genofed/secagg/v2/sealed\x00"
+MAGIC = b"GSA3"
+DOMAIN = b"genofed/secagg/v3\x00"
 SERVER = 0xFFFFFFFF
 MAX_CLIENTS = 1 << 16
-MAX_CIPHERTEXT = 512
 _SIG = 64
 
 
@@ -168,31 +172,44 @@ class Message:
 
 @dataclass(frozen=True)
 class Sealed:
-    """An encrypted share bundle, the peer at its other end, and the signature of its sender
-    over (round, sender, recipient, ciphertext): relayed with the bundle, it lets the
-    recipient prove what the sender sent it, and lets no one else pass a bundle off as it."""
+    """An encrypted share bundle and the client at its other end (its recipient, in the
+    sender's EncryptedShares)."""
 
     peer: int
     ciphertext: bytes = field(repr=False)
+
+    def leaf(self) -> bytes:
+        """Its leaf in its sender's Merkle tree."""
+        return merkle.leaf(self.peer, self.ciphertext)
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A bundle as the server relays it to its recipient: its sender, the ciphertext, its
+    place in the sender's Merkle tree (`index` of `count`, and the sibling hashes up to the
+    root) and the sender's signature of its EncryptedShares. With them the recipient can
+    prove what the sender sent it, and no one can pass a bundle off as another client's."""
+
+    sender: int
+    ciphertext: bytes = field(repr=False)
+    index: int
+    count: int
+    path: tuple[bytes, ...] = field(repr=False)
     signature: Signature = field(repr=False)
 
-    @classmethod
-    def create(cls, identity: SigningIdentity, ctx: RoundContext, sender: int, recipient: int,
-               ciphertext: bytes) -> Sealed:
-        """`sender`'s bundle for `recipient`, as it puts it into its EncryptedShares."""
-        return cls(recipient, ciphertext,
-                   identity.sign(sealed_bytes(ctx, sender, recipient, ciphertext)))
-
-    def verify(self, key: IdentityKey, ctx: RoundContext, sender: int, recipient: int) -> bool:
-        """Whether `key` signed this bundle as sent from `sender` to `recipient`."""
-        return key.verify(sealed_bytes(ctx, sender, recipient, self.ciphertext),
-                          self.signature)
+    def verify(self, key: IdentityKey, ctx: RoundContext, recipient: int) -> bool:
+        """Whether `key` signed, in its EncryptedShares of this round, this bundle to
+        `recipient`."""
+        top = merkle.root_from_path(merkle.leaf(recipient, self.ciphertext), self.index,
+                                    self.count, self.path)
+        return top is not None and key.verify(
+            shares_signed_bytes(Header.of(ctx, self.sender), self.count, top), self.signature)
 
 
-def sealed_bytes(ctx: RoundContext, sender: int, recipient: int, ciphertext: bytes) -> bytes:
-    """What the sender of a bundle signs (a domain of its own: never a message's bytes)."""
-    return Writer().fixed(SEALED_DOMAIN).fixed(ctx.encode()).u32(sender).u32(recipient) \
-        .blob(ciphertext).getvalue()
+def shares_signed_bytes(header: Header, count: int, root: bytes) -> bytes:
+    """What the sender of an EncryptedShares of `count` bundles with Merkle root `root` signs."""
+    probe = EncryptedShares(header=header, signature=Signature(bytes(_SIG)), sealed=())
+    return probe._write_header(Writer().fixed(DOMAIN)).u32(count).fixed(root).getvalue()
 
 
 @dataclass(frozen=True)
@@ -236,12 +253,34 @@ class KeyList(Message):
 def _write_sealed(w: Writer, items: tuple[Sealed, ...]) -> None:
     w.u32(len(items))
     for s in items:
-        w.u32(s.peer).blob(s.ciphertext).fixed(s.signature.raw)
+        w.u32(s.peer).fixed(s.ciphertext)
 
 
 def _read_sealed(r: Reader) -> tuple[Sealed, ...]:
-    return tuple(Sealed(r.u32(), r.blob(MAX_CIPHERTEXT), Signature(r.fixed(_SIG)))
-                 for _ in range(r.count(MAX_CLIENTS)))
+    items = tuple(Sealed(r.u32(), r.fixed(CIPHERTEXT_BYTES)) for _ in range(r.count(MAX_CLIENTS)))
+    if any(a.peer >= b.peer for a, b in itertools.pairwise(items)):
+        raise MalformedMessage("sealed shares: recipients not in increasing order")
+    return items
+
+
+def _write_relayed(w: Writer, items: tuple[Relayed, ...]) -> None:
+    w.u32(len(items))
+    for s in items:
+        w.u32(s.sender).fixed(s.ciphertext).u32(s.index).u32(s.count)
+        for h in s.path:
+            w.fixed(h)
+        w.fixed(s.signature.raw)
+
+
+def _read_relayed(r: Reader) -> tuple[Relayed, ...]:
+    items = []
+    for _ in range(r.count(MAX_CLIENTS)):
+        sender, ciphertext, index, count = r.u32(), r.fixed(CIPHERTEXT_BYTES), r.u32(), r.u32()
+        if not index < count <= MAX_CLIENTS:
+            raise MalformedMessage(f"relayed shares: leaf {index} of a tree of {count}")
+        path = tuple(r.fixed(merkle.HASH_BYTES) for _ in range(merkle.path_length(index, count)))
+        items.append(Relayed(sender, ciphertext, index, count, path, Signature(r.fixed(_SIG))))
+    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -259,10 +298,18 @@ class EncryptedShares(Message):
 
     KIND: ClassVar[Kind] = Kind.ENCRYPTED_SHARES
     STAGE: ClassVar[Stage] = Stage.SHARE_KEYS
-    sealed: tuple[Sealed, ...] = field(kw_only=True)  # peer = recipient
+    sealed: tuple[Sealed, ...] = field(kw_only=True)  # peer = recipient, in increasing order
 
     def _write(self, w: Writer) -> None:
         _write_sealed(w, self.sealed)
+
+    def _write_signed(self, w: Writer) -> None:
+        # One signature for all k bundles, over their Merkle root (`merkle.py`).
+        w.u32(len(self.sealed)).fixed(self.root())
+
+    def root(self) -> bytes:
+        """The Merkle root of the bundles, in their order."""
+        return merkle.root([s.leaf() for s in self.sealed])
 
     @classmethod
     def _read(cls, r: Reader) -> dict[str, object]:
@@ -276,15 +323,15 @@ class ShareDelivery(Message):
     KIND: ClassVar[Kind] = Kind.SHARE_DELIVERY
     STAGE: ClassVar[Stage] = Stage.MASKED_INPUT
     recipient: int = field(kw_only=True)
-    sealed: tuple[Sealed, ...] = field(kw_only=True)  # peer = original sender
+    sealed: tuple[Relayed, ...] = field(kw_only=True)
 
     def _write(self, w: Writer) -> None:
         w.u32(self.recipient)
-        _write_sealed(w, self.sealed)
+        _write_relayed(w, self.sealed)
 
     @classmethod
     def _read(cls, r: Reader) -> dict[str, object]:
-        return {"recipient": r.u32(), "sealed": _read_sealed(r)}
+        return {"recipient": r.u32(), "sealed": _read_relayed(r)}
 
 
 @dataclass(frozen=True, eq=False)

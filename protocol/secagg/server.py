@@ -26,9 +26,8 @@ from typing import NoReturn
 import numpy as np
 
 from genofed.protocol.ring import RingError, RingVector
-from genofed.protocol.secagg import reveal, shamir
+from genofed.protocol.secagg import merkle, reveal, shamir
 from genofed.protocol.secagg.blame import (
-    BAD_SHARES,
     FALSE_ACCUSATION,
     INVALID_KEY,
     VIOLATION,
@@ -66,7 +65,7 @@ from genofed.protocol.secagg.messages import (
     KeyList,
     MaskedInput,
     Message,
-    Sealed,
+    Relayed,
     ServerMessage,
     ShareDelivery,
     Stage,
@@ -204,11 +203,7 @@ class SecAggServer:
         if len(set(peers)) != len(peers) or set(peers) != expected:
             raise ProtocolViolation(f"client {j} sealed shares to {sorted(peers)}, not to its "
                                     f"advertised neighbours {sorted(expected)}")
-        identity = self.config.roster[j].identity
-        for s in msg.sealed:  # the recipient relies on it to accuse j, and only then
-            if not s.verify(identity, self._ctx, j, s.peer):
-                raise Disruption(BAD_SHARES, f"client {j}'s bundle for client {s.peer} is not "
-                                 "signed by it")
+        # j's signature, checked in `receive`, covers every bundle (through their Merkle root)
         self._sealed[j] = msg
 
     def _take_masked(self, msg: MaskedInput) -> None:
@@ -288,11 +283,14 @@ class SecAggServer:
         if not u2:
             self._abort("no client shared its keys")
         self._check_recoverable(u2, "ShareKeys")
-        inbox: dict[int, list[Sealed]] = {v: [] for v in u2}
+        inbox: dict[int, list[Relayed]] = {v: [] for v in u2}
         for u in sorted(u2):
-            for s in self._sealed[u].sealed:
+            sent = self._sealed[u]
+            paths = merkle.paths([s.leaf() for s in sent.sealed])
+            for pos, s in enumerate(sent.sealed):
                 if s.peer in inbox:
-                    inbox[s.peer].append(Sealed(u, s.ciphertext, s.signature))
+                    inbox[s.peer].append(Relayed(u, s.ciphertext, pos, len(sent.sealed),
+                                                 paths[pos], sent.signature))
         return {v: ShareDelivery.create(self._identity, self._header(), recipient=v,
                                         sealed=tuple(items)) for v, items in inbox.items()}
 

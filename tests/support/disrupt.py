@@ -7,7 +7,7 @@ are. Used by the in-memory tests (the driver's `intercept`, the simulator's `tam
 `faulty_agent.py` on the real broker.
 
 - `zero_key`: the advertisement's X25519 mask key (or the sealing key) all zero.
-- `garbage_shares`: every sealed bundle replaced by random bytes of its length, each signed.
+- `garbage_shares`: every sealed bundle replaced by random bytes of its length, all signed.
 - `false_accusation`: the masked input accuses a neighbour whose shares opened, with the right
   pairwise key and its proof (`proof_ok`) or with a proof of another key.
 - `wrong_reveal`: the unmasking answer with shares off by one (the lowest bit of the first
@@ -49,13 +49,12 @@ def zero_key(payload: bytes, identity: SigningIdentity, *, which: str = "s_pk") 
 
 def garbage_shares(payload: bytes, identity: SigningIdentity, *,
                    only: set[int] | None = None, rand: Random = os.urandom) -> bytes:
-    """Shares with random bundles (to `only` those peers, or to all), each signed."""
+    """Shares with random bundles (to `only` those peers, or to all), signed."""
     msg = decode(payload)
     if not isinstance(msg, EncryptedShares):
         return payload
-    ctx, me = msg.header.context, msg.header.sender
-    sealed = tuple(Sealed.create(identity, ctx, me, s.peer, rand(len(s.ciphertext)))
-                   if only is None or s.peer in only else s for s in msg.sealed)
+    sealed = tuple(Sealed(s.peer, rand(len(s.ciphertext))) if only is None or s.peer in only
+                   else s for s in msg.sealed)
     return EncryptedShares.create(identity, msg.header, sealed=sealed).encode()
 
 

@@ -309,14 +309,14 @@ def test_client_rejects_forged_replayed_misrouted_and_wrong_round_requests() -> 
     first = d0.sealed[0]
     # A bundle the aggregator changed does not open and is not signed by its sender: the
     # delivery is refused whole, and nothing is revealed.
-    flipped = m.Sealed(first.peer, first.ciphertext[:-1] + bytes([first.ciphertext[-1] ^ 1]),
-                       first.signature)
+    flipped = dataclasses.replace(
+        first, ciphertext=first.ciphertext[:-1] + bytes([first.ciphertext[-1] ^ 1]))
     clients[0].set_input(np.zeros(f.config.length, dtype=np.uint64))
     with pytest.raises(ForgedMessage, match="not signed"):
         clients[0].masked_input(m.ShareDelivery.create(f.server_id, d0.header, recipient=0,
                                                        sealed=(flipped, *d0.sealed[1:])))
     # j's bundle claimed to be from l
-    rerouted = m.Sealed(d0.sealed[1].peer, first.ciphertext, first.signature)
+    rerouted = dataclasses.replace(first, sender=d0.sealed[1].sender)
     with pytest.raises(ForgedMessage, match="not signed"):
         clients[0].masked_input(m.ShareDelivery.create(f.server_id, d0.header, recipient=0,
                                                        sealed=(d0.sealed[0], rerouted)))
@@ -418,10 +418,10 @@ def test_messages_round_trip() -> None:
 
 
 # -- the wire format, pinned --------------------------------------------------------------------
-# The sha256 of every pinned encoding was computed for version 2 of the messages (b"GSA2", blame
-# for provable disruption: sealing keys in the Ed25519 group, signed bundles, accusations),
-# whose MaskedInput core without accusations is version 1's byte for byte (checked below
-# against the documented layout): a change here breaks every deployed device. The MaskedInput
+# The sha256 of every pinned encoding was computed for version 3 of the messages (b"GSA3":
+# 96-byte bundles signed once through a Merkle root; version 2 brought blame for provable
+# disruption), whose MaskedInput core without accusations is version 1's byte for byte (checked
+# below against the documented layout): a change here breaks every deployed device. The MaskedInput
 # core is rebuilt from the documented layout (messages.py, codec_packing.py) with Python
 # integers.
 
@@ -430,35 +430,35 @@ _PIN_IDENTITY = SigningIdentity(IdentitySeed(bytes(range(32))))
 _PIN_HEADER = m.Header("fed", 7, Digest(bytes(range(32, 64))), 3)
 _PIN_LONG = 2 * (1 << 16) + 5  # crosses two packing chunks
 _PINNED_SHORT = {
-    1: 'ed06dcc625d89506bd3ddcdb0d5028c8c85803026b3b84605d184f1fb6968498',
-    7: '463b8cbd2cac5d0c03bc3f06627a828a72222693716b6d33829a085faa4400ba',
-    8: '0e3974994c3a8296eacbbb11ef875fdc1a19efa4301d445f174e6ebb8b236ce6',
-    12: 'dd0b39e1475f40c9e983a41b99b1d2cdf7a2eda2673f5cc09521e1d9c03251de',
-    16: 'f8c66a9a1a0b2808c47fa62febfe56f00e0ccf9fd75d41e0f290c8740c2372a4',
-    31: 'c783bddd7c1f2ae61b0a09baa152222719c6056232ad0d494d5f594b0fe202fe',
-    32: '80de49474e554b0da52589983f428d8cfb469e24b2ca98cd23d9b37fab4a27f4',
-    33: '0b8706ed8a7935a77aed3926a54a88019d95d32eff4e38885804ca949b538072',
-    63: '257a7f2f95f80abe43ad60da0fcf53191b4336d4bc0ab573cf59b38e2bffbe19',
-    64: 'bb17570153f5fa8ebaf48091d6816b27fe6f889ace7f5265506073c9342f5429',
+    1: '0f8c42c5d862fc092d97f1cb19fd26a0b792477b3dbc06c8f41d59327f6cb922',
+    7: 'b55785199ffb282b3ac3e07e7e9cce35fe7bfc0bf728eec99b3f20dab4caa395',
+    8: '809ce867b6668f146d1ea3da13e3c1b5bca50a70507c7bd150fabfc1f63a3ff9',
+    12: '1444de5a4d67674539e7965ea477a0e27619ccae6d934f0ee62ce45d3ce06a96',
+    16: '9bc2a4bd5db513003d598358a2e21bbee4d94fb82f40a5275c100174395f6a12',
+    31: 'b8a1f999ba292b023a47ccbfda198a2d6596dd8087457eba61b5573f59f73de9',
+    32: '6dfd0999f95042d7804b77dc4aaf8811d4f735a253ede11972ea02e2ac33e656',
+    33: 'd75ed81f133db9c6ed66aa61df4a3aaff704787f3c777de52183024d4ab0024d',
+    63: 'd667992ed8d8ec97b7fa52abccc6ec2f368d5efeebdeec8bb38e4ffcd492ca6d',
+    64: '76f7215512ad514a9985f37604fb4db947a93201fefa63e6d1fdc996471123a6',
 }
 _PINNED_LONG = {
-    1: 'f23f9b736fefb3ae129ebcf7d4972751ec95fa3abe70a547ebe7194edd3c04d4',
-    7: '3c707378e1b55a41197ccbfc91691de47c1d8f8f2cd56e4629fc08aabe121a3d',
-    8: '66fec81c6b8f27696368b63542f1c2096201b2d037e028201775ad46c2682f3a',
-    12: 'a4aea1f0837f24e3646f45f06004d2a7a53c82d41a6d211239ad850c96a5fb15',
-    16: 'b38b94b7d7e23be399eb6ceeeb915fec380646f3ebdfc65f2d58b01ec0f2e1b3',
-    31: 'a88140297acadc2541cfa54904fdb66e986c4c1cc572417ed80213f0772476e3',
-    32: 'a32a93a82668900a2bfab6b8002c6a055ea1e1894f0178006768a7a50b0c246b',
-    33: '8198fc7e7225d7de16e4e5d33bada260d4a9e0f52a23f74b360a7523ab5f8d00',
-    63: '0ae20cbe230af8bfca7d91044b4ddb7cb8cd4dbb7ead3c2823021e0a4346e38a',
-    64: '12c5f955d8590a88026704d2da97729d031d1e032f0376579ee4212b2e942f46',
+    1: '795bde000eae5104c416e8ede66a0a4f0b4eff08c4e17d6ae66025140e905fd6',
+    7: '25b18ec4b696849a4a46129783bfed0f0ca05ba92a3c6be660142d6d26ae5c6f',
+    8: '97eb548316559c0091b7d060345a27e10800a79f05c9019bea8c3705544d0928',
+    12: 'de0ff12681a41135e69daf59c4beb6a4629eae3a3c052a33c7ff44a1971fa5f7',
+    16: '3ce539dd35812c7623d13b83b647d03a62c2a0351d1ee1f3d863c6430b3d0444',
+    31: '7f66d51c506d0d85c9a252d23b71af68229984587c6ce7919650f46987f01c10',
+    32: '275f8b3376a60efb0c160e22bc3af79d6654e3469e2ffa17ce71365399d77a9d',
+    33: '5a44d024a41e4307a23e7cbe22e59b8a2853c6dfa0bd7f1350a6618a02f6b165',
+    63: 'b9369a07f533d620fae5e0f645e6167a3a93d544153bac43937c3b8865fa800c',
+    64: '060e05b99aac7454c7b76d46526cfd4284584f9fd6c691dced983ad6fff6e7bf',
 }
 _PINNED_ROUNDS = {  # bits: (messages in transit, sha256 of them all and of the sum)
-    1: (39, '28aba6efbe70a2faddb04e6ae4878daa519a256c690ddf838a4b26a06a17012f'),
-    12: (39, '2b4952101855c49ba16a47e96e8b7f0c0aa9b5b2fe0990eb0c5eb14ffafa62a5'),
-    32: (39, '2baff3cfc65fdf5290c82c5f308e1515f7c7c927cd94bc18245a8e7905a3eeae'),
-    33: (39, '921b01e6a434e273c1b84d34c1ad20b9d56840c235d32027846de4b0c0be6dff'),
-    64: (39, '61afd3313c0960f207ece62886309fcb51cab1db056d3a1e96f2b1553f40c145'),
+    1: (39, '7c1a4a9f074bdc33732104a080206fe85d281669bb4f3330ad31003e7920615a'),
+    12: (39, 'e0ef3ef2c05c16486869ee38349e910823f349e0df2a540e2ee025ab3d5d0da1'),
+    32: (39, 'eaf217435e0aad65ca63d84500ecb9c5a9c93008ef765ff7b8fec096b1c14fec'),
+    33: (39, '91d5b55d850d9181008e591d5b3fd356f8fc6e6a1b7ea353b3c2037fab2a490a'),
+    64: (39, 'fca11bca3f62d9b29d371afd6af1d40365edd568b1259209c536ad5af05046b3'),
 }
 
 
