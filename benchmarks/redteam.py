@@ -1,13 +1,13 @@
 """The privacy red team at the issue's cross-device shape: one genome a device, 100 devices a
 federation, 4,000 panel sites of a genome-wide simulated cohort, 8 rounds of FedAvg at server
 lr 1 from zero (the demo's local training), 16 balanced federations a pool (each attacked with
-the other 15 as its shadows), 3 pools (seeds), at epsilon none, 8, 4, 2 (the cross-device
-default, per device) and 1, delta 1e-5, no amplification by sampling. Writes the red team's
+the other 15 as its shadows), 3 pools (seeds), at epsilon none, 8, 4, 2 and 1 (the
+cross-device default, per device), delta 1e-5, no amplification by sampling. Writes the red team's
 page beside the results.
 
 Then the demo's cross-silo shape (6 clinics x 200 genomes, 500 sites, 8 rounds, 8
-federations a pool, 3 pools) without DP and with DP-SGD at epsilon 3 and 2 per record
-(`privacy/redteam_silo.py`), its keys prefixed `silo_`.
+federations a pool, 3 pools) without DP and with DP-SGD at epsilon 3 and 2 (the default)
+per record (`privacy/redteam_silo.py`), its keys prefixed `silo_`.
 
 Summary: `strongest_attack_auc_no_dp`, `strongest_attack_auc_default_eps` (and at each
 epsilon), `default_epsilon`, the ceiling at the default, the model's test AUC at each, and
@@ -30,11 +30,14 @@ from genofed.privacy.redteam import Shape, violations
 from genofed.privacy.redteam_silo import silo_shape
 from genofed.privacy.redteam_sim import Genomes, redteam
 from genofed.privacy.report import verdicts, write_report
+from genofed.protocol.privacyspec import DEFAULT_EPSILON as PRODUCT_DEFAULT
 
-DEFAULT_EPSILON = 2.0
-EPSILONS = (None, 8.0, 4.0, DEFAULT_EPSILON, 1.0)
-SILO_DEFAULT = 3.0  # per record, as `genofed demo --dp 3` runs it
-SILO_EPSILONS = (None, SILO_DEFAULT, 2.0)
+# the product's defaults (`privacyspec.DEFAULT_EPSILON`: per device, per record), among the rest
+DEFAULT_EPSILON = PRODUCT_DEFAULT["device"]
+EPSILONS = (None, 8.0, 4.0, 2.0, 1.0)
+SILO_DEFAULT = PRODUCT_DEFAULT["record"]  # as `genofed demo --dp` runs it
+SILO_EPSILONS = (None, 3.0, 2.0)
+assert DEFAULT_EPSILON in EPSILONS and SILO_DEFAULT in SILO_EPSILONS
 
 
 def summarize(doc: dict[str, Any], epsilons: Sequence[float | None], default: float,
