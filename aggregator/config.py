@@ -50,8 +50,9 @@
     duo = ["HMB", "IRB"]   # GA4GH DUO codes, short form or DUO:0000042
 
     [privacy]              # absent: secure aggregation only, no differential privacy
-    epsilon = 2.0          # the federation's target over all rounds, per unit:
-    delta = 1e-5           # (the noise is calibrated so that `rounds` rounds spend it)
+    epsilon = 1.0          # the federation's target over all rounds, per unit (the noise
+    delta = 1e-5           # is calibrated so that `rounds` rounds spend it); absent: 1 per
+                           # device, 2 per record (DEFAULT_EPSILON); 0: DP off
     unit = "device"        # "device": user-level, Skellam noise in the codec (cross-device);
                            # "record": record-level DP-SGD on each device (cross-silo)
     sample_rate = 0.05     # "record": the probability each record joins a DP-SGD step
@@ -67,6 +68,7 @@ from genofed import config
 from genofed.aggregator.cohort import CohortPolicy
 from genofed.aggregator.optimizers import ServerOptimizer
 from genofed.errors import LocalInputError
+from genofed.protocol.privacyspec import DEFAULT_EPSILON
 from genofed.protocol.roundspec import TrainingSpec
 from genofed.protocol.schema import check_duo
 from genofed.protocol.topics import check_name
@@ -156,7 +158,9 @@ class StudySection:
 
 @dataclass(frozen=True)
 class PrivacySection:
-    """`[privacy]`: differential privacy; epsilon 0 (the default) is off. `unit = "device"`
+    """`[privacy]`: differential privacy, off when the section is absent or epsilon is 0; a
+    section without epsilon targets the unit's default (`privacyspec.DEFAULT_EPSILON`, chosen
+    by the red team: 1 per device, 2 per record). `unit = "device"`
     (cross-device, user-level): each device adds Skellam noise inside the codec, calibrated so
     that `[rounds] rounds` rounds, each at its fewest accepted survivors, spend `epsilon` at
     `delta` with no amplification by the cohort's sampling assumed. `unit = "record"`
@@ -164,28 +168,33 @@ class PrivacySection:
     Poisson-sampled at `sample_rate`), its noise multiplier calibrated so that every step of
     every round spends `epsilon` per record (`aggregator/privacy.py`)."""
 
-    epsilon: float = 0.0
+    epsilon: float | None = None  # None: the unit's default
     delta: float = 1e-5
     unit: str = "device"
     sample_rate: float = 0.05
     clip: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.unit not in ("device", "record"):
+        if self.unit not in DEFAULT_EPSILON:
             raise LocalInputError(f"[privacy] unit must be \"device\" or \"record\", got "
                                   f"{self.unit!r}")
         if not (0 < self.sample_rate <= 1 and 0 < self.clip < 1e6):
             raise LocalInputError(f"[privacy] sample_rate must be in (0, 1] and clip > 0, got "
                                   f"{self.sample_rate} and {self.clip}")
-        if not (0 <= self.epsilon <= 100):
+        if not (0 <= self.target <= 100):
             raise LocalInputError(f"[privacy] epsilon must be 0 (off) or in (0, 100], got "
                                   f"{self.epsilon}")
         if not 0 < self.delta < 1e-2:
             raise LocalInputError(f"[privacy] delta must be in (0, 0.01), got {self.delta}")
 
     @property
+    def target(self) -> float:
+        """The epsilon the federation targets: the one named, or the unit's default."""
+        return DEFAULT_EPSILON[self.unit] if self.epsilon is None else self.epsilon
+
+    @property
     def on(self) -> bool:
-        return self.epsilon > 0
+        return self.target > 0
 
 
 @dataclass(frozen=True)
@@ -201,7 +210,7 @@ class AggregatorConfig:
     server: ServerSection = field(default_factory=ServerSection)
     store: StoreSection = field(default_factory=StoreSection)
     study: StudySection = field(default_factory=StudySection)
-    privacy: PrivacySection = field(default_factory=PrivacySection)
+    privacy: PrivacySection = field(default_factory=lambda: PrivacySection(epsilon=0.0))
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1:<port>; 0 = off
 
     def __post_init__(self) -> None:

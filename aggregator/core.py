@@ -123,7 +123,7 @@ class AggregatorCore(Deliveries):
         if p.on:
             rate = self.cfg.cohort.sampling_rate
             self.privacy = PrivacyLedger.restore(
-                p.epsilon, p.delta, rate if rate < 1 and p.unit == "device" else None, s.spent,
+                p.target, p.delta, rate if rate < 1 and p.unit == "device" else None, s.spent,
                 p.unit)
         if s.model is None:
             out.append(StoreModel(0, self.model.initial))

@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--local-optimizer", choices=["sgd", "sgd_momentum", "adam"], default="sgd",
                    help="the devices' optimizer, sent in each round's task")
     d.add_argument("--report", type=Path, help="write the round table and AUCs as JSON")
-    d.add_argument("--dp", type=float, metavar="EPSILON",
+    d.add_argument("--dp", type=_dp_arg, nargs="?", const="default", metavar="EPSILON",
                    help="differential privacy: all the rounds spend at most EPSILON (delta "
-                   "1e-5) per unit; prints the epsilon spent beside each round's AUC")
+                   "1e-5) per unit, without EPSILON the unit's default (1 per device, 2 per "
+                   "record); prints the epsilon spent beside each round's AUC")
     d.add_argument("--dp-unit", choices=["record", "device"], default="record",
                    help="with --dp: record (DP-SGD in each clinic, per genome: the demo's "
                    "shape) or device (Skellam noise inside secure aggregation, per device: "
@@ -438,8 +439,25 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, devices=args.devices, rounds=args.rounds, model=args.model,
              seed=args.seed, report=args.report, local_optimizer=args.local_optimizer,
-             dp_epsilon=args.dp, dp_unit=args.dp_unit)
+             dp_epsilon=demo_epsilon(args), dp_unit=args.dp_unit)
     return 0
+
+
+def _dp_arg(text: str) -> float | str:
+    """--dp's value: a number, or "default" (what --dp alone gives)."""
+    if text == "default":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def demo_epsilon(args: argparse.Namespace) -> float | None:
+    """The demo's DP target: none, the one named, or (`--dp` alone) the unit's default."""
+    from genofed.protocol.privacyspec import DEFAULT_EPSILON
+
+    return DEFAULT_EPSILON[args.dp_unit] if args.dp == "default" else args.dp
 
 
 def _bench(args: argparse.Namespace) -> int:

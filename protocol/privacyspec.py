@@ -41,6 +41,14 @@ if TYPE_CHECKING:
 # cross-device, user-level: Skellam noise in the codec; cross-silo, record-level: DP-SGD
 MECHANISMS = {"device": "skellam", "record": "sampled_gaussian"}
 UNITS = tuple(MECHANISMS)
+# The target epsilon (over all rounds, at delta 1e-5, no amplification by sampling assumed) of
+# a federation that turns DP on without naming one. Chosen by the red team (`genofed bench
+# redteam`, docs/ARCHITECTURE.md): the smallest round numbers of epsilon at which no attack it
+# runs reached AUC 0.55 or TPR 0.5% at 0.1% FPR. Per device, 1 (at 2 the released model's
+# loss threshold and LiRA read 0.56 on 100 one-genome devices over 8 rounds: epsilon 2
+# allows an attack up to 0.63 there, and that one comes close); per record, 2 (0.554 at 3 on
+# the demo's clinics). A federation trades privacy for accuracy by naming a larger one.
+DEFAULT_EPSILON = {"device": 1.0, "record": 2.0}
 # How far the declared sensitivity may sit above the device's own computation: float
 # formatting through JSON only; a smaller declared value is always refused.
 SENSITIVITY_SLACK = 1e-9

@@ -11,13 +11,14 @@ client from the round, on evidence it checks itself, and the round goes on witho
 - A bundle that does not open. Its sender signed it (its EncryptedShares signs the Merkle
   root of all its bundles, `merkle.py`), the aggregator relays that signature with the leaf's
   path (`messages.Relayed`), and the recipient accuses the sender only of a bundle that the
-  path and signature prove the sender's, so no one but the sender can be the source. The recipient holds none of the sender's
-  shares and leaves their pair mask out of its MaskedInput; the accusation in it reveals the
-  pairwise key K of the two with a proof that K is c_i * C_j for their advertised keys
-  (`proof.py`). The aggregator checks the proof, opens the signed bundle with K by the
-  recipient's own rule (`sealing.open_bundle`), and blames the sender if it does not open,
-  the accuser if it does or if the proof fails. A false accusation thus excludes the accuser
-  (its MaskedInput is refused whole) and never the honest sender.
+  path and signature prove the sender's, so no one but the sender can be the source. The
+  recipient holds none of the sender's shares and leaves their pair mask out of its
+  MaskedInput; the accusation in it reveals the pairwise key K of the two with a proof that
+  K is c_i * C_j for their advertised keys (`proof.py`). The aggregator checks the proof,
+  opens the signed bundle with K by the recipient's own rule (`sealing.open_bundle`), and
+  blames the sender if it does not open, the accuser if it does or if the proof fails. A
+  false accusation thus excludes the accuser (its MaskedInput is refused whole) and never the
+  honest sender.
 - Any other signed message of the current stage that breaks the protocol (shares sealed to
   the wrong peers, a masked input of the wrong shape, an endorsement of another survivor set,
   an answer for peers not asked about or with shares outside the field): a ProtocolViolation

@@ -98,6 +98,23 @@ def test_aggregator_config(tmp_path: Path) -> None:
     assert cfg.rounds.training().optimizer == "sgd"
 
 
+def test_aggregator_privacy_defaults(tmp_path: Path) -> None:
+    """No [privacy]: DP off. A [privacy] without epsilon: the unit's default (1 per device,
+    2 per record, chosen by the red team); epsilon 0: off; one named: that one."""
+    p = tmp_path / "agg.toml"
+    base = 'federation = "x"\nbundle = "b"\nstate_dir = "s"\n'
+    p.write_text(base)
+    assert not load_aggregator_config(p).privacy.on
+    for section, target in (("", 1.0), ('unit = "device"\n', 1.0), ('unit = "record"\n', 2.0),
+                            ("epsilon = 0\n", 0.0), ('epsilon = 3\nunit = "record"\n', 3.0)):
+        p.write_text(base + "[privacy]\n" + section)
+        privacy = load_aggregator_config(p).privacy
+        assert (privacy.target, privacy.on) == (target, target > 0), section
+    p.write_text(base + "[privacy]\nepsilon = -1\n")
+    with pytest.raises(GenofedError, match=r"\[privacy\] epsilon must be 0"):
+        load_aggregator_config(p)
+
+
 @pytest.mark.parametrize("value, message", [
     ('"adagrad"', "[rounds] training optimizer must be one of sgd, sgd_momentum, adam, "
                   "got 'adagrad'"),
@@ -113,3 +130,14 @@ def test_aggregator_local_optimizer(tmp_path: Path, value: str, message: str) ->
     with pytest.raises(GenofedError) as err:
         load_aggregator_config(p)
     assert str(err.value).startswith(f"{p}: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("argv, epsilon", [
+    ([], None), (["--dp"], 2.0), (["--dp", "--dp-unit", "device"], 1.0),
+    (["--dp", "4"], 4.0), (["--dp", "0.5", "--dp-unit", "device"], 0.5),
+])
+def test_demo_dp_epsilon(argv: list[str], epsilon: float | None) -> None:
+    """`genofed demo --dp` alone takes the unit's default (record: 2, device: 1)."""
+    from genofed.cli.main import build_parser, demo_epsilon
+
+    assert demo_epsilon(build_parser().parse_args(["demo", *argv])) == epsilon

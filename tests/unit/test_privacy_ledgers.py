@@ -143,7 +143,7 @@ def test_a_device_sits_out_the_round_that_would_pass_its_owners_cap(tmp_path: Pa
 
 def test_a_capped_owner_joins_no_round_without_noise_and_a_damaged_ledger_joins_none(
         tmp_path: Path) -> None:
-    cfg = dataclasses.replace(config(), privacy=PrivacySection())  # DP off
+    cfg = dataclasses.replace(config(), privacy=PrivacySection(epsilon=0.0))  # DP off
     random = RoundRandom(np.random.default_rng(0), lambda: b"s" * 32)
     plain = plan_round(cfg, 0, 0, {d: k.public.raw for d, k in DEVICES.items()}, AGG.public,
                        DIM, random)
