@@ -171,21 +171,13 @@ def cross_device(size: Size, tmp: Path) -> tuple[list[dict[str, Any]], dict[str,
 
 def _central(c: Any, af: np.ndarray, tx: np.ndarray, subsample: int) -> dict[str, Any]:
     """The centralized model's test AUC report (see the module doc for the penalty)."""
-    import warnings
-
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-
-    from genofed.sim.evaluate import auc_report
+    from genofed.sim.evaluate import auc_report, central_scores
 
     rows = np.sort(np.random.default_rng(2).choice(len(c.train), min(subsample, len(c.train)),
                                                    replace=False))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        cv = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
-                                  max_iter=2000).fit(c.train.x(af, rows), c.train.y[rows])
-        clf = LogisticRegression(C=float(cv.C_[0]), max_iter=2000).fit(c.train.x(af),
-                                                                       c.train.y)
-    return auc_report(c.test.y, clf.decision_function(tx), c.test.ancestry)
+    x = c.train.x(af)
+    return auc_report(c.test.y, central_scores(x, c.train.y, tx, cv_rows=rows),
+                      c.test.ancestry)
 
 
 def main() -> None:

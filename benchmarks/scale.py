@@ -18,8 +18,11 @@ The peer, in the same run: the server's CPU seconds of the same round on the pro
 the ratio is what the service around the protocol (MQTT, the store, message checks) costs.
 
 `time_exponent_100_1000` is the slope of log(active seconds) on log(n); the CPU exponent
-beside it is the aggregator's. The cross-device AUC gap needs a 1,000-device-per-round run to
-convergence, which does not fit this machine's time: it is "not run".
+beside it is the aggregator's. `cross_device_auc_gap` is centralized minus federated test AUC
+with 1,000 one-genome devices a round, at the fleet's training and codec settings, run to
+convergence through the fast path of `fleet/learning.py` (a real-broker run of tens of
+1,000-device rounds does not fit this machine's time); its by-ancestry AUCs are in the row
+`learning`. SCALE_LEARNING=0 skips it.
 
     genofed bench scale        ->  benchmarks/results/scale.json
     SCALE_SIZES=30 genofed bench scale   (a quick look; SCALE_PROFILE=300 profiles n=300)
@@ -45,6 +48,7 @@ DROP_RATE, SEED = 0.05, 1
 # (benchmarks/secagg.py) sizes them. SCALE_SECAGG_DROPOUT=0.1 (a margin) or 0.3 (the
 # aggregator's default, for federations that lose 30%) write scale_dropout<X>.json instead.
 SECAGG_DROPOUT = float(os.environ.get("SCALE_SECAGG_DROPOUT", str(DROP_RATE)))
+LEARNING = os.environ.get("SCALE_LEARNING", "1") != "0"
 
 
 def one_size(root: Path, data: Any, n: int) -> dict[str, Any]:
@@ -128,6 +132,16 @@ def main() -> None:
         summary[f"cpu_exponent_{tag}"] = exponent(ns, [r["aggregator_cpu_s"] for r in rows])
     if PROFILE:
         summary["profile"] = str(root / f"agg-{PROFILE}.prof")
+    if LEARNING:
+        from genofed.fleet.learning import Learning, learning_gap
+
+        learned = learning_gap(Learning(per_round=max(SIZES)))
+        print(learned, flush=True)
+        rows.append({"n": "learning", **learned})
+        summary.update(cross_device_auc_gap=learned["auc_gap"],
+                       cross_device_centralized_auc=learned["centralized_auc"],
+                       cross_device_federated_auc=learned["federated_auc"],
+                       cross_device_rounds=learned["rounds"])
     write_results("scale" if SECAGG_DROPOUT == DROP_RATE else f"scale_dropout{SECAGG_DROPOUT}",
                   rows, summary)
 
