@@ -18,9 +18,8 @@ preimage attack on trees that hash both alike).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import hashlib
+from collections.abc import Sequence
 
 from genofed.protocol.secagg.encoding import Writer
 
