@@ -41,7 +41,7 @@ import numpy as np
 
 from genofed.agent.trainer import StepTrainer
 from genofed.errors import LocalInputError
-from genofed.models.manifest import Bundle, GraphSpec
+from genofed.models.manifest import INPUT_NORM, Bundle, GraphSpec
 from genofed.protocol.privacyspec import DpSgd
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,13 @@ class DpStepTrainer(StepTrainer):
         self._scalars = {k: np.zeros((), np.float32)
                          for k in ("clip", "noise_multiplier", "expected_batch")}
         self._dp: DpSgd | None = None
+        self._batch_sqnorm: np.ndarray | None = None  # train_dp's, for the next step only
         super().__init__(bundle, threads=threads, optimizer=optimizer)
         self._kept = np.flatnonzero(self.layout.keep)
+        # Logistic regression: the graph takes each example's masked squared input norm
+        # (genofed.export.dpsgd), computed here once for all the examples of a run.
+        self._norm_mask = self._mask[self._specs[0].name].reshape(-1) \
+            if INPUT_NORM in self._graph.inputs else None
 
     def _step_graph(self, optimizer: str) -> GraphSpec:
         if optimizer not in self.bundle.dpsgd:
@@ -164,6 +169,7 @@ class DpStepTrainer(StepTrainer):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise LocalInputError(f"trainer: steps must be an integer >= 0, got {steps!r}")
         n = x32.shape[0]
+        sqnorm = self.input_sqnorm(x32) if self._norm_mask is not None else None
         self._dp = dp
         self._scalars["clip"][...] = dp.clip
         self._scalars["noise_multiplier"][...] = dp.noise_multiplier
@@ -174,7 +180,11 @@ class DpStepTrainer(StepTrainer):
             idx = poisson_sample(n, dp.sample_rate, self._randbytes)
             done += 1
             if len(idx):
-                losses.append(self.step(x32[idx], y32[idx], lr))
+                self._batch_sqnorm = None if sqnorm is None else sqnorm[idx]
+                try:
+                    losses.append(self.step(x32[idx], y32[idx], lr))
+                finally:
+                    self._batch_sqnorm = None
             else:
                 self._empty_step(lr)
             if interrupt is not None and interrupt():
@@ -195,6 +205,24 @@ class DpStepTrainer(StepTrainer):
         z = float(self.predict_logits(x0)[0])
         y0 = np.array([1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0], np.float32)
         self.step(x0, y0, lr)
+
+    def input_sqnorm(self, x: np.ndarray) -> np.ndarray:
+        """Each example's squared norm of x under the weight's mask, sum_j M_j x_ij^2 (what
+        a logistic regression's DP step takes as `x_sqnorm`), in row blocks so that the
+        square of a large x is never held whole."""
+        assert self._norm_mask is not None
+        out = np.empty(x.shape[0], np.float32)
+        for lo in range(0, x.shape[0], 256):
+            block = x[lo:lo + 256]
+            out[lo:lo + 256] = np.square(block, dtype=np.float32) @ self._norm_mask
+        return out
+
+    def _batch_inputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self._norm_mask is None:
+            return {}
+        # train_dp's precomputed norms of exactly this batch, else computed from it here
+        fed = self._batch_sqnorm
+        return {INPUT_NORM: fed if fed is not None else self.input_sqnorm(x)}
 
     def _step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         if self._dp is None:

@@ -256,6 +256,10 @@ class StepTrainer(Trainer):
         """Further fixed graph inputs, bound once (buffers a subclass writes in place)."""
         return {}
 
+    def _batch_inputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Further graph inputs of one batch x, bound with it (none for the plain step)."""
+        return {}
+
     def weights(self) -> np.ndarray:
         return self._flat[self._cur].copy()
 
@@ -313,6 +317,8 @@ class StepTrainer(Trainer):
         self._lr[...] = lr
         b.bind_cpu_input("x", x)
         b.bind_cpu_input("y", y)
+        for k, v in self._batch_inputs(x).items():
+            b.bind_cpu_input(k, v)
         self._sess.run_with_iobinding(b)
         loss = float(self._loss)
         if math.isfinite(loss):

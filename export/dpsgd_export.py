@@ -32,6 +32,7 @@ from genofed.models.manifest import (
     GraphSpec,
     ParamSpec,
     dpsgd_step_graph_names,
+    feeds_input_norm,
     initial_state,
 )
 from genofed.models.zoo import Conv1D
@@ -49,8 +50,10 @@ def export_dpsgd_step(module: nn.Module, n_sites: int, path: Path, optimizer: st
     names = replace(dpsgd_step_graph_names(specs, optimizer), file=path.name)
     b = _example_batch(specs, n_sites)
     example = dpsgd_inputs(module, specs, optimizer, b, n_sites, None)
-    n_fixed = len(example) - 6
-    dynamic = (*([None] * n_fixed), {0: _batch_dim()}, {0: _batch_dim()}, *([None] * 4))
+    fed = feeds_input_norm(specs)
+    n_fixed = len(example) - 6 - fed
+    dynamic = (*([None] * n_fixed), {0: _batch_dim()}, {0: _batch_dim()}, *([None] * 4),
+               *([{0: _batch_dim()}] if fed else []))
     _export(make_dpsgd_step_fn(module, specs, optimizer, route=route), example, dynamic, names,
             path)
     err = check_dpsgd_step(module, n_sites, path, optimizer, route=route)
@@ -84,7 +87,7 @@ def check_dpsgd_step(module: nn.Module, n_sites: int, path: Path, optimizer: str
         if optimizer == "sgd":
             params, masks = inputs[:n], inputs[n:2 * n]
             noise = inputs[2 * n:3 * n]
-            x, y, lr, clip, sigma, expected = inputs[3 * n:]
+            x, y, lr, clip, sigma, expected = inputs[3 * n:3 * n + 6]
             ref = reference_dp_grads(module, specs, params, masks, noise, x, y, float(clip),
                                      float(sigma), float(expected))
             for p, new, g in zip(params, out[:n], ref, strict=True):
@@ -142,8 +145,14 @@ def dpsgd_inputs(module: nn.Module, specs: Sequence[ParamSpec], optimizer: str, 
         norms = _example_norms(module, specs, params, masks, x, y)
         clip = torch.tensor(float(np.median(norms)))
         sigma = torch.tensor(0.7)
+    fed = [input_sqnorm(x, masks[0])] if feeds_input_norm(specs) else []
     return [*params, *state, *masks, *noise, x, y, torch.tensor(0.5), clip, sigma,
-            torch.tensor(float(b) + 0.5)]
+            torch.tensor(float(b) + 0.5), *fed]
+
+
+def input_sqnorm(x: Tensor, weight_mask: Tensor) -> Tensor:
+    """A logistic regression's fed input norms: sum_j M_j x_ij^2 per example (M [1, K])."""
+    return (x * x) @ weight_mask[0]
 
 
 def _example_norms(module: nn.Module, specs: Sequence[ParamSpec], params: Sequence[Tensor],

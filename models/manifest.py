@@ -57,8 +57,10 @@ coordinate (mask 0) given as 0 with zero optimizer state comes out of every step
 
 A DP-SGD step graph (`dpsgd_step_graph_names`) takes the plain step's inputs without the
 proximal ones, with noise_<name> per parameter (standard normals, shaped like it) after the
-masks, and the scalars clip, noise_multiplier and expected_batch after lr; its outputs are the
-plain step's.
+masks, and the scalars clip, noise_multiplier and expected_batch after lr; a model of one
+linear layer with one output (logistic regression, `feeds_input_norm`) also takes x_sqnorm
+float32 [B], each example's squared norm of x under the weight's mask (see
+genofed.export.dpsgd); its outputs are the plain step's.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ FORMAT = "genofed-bundle/2"
 MANIFEST = "manifest.json"
 STEP_EXTRA_INPUTS = ("x", "y", "lr")
 DPSGD_EXTRA_INPUTS = ("clip", "noise_multiplier", "expected_batch")
+INPUT_NORM = "x_sqnorm"  # a logistic regression's DP step: sum_j mask_j x_ij^2 per example
 OPTIMIZERS = ("sgd", "sgd_momentum", "adam")
 DEFAULT_HYPER: Mapping[str, Mapping[str, float]] = {
     "sgd": {}, "sgd_momentum": {"momentum": 0.9},
@@ -242,6 +245,13 @@ def step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd", *,
                      optimizer=optimizer, hyper=dict(DEFAULT_HYPER[optimizer]))
 
 
+def feeds_input_norm(specs: Sequence[ParamSpec]) -> bool:
+    """Whether the model is one linear layer with one output (a weight [1, K] and a bias
+    [1]): its DP-SGD step takes each example's masked squared input norm as an input."""
+    return len(specs) == 2 and len(specs[0].shape) == 2 and specs[0].shape[0] == 1 \
+        and specs[1].shape == (1,)
+
+
 def dpsgd_step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd") -> GraphSpec:
     """Input and output names of the DP-SGD step graph of one optimizer."""
     plain = step_graph_names(specs, optimizer)
@@ -250,7 +260,8 @@ def dpsgd_step_graph_names(specs: Sequence[ParamSpec], optimizer: str = "sgd") -
     return GraphSpec(file=f"dpsgd_{optimizer}.onnx",
                      inputs=(*plain.inputs[:n_carried + len(names)],
                              *(f"noise_{n}" for n in names), *STEP_EXTRA_INPUTS,
-                             *DPSGD_EXTRA_INPUTS),
+                             *DPSGD_EXTRA_INPUTS,
+                             *((INPUT_NORM,) if feeds_input_norm(specs) else ())),
                      outputs=plain.outputs, optimizer=optimizer, hyper=plain.hyper)
 
 

@@ -37,9 +37,17 @@ from genofed.agent.dpsgd import (  # noqa: E402
 from genofed.agent.trainer import StepTrainer  # noqa: E402
 from genofed.errors import GenofedError  # noqa: E402
 from genofed.export.bundle import export_bundle  # noqa: E402
-from genofed.export.dpsgd_export import export_dpsgd_step, opacus_twin  # noqa: E402
+from genofed.export.dpsgd_export import (  # noqa: E402
+    export_dpsgd_step,
+    input_sqnorm,
+    opacus_twin,
+)
 from genofed.export.stepgraph import param_specs  # noqa: E402
-from genofed.models.manifest import dpsgd_step_graph_names, load_bundle  # noqa: E402
+from genofed.models.manifest import (  # noqa: E402
+    dpsgd_step_graph_names,
+    feeds_input_norm,
+    load_bundle,
+)
 from genofed.models.panel import Panel, Site  # noqa: E402
 from genofed.models.zoo import build_model  # noqa: E402
 
@@ -103,6 +111,8 @@ def _run_graph(path: Path, model: str, params: list, x: torch.Tensor, y: torch.T
         if optimizer == "adam" else []
     values = [*params, *state, *masks, *noise, x, y, torch.tensor(lr), torch.tensor(clip),
               torch.tensor(sigma), torch.tensor(expected)]
+    if feeds_input_norm(specs):  # logreg: the device feeds sum_j M_j x_ij^2
+        values.append(input_sqnorm(x, masks[0]))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {k: v.numpy().astype(np.float32)
                           for k, v in zip(names.inputs, values, strict=True)})
@@ -278,6 +288,43 @@ def test_bundle_dp_graph_equals_its_plain_step_without_noise(bundle: Path) -> No
                            steps=1, lr=0.5)
     assert _rel(dp.weights(), plain.weights()) <= TOL
     assert spend.steps == 1 and spend.examples == 64 and spend.sampling == "poisson"
+
+
+def test_train_dp_clips_with_the_input_norms_it_computes_once(bundle: Path) -> None:
+    """Logistic regression's DP step takes each example's masked input norm as an input; the
+    trainer computes them once for all its examples. One full-batch step with half of the
+    examples clipped, no noise, equals per-example autograd's clipped mean (every third site
+    pruned, so a norm taken without the mask would clip wrongly)."""
+    from support.bundles import cohort
+
+    from genofed.export.dpsgd_export import reference_dp_grads
+    from genofed.models.zoo import build_model
+
+    b = load_bundle(bundle)
+    x, y = cohort(40, seed=5)
+    dp = DpStepTrainer(b)
+    w0 = dp.weights()
+    w0[:] = np.random.default_rng(3).normal(0, 0.3, w0.size).astype(np.float32)
+    dp.set_weights(w0)
+    w0 = dp.weights()  # pruned coordinates zeroed
+    module = build_model(b.model, b.n_sites, **b.model_config)
+    tensors = b.layout.tensors(w0)
+    params = [torch.from_numpy(tensors[s.name]) for s in b.params]
+    masks = [torch.from_numpy(v) for v in b.layout.tensors(b.layout.keep.astype(np.float32))
+             .values()]
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+    norms = [np.sqrt(sum(float((g ** 2).sum()) for g in reference_dp_grads(
+        module, b.params, params, masks, [torch.zeros_like(p) for p in params], xt[i:i + 1],
+        yt[i:i + 1], clip=1e30, sigma=0.0, expected=1.0))) for i in range(len(x))]
+    clip = float(np.median(norms))
+    want = reference_dp_grads(module, b.params, params, masks, [torch.zeros_like(p) for p in
+                                                                 params],
+                              xt, yt, clip=clip, sigma=0.0, expected=float(len(x)))
+    dp.train_dp(x, y, dp=DpSgd(clip=clip, noise_multiplier=0.0, sample_rate=1.0), steps=1,
+                lr=0.5)
+    implied = (w0.astype(np.float64) - dp.weights()) / 0.5
+    assert _rel(implied, b.layout.flatten({s.name: g for s, g in zip(b.params, want,
+                                                                      strict=True)})) <= 1e-4
 
 
 def _bytes_from(seed: int) -> Callable[[int], bytes]:
