@@ -169,7 +169,7 @@ class DpStepTrainer(StepTrainer):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise LocalInputError(f"trainer: steps must be an integer >= 0, got {steps!r}")
         n = x32.shape[0]
-        sqnorm = self.input_sqnorm(x32) if self._norm_mask is not None else None
+        sqnorm = self.input_sqnorm(x32) if self.feeds_input_norms else None
         self._dp = dp
         self._scalars["clip"][...] = dp.clip
         self._scalars["noise_multiplier"][...] = dp.noise_multiplier
@@ -180,11 +180,11 @@ class DpStepTrainer(StepTrainer):
             idx = poisson_sample(n, dp.sample_rate, self._randbytes)
             done += 1
             if len(idx):
-                self._batch_sqnorm = None if sqnorm is None else sqnorm[idx]
+                self.hold_input_norms(None if sqnorm is None else sqnorm[idx])
                 try:
                     losses.append(self.step(x32[idx], y32[idx], lr))
                 finally:
-                    self._batch_sqnorm = None
+                    self.hold_input_norms(None)
             else:
                 self._empty_step(lr)
             if interrupt is not None and interrupt():
@@ -205,6 +205,16 @@ class DpStepTrainer(StepTrainer):
         z = float(self.predict_logits(x0)[0])
         y0 = np.array([1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0], np.float32)
         self.step(x0, y0, lr)
+
+    @property
+    def feeds_input_norms(self) -> bool:
+        """Whether the step graph takes the batch's input norms (logistic regression)."""
+        return self._norm_mask is not None
+
+    def hold_input_norms(self, sqnorm: np.ndarray | None) -> None:
+        """The input norms of the batch the next steps take (`input_sqnorm` of exactly that
+        batch), or None: each step computes them from its batch."""
+        self._batch_sqnorm = sqnorm
 
     def input_sqnorm(self, x: np.ndarray) -> np.ndarray:
         """Each example's squared norm of x under the weight's mask, sum_j M_j x_ij^2 (what

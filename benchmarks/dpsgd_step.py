@@ -135,8 +135,8 @@ def step_time_ratio(model: str = "logreg", sites: int = 100_000, *,
         dp.train_dp(x, y, dp=DpSgd(clip=CLIP, noise_multiplier=SIGMA,
                                    sample_rate=1.0), steps=1, lr=LR)
         norms: dict[str, Callable[[], None]] = {}
-        if dp._norm_mask is not None:  # logreg: the batch's input norms, as train_dp feeds
-            dp._batch_sqnorm = dp.input_sqnorm(x)  # them (computed once for all examples)
+        if dp.feeds_input_norms:  # logreg: the batch's input norms, as train_dp feeds
+            dp.hold_input_norms(dp.input_sqnorm(x))  # them (computed once for all examples)
             norms["input_norms"] = lambda: dp.input_sqnorm(x)  # type: ignore[dict-item]
         engines: dict[str, Callable[[], None]] = {
             "ort_plain": lambda: plain._step(x, y, LR),
