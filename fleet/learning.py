@@ -79,7 +79,7 @@ def learning_gap(spec: Learning) -> dict[str, Any]:
             return auc_report(ty, trainer.predict_logits(tx), tanc)
 
         rng = np.random.default_rng(spec.seed)
-        cohorts = [np.sort(rng.choice(spec.genomes, spec.per_round, replace=False))
+        cohorts = [np.sort(rng.choice(spec.genomes, spec.per_round, replace=False)).tolist()
                    for _ in range(spec.rounds)]
         codec = plain_codec(b.layout.n_trained, CLIP, SCALE,
                             choose_bits(spec.per_round, CLIP, SCALE))
@@ -87,7 +87,7 @@ def learning_gap(spec: Learning) -> dict[str, Any]:
                              codec, server=ServerOptimizer(*spec.server), seed=spec.seed)
         federated = report(run.released[-1])
         every = max(1, spec.rounds // 10)
-        curve = {r: float(report(run.released[r])["auc"])  # type: ignore[arg-type]
+        curve = {r: float(report(run.released[r])["auc"])
                  for r in range(every, spec.rounds + 1, every)}
     central = auc_report(ty, central_scores(x, y, tx), tanc)
     return {"centralized_auc": central["auc"], "federated_auc": federated["auc"],
@@ -97,5 +97,5 @@ def learning_gap(spec: Learning) -> dict[str, Any]:
             "federated_ancestry_gap": federated["gap"], "auc_by_round": curve,
             "genomes": spec.genomes, "test": spec.test, "per_round": spec.per_round,
             "rounds": spec.rounds, "sites": spec.sites, "server": list(spec.server),
-            "cohorts_digest": hashlib.sha256(np.concatenate(cohorts).tobytes()).hexdigest()[:16]}
+            "cohorts_digest": hashlib.sha256(np.array(cohorts).tobytes()).hexdigest()[:16]}
 
