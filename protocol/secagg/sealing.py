@@ -21,9 +21,9 @@ cannot open either, and the other way round.
 
 from __future__ import annotations
 
-import nacl.encoding
+import hashlib
+
 import nacl.exceptions
-import nacl.hash
 import nacl.secret
 
 from genofed.protocol.secagg import shamir
@@ -43,9 +43,8 @@ class UnopenedBundle(ForgedMessage):
 def _box(key: PairKey, ctx: RoundContext, sender: int, recipient: int) -> nacl.secret.SecretBox:
     """The box of the bundle from `sender` to `recipient` in this round (one a direction)."""
     data = Writer().fixed(ctx.encode()).u32(sender).u32(recipient).getvalue()
-    return nacl.secret.SecretBox(nacl.hash.blake2b(
-        data, digest_size=32, key=key.raw, salt=b"share-box3", person=b"genofed-seal",
-        encoder=nacl.encoding.RawEncoder))
+    return nacl.secret.SecretBox(hashlib.blake2b(
+        data, digest_size=32, key=key.raw, salt=b"share-box3", person=b"genofed-seal").digest())
 
 
 def seal_bundle(key: PairKey, ctx: RoundContext, sender: int, recipient: int,
