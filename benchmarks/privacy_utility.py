@@ -98,7 +98,13 @@ def cross_device(size: Size, tmp: Path) -> tuple[list[dict[str, Any]], dict[str,
     from genofed.aggregator.optimizers import ServerOptimizer
     from genofed.export.bundle import export_bundle
     from genofed.models.manifest import load_bundle
-    from genofed.privacy.crossdevice import device_epsilon, dp_codec, plain_codec, run_federation
+    from genofed.privacy.crossdevice import (
+        device_epsilon,
+        dp_codec,
+        local_delta,
+        plain_codec,
+        run_federation,
+    )
     from genofed.protocol.codec import choose_bits
     from genofed.protocol.codec_packing import packed_size
     from genofed.sim.evaluate import auc_report
@@ -112,10 +118,8 @@ def cross_device(size: Size, tmp: Path) -> tuple[list[dict[str, Any]], dict[str,
     tx = c.test.x(af)
 
     def local(w: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
-        trainer.set_weights(w)
-        trainer.train(c.train.x(af, slice(i, i + 1)), c.train.y[i:i + 1].astype(np.float32),
-                      epochs=EPOCHS, batch_size=32, lr=LR, rng=rng)
-        return np.subtract(trainer.weights(), w, dtype=np.float64)
+        return local_delta(trainer, w, c.train.x(af, slice(i, i + 1)),
+                           c.train.y[i:i + 1].astype(np.float32), epochs=EPOCHS, lr=LR, rng=rng)
 
     def report(w: np.ndarray) -> dict[str, Any]:
         trainer.set_weights(w)

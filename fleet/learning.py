@@ -51,7 +51,7 @@ def learning_gap(spec: Learning) -> dict[str, Any]:
     from genofed.aggregator.optimizers import ServerOptimizer
     from genofed.export.bundle import export_bundle
     from genofed.models.manifest import load_bundle
-    from genofed.privacy.crossdevice import plain_codec, run_federation
+    from genofed.privacy.crossdevice import local_delta, plain_codec, run_federation
     from genofed.protocol.codec import choose_bits
     from genofed.sim.evaluate import auc_report, central_scores
 
@@ -69,10 +69,8 @@ def learning_gap(spec: Learning) -> dict[str, Any]:
         trainer = StepTrainer(b)
 
         def local(w: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
-            trainer.set_weights(w)
-            trainer.train(x[i:i + 1], y[i:i + 1], epochs=LOCAL_EPOCHS, batch_size=32,
-                          lr=LOCAL_LR, rng=rng)
-            return np.subtract(trainer.weights(), w, dtype=np.float64)
+            return local_delta(trainer, w, x[i:i + 1], y[i:i + 1], epochs=LOCAL_EPOCHS,
+                               lr=LOCAL_LR, rng=rng)
 
         def report(w: np.ndarray) -> dict[str, Any]:
             trainer.set_weights(w)

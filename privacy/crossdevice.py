@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,8 +36,21 @@ from genofed.protocol.codec import build_pipeline
 from genofed.protocol.codec_mean import MeanPipeline
 from genofed.protocol.codec_stages import NoNoise
 
+if TYPE_CHECKING:
+    from genofed.agent.trainer import StepTrainer
+
 # (weights the device received, full layout; index of its genome; rng) -> its delta
 LocalUpdate = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def local_delta(trainer: StepTrainer, w: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+                epochs: int, lr: float, rng: np.random.Generator,
+                batch_size: int = 32) -> np.ndarray:
+    """One device's local training from the model `w` on its genomes (x, y), through the
+    bundle's step graph: its update, in float64 (each simulated federation's LocalUpdate)."""
+    trainer.set_weights(w)
+    trainer.train(x, y, epochs=epochs, batch_size=batch_size, lr=lr, rng=rng)
+    return np.subtract(trainer.weights(), w, dtype=np.float64)
 
 
 PipelineFor = Callable[[bytes], MeanPipeline]  # a round's rotation seed -> its codec

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genofed.privacy.crossdevice import local_delta
 from genofed.privacy.redteam import Privacy, Shape
 from genofed.privacy.redteam_sim import Genomes, World
 from genofed.protocol.privacyspec import DpSgd
@@ -53,9 +54,8 @@ class SiloWorld(World):
         x, y = self.g.x[rows], self.g.y[rows]
         s = self.shape
         if self.dpsgd is None:
-            self.trainer.set_weights(w)
-            self.trainer.train(x, y, epochs=s.epochs, batch_size=BATCH, lr=s.lr, rng=rng)
-            return np.subtract(self.trainer.weights(), w, dtype=np.float64)
+            return local_delta(self.trainer, w, x, y, epochs=s.epochs, lr=s.lr, rng=rng,
+                               batch_size=BATCH)
         t = self.dp_trainer
         t.set_weights(w)
         t.train_dp(x, y, dp=self.dpsgd, steps=self.dpsgd.steps_for_epochs(s.epochs), lr=s.lr)

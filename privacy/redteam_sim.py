@@ -108,10 +108,10 @@ class World:
 
     def update(self, w: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
         """One device's local training on its one genome (the bundle's step graph)."""
-        self.trainer.set_weights(w)
-        self.trainer.train(self.g.x[i:i + 1], self.g.y[i:i + 1], epochs=self.shape.epochs,
-                           batch_size=32, lr=self.shape.lr, rng=rng)
-        return np.subtract(self.trainer.weights(), w, dtype=np.float64)
+        from genofed.privacy.crossdevice import local_delta
+
+        return local_delta(self.trainer, w, self.g.x[i:i + 1], self.g.y[i:i + 1],
+                           epochs=self.shape.epochs, lr=self.shape.lr, rng=rng)
 
     def codec(self, epsilon: float | None) -> tuple[object, Privacy]:
         """The round codec of a setting and what the accountant claims of it."""

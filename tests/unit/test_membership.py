@@ -62,10 +62,10 @@ class World:
         self.clip = LR * EPOCHS * 0.5 * np.sqrt(SITES)
 
     def update(self, w: np.ndarray, i: int, rng: np.random.Generator) -> np.ndarray:
-        self.trainer.set_weights(w)
-        self.trainer.train(self.x[i:i + 1], self.y[i:i + 1], epochs=EPOCHS, batch_size=32,
+        from genofed.privacy.crossdevice import local_delta
+
+        return local_delta(self.trainer, w, self.x[i:i + 1], self.y[i:i + 1], epochs=EPOCHS,
                            lr=LR, rng=rng)
-        return np.subtract(self.trainer.weights(), w, dtype=np.float64)
 
     def attacks(self, codec: object) -> dict[str, AttackResult]:
         """Every attack, pooled over the FEDS federations."""
