@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +51,20 @@ class WorkerSpec:
 
 
 def serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
-    """Run the process's devices (see the module docstring)."""
+    """Run the process's devices (see the module docstring); under cProfile when
+    GENOFED_FLEET_PROFILE names a folder (its stats written there, one file a process)."""
+    folder = os.environ.get("GENOFED_FLEET_PROFILE")
+    if not folder:
+        _serve(spec, ready, stop)
+        return
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        _serve(spec, ready, stop)
+    prof.dump_stats(str(Path(folder) / f"{spec.result.stem}.prof"))
+
+
+def _serve(spec: WorkerSpec, ready: Any, stop: Any) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s fleet %(message)s")
     shared = Shared(load_bundle(spec.bundle), spec.federation, IdentityKey(spec.aggregator_key))
     pki, topics, pump = PkiLayout(spec.pki_root), shared.topics, Pump()
