@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genofed.errors import GenofedError
-from genofed.sim.evaluate import auc_report, describe, read_ancestry
+from genofed.sim.evaluate import auc_report, describe, gap_closure, read_ancestry
 
 
 def test_auc_by_ancestry_names_the_gap() -> None:
@@ -38,3 +38,19 @@ def test_bad_ancestry_file(tmp_path: pytest.TempPathFactory) -> None:
     p.write_text("sample\tpop\ns1\tEUR\n")
     with pytest.raises(GenofedError, match=r"ancestry.tsv:1: ancestry file must start"):
         read_ancestry(p)
+
+
+def test_gap_closure_reads_both_ways() -> None:
+    """Worked by hand: the EUR-only model serves AFR at 0.60 (its worst) against 0.80 on EUR;
+    centralized 0.76 on AFR; federated 0.72. Spread: 1 - (0.80 - 0.72) / 0.20 = 0.6, the
+    centralized 1 - 0.06 / 0.20 = 0.7; shortfall on AFR: (0.72 - 0.60) / (0.76 - 0.60) = 0.75."""
+    def rep(afr: float, eur: float) -> dict[str, object]:
+        best, worst = ("EUR", "AFR") if eur >= afr else ("AFR", "EUR")
+        return {"by_ancestry": {"AFR": afr, "EUR": eur}, "best": best, "worst": worst,
+                "gap": abs(eur - afr)}
+
+    c = gap_closure(rep(0.72, 0.80), rep(0.76, 0.82), rep(0.60, 0.80))
+    assert c["worst_of_single"] == "AFR"
+    assert c["spread"] == pytest.approx(0.6)
+    assert c["spread_centralized"] == pytest.approx(0.7)
+    assert c["shortfall"] == pytest.approx(0.75)
