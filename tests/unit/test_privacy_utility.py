@@ -44,13 +44,17 @@ def test_privacy_utility_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         if r["schedule"] == "one_pass" and math.isfinite(r["target_epsilon"]):
             assert r["epsilon_unamplified"] <= r["target_epsilon"] and r["epsilon_amplified"] \
                 is None
-        elif r["schedule"] == "sampled":
+        elif r["schedule"] == "sampled" and math.isfinite(r["target_epsilon"]):
             assert r["epsilon_amplified"] <= r["target_epsilon"] < r["epsilon_unamplified"]
+    assert {r["schedule"] for r in device if r["target_epsilon"] == math.inf} == {
+        "one_pass", "sampled"}  # the non-private run of each schedule
     for r in rows:  # every AUC comes with its AUC by ancestry
         assert all(r[k] is not None for k in ("auc", "auc_AFR", "auc_EUR", "auc_EAS", "auc_AMR",
                                               "auc_gap")), r
     silo = {r["model"]: r for r in rows if r["deployment"] == "cross-silo"}
     assert silo["federated_dpsgd"]["epsilon"] <= 3.0 and silo["federated_dpsgd"]["delta"] == 1e-5
+    assert silo["distributed_dpsgd_design"]["epsilon"] == silo["federated_dpsgd"]["epsilon"]
+    assert math.isfinite(s["cross_silo_auc_gap_eps3_distributed_design"])
     svg = ET.parse(tmp_path / "privacy_utility_smoke.svg").getroot()
     assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) >= 2
     table = (tmp_path / "privacy_utility_smoke.txt").read_text().splitlines()
