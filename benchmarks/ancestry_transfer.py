@@ -3,16 +3,17 @@ trained on one ancestry only, and federated transfer learning from a polygenic s
 
 Cohort (`genofed simulate` defaults otherwise: h2 0.5, 5% causal, genetic correlation 0.8,
 prevalence 0.3): six clinics of 500 genomes, each 80% one ancestry (AFR, EUR, EAS, AMR in equal
-shares of clinics, the rest mixed), a 1,000-site genome-wide panel, a held-out test set of 8,000
-(2,000 per ancestry, ANCESTRY_TEST: at 400 a ancestry, each AUC's standard error of ~0.025
-made the best-worst gap mostly noise), and an external EUR cohort of 4,000 that a PGS Catalog
-score is trained on (`sim/score.py`). Models: scikit-learn's L2 logistic regression on the
-pooled clinics, its penalty chosen by 3-fold cross-validated AUC (centralized; unpenalized it
-overfits 1,000 sites on 3,000 genomes and falls below one round of FedAvg), the same on the
-clinics' EUR genomes only (single-ancestry), and FedAvg of the demo's local training (logreg
-step graph on onnxruntime, two epochs of SGD at lr 0.02, batches of 32, updates clipped to 10)
-for ROUNDS rounds, from zero and from the score mapped by `genofed export --init-from`
-(`export/score_init.py`).
+shares of clinics, the rest mixed), a 1,000-site genome-wide panel, a held-out test set of 40,000
+(10,000 per ancestry, ANCESTRY_TEST: each AUC's standard error is ~0.025 at 400 a ancestry,
+enough to make the best-worst gap mostly noise, and ~0.012 at 2,000, as wide as the 0.01
+tolerance of the rounds-to-reach figures), and an external EUR cohort of 4,000
+that a PGS Catalog score is trained on (`sim/score.py`). Models: scikit-learn's L2 logistic
+regression on the pooled clinics, its penalty chosen by 3-fold cross-validated AUC
+(centralized; unpenalized it overfits 1,000 sites on 3,000 genomes and falls below one round
+of FedAvg), the same on the clinics' EUR genomes only (single-ancestry), and FedAvg of the
+demo's local training (logreg step graph on onnxruntime, two epochs of SGD at lr 0.02,
+batches of 32, updates clipped to 10) for ROUNDS rounds, from zero and from the score mapped
+by `genofed export --init-from` (`export/score_init.py`).
 
 Figures: AUC overall and per ancestry; the gap between best- and worst-served ancestry; the
 share of the EUR-only model's disadvantage the federated model closes, both readings of
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _fedsim import Data, Local, bundle, data
 
 ROUNDS, CLIP, TOL, SEEDS = 30, 10.0, 0.01, (1, 2)
-TEST = int(os.environ.get("ANCESTRY_TEST", "8000"))  # 2,000 a ancestry: see the module doc
+TEST = int(os.environ.get("ANCESTRY_TEST", "40000"))  # 10,000 a ancestry: see the module doc
 
 
 def fedavg(local: Local, initial: np.ndarray, seed: int) -> list[dict[str, object]]:
