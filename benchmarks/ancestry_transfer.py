@@ -17,8 +17,8 @@ by `genofed export --init-from` (`export/score_init.py`).
 
 Figures: AUC overall and per ancestry; the gap between best- and worst-served ancestry; the
 share of the EUR-only model's disadvantage the federated model closes, both readings of
-`sim.evaluate.gap_closure` (its best-worst gap, beside the centralized model's own closure,
-which bounds it; and its shortfall against the centralized model on its worst-served
+`sim.evaluate.gap_closure` (its best-worst gap, beside the centralized model's own closure
+as the reference; and its shortfall against the centralized model on its worst-served
 ancestry); rounds until the federated model comes within TOL of the centralized AUC, overall
 and per ancestry, from the score and from zero. Two cohort seeds.
 

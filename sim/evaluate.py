@@ -71,10 +71,10 @@ def auc_report(y: np.ndarray, score: np.ndarray, ancestry: np.ndarray) -> dict[s
 def gap_closure(federated: dict[str, object], centralized: dict[str, object],
                 single: dict[str, object]) -> dict[str, float | str]:
     """How much of a single-ancestry model's disadvantage the federated model closes, read two
-    ways (each an `auc_report`):
+    ways (each argument an `auc_report`):
     - `spread`: 1 - (federated's best-worst gap) / (single's best-worst gap). Ancestries differ
       in how predictable the trait is from the panel whatever the training data, so even the
-      centralized model keeps a gap: its own closure (`spread_centralized`) bounds this one.
+      centralized model keeps a gap: its own closure (`spread_centralized`) is the reference.
     - `shortfall`: on the single model's worst-served ancestry W, the share of its shortfall
       against the centralized model that federating recovers, (fed[W] - single[W]) /
       (central[W] - single[W]): the portability loss of training on one ancestry."""
@@ -83,14 +83,18 @@ def gap_closure(federated: dict[str, object], centralized: dict[str, object],
         assert isinstance(b, dict)
         return b
 
-    g1 = float(single["gap"])  # type: ignore[arg-type]
-    w = str(single["worst"])
+    def gap(r: dict[str, object]) -> float:
+        g = r["gap"]
+        assert isinstance(g, float)
+        return g
+
+    nan = float("nan")
+    g1, w = gap(single), str(single["worst"])
     lost = by(centralized)[w] - by(single)[w]
-    return {"spread": 1 - float(federated["gap"]) / g1 if g1 > 0 else float("nan"),  # type: ignore[arg-type]
-            "spread_centralized": 1 - float(centralized["gap"]) / g1  # type: ignore[arg-type]
-            if g1 > 0 else float("nan"),
+    return {"spread": 1 - gap(federated) / g1 if g1 > 0 else nan,
+            "spread_centralized": 1 - gap(centralized) / g1 if g1 > 0 else nan,
             "worst_of_single": w,
-            "shortfall": (by(federated)[w] - by(single)[w]) / lost if lost > 0 else float("nan")}
+            "shortfall": (by(federated)[w] - by(single)[w]) / lost if lost > 0 else nan}
 
 
 def describe(report: dict[str, object]) -> str:
