@@ -80,6 +80,32 @@ def profile_auc_ceiling(profile: Sequence[tuple[float, float]], grid: int = 2000
     return min(riemann, min(auc_ceiling(e, d) for e, d in profile))
 
 
+def fpr_upper(passed: int, negatives: int, level: float = 0.975) -> float:
+    """An upper confidence bound, at `level`, on the population FPR of a threshold that
+    `passed` of `negatives` non-members scored above: the Clopper-Pearson bound, the f at
+    which P[Binomial(negatives, f) <= passed] = 1 - level (bisection on the exact binomial
+    CDF; scipy is not in the coordinator's profile). An attack's TPR "at 0.1% FPR" on a few
+    hundred non-members is read at a threshold none of them passes, whose own FPR may well be
+    0.5%: its ceiling must be read there, not at the nominal rate."""
+    if not 0 <= passed < negatives:
+        raise LocalInputError(f"fpr_upper: {passed} of {negatives} non-members passed")
+
+    def cdf(f: float) -> float:
+        terms = [math.lgamma(negatives + 1) - math.lgamma(i + 1) - math.lgamma(negatives - i + 1)
+                 + i * math.log(f) + (negatives - i) * math.log1p(-f) for i in range(passed + 1)]
+        top = max(terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # the CDF falls as f grows
+        mid = (lo + hi) / 2
+        if mid <= 0.0 or cdf(mid) > 1 - level:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 DELTAS = tuple(10.0 ** -k for k in range(1, 13))
 
 

@@ -102,6 +102,30 @@ def test_the_ceiling_is_its_derivation() -> None:
             assert true_tpr <= float(profile_tpr_ceiling(q, prof)) + 1e-12
 
 
+def test_a_tpr_is_held_to_the_fpr_its_threshold_certifies() -> None:
+    """`fpr_upper` is the Clopper-Pearson bound (scipy's Beta(k + 1, n - k) quantile); a
+    threshold no non-member of 400 passes certifies an FPR of 0.92%, not 0.1%, so a TPR of
+    0.75% there is no violation at epsilon 2 (nominal ceiling 0.74%, certified ~6.8%), where
+    on 40,000 non-members (40 may pass: certified 0.136%, ceiling 1.01%) a TPR whose interval
+    starts at 1.2% is one."""
+    stats = pytest.importorskip("scipy.stats")
+    from genofed.privacy.ceiling import fpr_upper
+    from genofed.privacy.redteam import Privacy, violations
+
+    for k, n in ((0, 400), (4, 400), (30, 3000), (3, 40_000)):
+        assert fpr_upper(k, n) == pytest.approx(stats.beta.ppf(0.975, k + 1, n - k), rel=1e-9)
+    p = Privacy(2.0, 1e-5)
+
+    def setting(negatives: int, lo: float) -> dict[str, object]:
+        attack = {"auc": 0.55, "tpr_ci": {"0.01": (0.0, 0.05), "0.001": (lo, 0.02)}}
+        return {**p.ceilings(), **p.certified(negatives), "attacks": {"homer": attack}}
+
+    assert violations({**p.ceilings(), "attacks": setting(400, 0.0075)["attacks"]}) != []
+    assert violations(setting(400, 0.0075)) == []
+    assert violations(setting(40_000, 0.012)) == ["homer: TPR at FPR 0.001 in [0.0120, ...] > "
+                                                  "ceiling 0.0101"]
+
+
 def test_lira_and_homer_on_planted_members() -> None:
     """LiRA's online and offline scores rank a target whose statistic sits at its IN mean
     above one at its OUT mean; Homer's D is larger for a genome the aggregate holds."""
