@@ -38,8 +38,9 @@
     scale = 1e6
 
     [server]
-    optimizer = "fedavg"   # or "fedadam"
-    lr = 1.0
+    optimizer = "fedavg"   # or "fedadam"; with [privacy] unit = "device", fedavg (and a
+    lr = 1.0               # larger lr): FedAdam steps every noise-only coordinate as far as a
+                           # causal one (benchmarks/privacy_utility.py: 0.726 against 0.757)
 
     [store]                # absent: SQLite, state_dir/aggregator.db
     url = "postgresql://genofed@db.example.org/genofed"   # PostgreSQL (psycopg 3) instead
