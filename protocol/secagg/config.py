@@ -71,10 +71,8 @@ class RoundConfig:
     def digest(self) -> Digest:
         """BLAKE2b-256 of the canonical encoding."""
         w = Writer().text(self.federation).u64(self.round).u32(self.n)
-        # Writer.text and .fixed for each member, in one join (the roster is the bulk)
-        names = [p.device.encode() for p in self.roster]
-        w.fixed(b"".join(b"%s%s%s" % (len(d).to_bytes(4, "big"), d, p.identity.raw)
-                         for d, p in zip(names, self.roster, strict=True)))
+        for p in self.roster:
+            w.text(p.device).fixed(p.identity.raw)
         w.fixed(self.server.raw).u32(self.params.k).u32(self.params.t).u8(self.ring.bits)
         w.u64(self.length).fixed(self.graph_seed.raw)
         return Digest(nacl.hash.blake2b(w.getvalue(), digest_size=32, person=b"genofed-config",
