@@ -51,17 +51,15 @@ class Fields:
 
     def text(self, key: str, max_len: int = 256) -> str:
         v = self._get(key)
-        if not isinstance(v, str) or len(v) > max_len:
+        if (out := text_value(v, max_len)) is None:
             raise self._bad(key, f"a string of at most {max_len} characters", v)
-        return v
+        return out
 
     def hex(self, key: str, size: int) -> bytes:
-        v = self.text(key, 2 * size)
-        try:
-            raw = bytes.fromhex(v)
-        except ValueError:
-            raise self._bad(key, f"{size} bytes in hex", v) from None
-        if len(raw) != size:
+        v = self._get(key)
+        if text_value(v, 2 * size) is None:
+            raise self._bad(key, f"a string of at most {2 * size} characters", v)
+        if (raw := hex_value(v, size)) is None:
             raise self._bad(key, f"{size} bytes in hex", v)
         return raw
 
@@ -73,3 +71,20 @@ class Fields:
         if not isinstance(v, list) or len(v) > max_len:
             raise self._bad(key, f"a list of at most {max_len} items", v)
         return v
+
+
+def text_value(v: Any, max_len: int) -> str | None:
+    """`v` if it is a string of at most `max_len` characters, else None (`Fields.text`'s rule,
+    for values that are not an object's fields, such as a roster's [device, key] pairs)."""
+    return v if isinstance(v, str) and len(v) <= max_len else None
+
+
+def hex_value(v: Any, size: int) -> bytes | None:
+    """The `size` bytes that `v` spells in hex, else None (`Fields.hex`'s rule)."""
+    if text_value(v, 2 * size) is None:
+        return None
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError:
+        return None
+    return raw if len(raw) == size else None

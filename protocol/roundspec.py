@@ -16,7 +16,7 @@ from genofed.errors import LocalInputError, MessageError
 from genofed.models.manifest import OPTIMIZERS
 from genofed.protocol.codec import build_pipeline
 from genofed.protocol.codec_mean import MeanPipeline
-from genofed.protocol.fields import Fields
+from genofed.protocol.fields import Fields, hex_value, text_value
 from genofed.protocol.privacyspec import DpSgd
 from genofed.protocol.ring import Ring
 from genofed.protocol.secagg import (
@@ -148,17 +148,12 @@ def config_from_json(f: Fields) -> RoundConfig:
         # its round (1,000 at the scale benchmark) in each task it takes.
         roster = []
         for i, entry in enumerate(f.array("roster", MAX_CLIENTS)):
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                    and len(entry[0]) <= 64 and isinstance(entry[1], str)
-                    and len(entry[1]) == 64):
+            pair = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
+            device, key = text_value(pair[0], 64), hex_value(pair[1], 32)
+            if device is None or key is None:
                 raise MessageError(f"roster entry {i} is not [device (a string of at most 64 "
                                    f"characters), key (32 bytes in hex)]: {entry!r:.100}")
-            try:
-                key = bytes.fromhex(entry[1])
-            except ValueError:
-                raise MessageError(f"roster entry {i}: key is not 32 bytes in hex: "
-                                   f"{entry[1]!r:.100}") from None
-            roster.append(Participant(entry[0], IdentityKey(key)))
+            roster.append(Participant(device, IdentityKey(key)))
         return RoundConfig(
             federation=f.text("federation", 64), round=f.integer("round"),
             roster=tuple(roster), server=IdentityKey(f.hex("server", 32)),

@@ -36,7 +36,10 @@ def test_config_round_trips_with_the_same_digest() -> None:
 
 @pytest.mark.parametrize("change", [{"k": 1}, {"bits": 0}, {"server": "zz"},
                                     {"roster": [["a", "00"]]}, {"n": "x"}, {"round": 1e400},
-                                    {"round": True}, {"length": 2.5}, {"roster": "x"}])
+                                    {"round": True}, {"length": 2.5}, {"roster": "x"},
+                                    {"roster": [["a" * 65, "00" * 32]]},
+                                    {"roster": [["a", "zz" * 32]]}, {"roster": [["a", 5]]},
+                                    {"roster": [["a", "00" * 31 + " 0"]]}, {"roster": [[1, 2]]}])
 def test_bad_config_refused(change: dict[str, object]) -> None:
     d = {**config_to_json(_config()), **change}
     with pytest.raises(MessageError, match="bad round configuration"):
