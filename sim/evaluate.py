@@ -37,13 +37,11 @@ def central_scores(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, *,
 
     with warnings.catch_warnings():  # scikit-learn 1.9 warns of 1.10's defaults at every fit
         warnings.simplefilter("ignore", FutureWarning)
-        if cv_rows is None:
-            clf = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
-                                       max_iter=2000).fit(x, y)
-        else:
-            cv = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
-                                      max_iter=2000).fit(x[cv_rows], y[cv_rows])
-            clf = LogisticRegression(C=float(cv.C_[0]), max_iter=2000).fit(x, y)
+        rows = slice(None) if cv_rows is None else cv_rows
+        clf = LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=3, scoring="roc_auc",
+                                   max_iter=2000).fit(x[rows], y[rows])
+        if cv_rows is not None:  # refit on all rows at the penalty chosen on cv_rows
+            clf = LogisticRegression(C=float(clf.C_[0]), max_iter=2000).fit(x, y)
     return np.asarray(clf.decision_function(test_x))
 
 
